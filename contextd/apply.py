@@ -1,0 +1,207 @@
+"""The one executor: performs a plan's actions as a transaction.
+
+Files first (each backed up in the state dir and journalled before it changes), commands
+after, services last. If anything fails, every file is put back byte for byte with its mode
+and owner, files the run created are removed, and services it started are stopped again.
+A journal left by a killed run is rolled back by `recover` before anything else happens.
+It never runs a shell, and never runs commands against an alternate root unless told to.
+"""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+from contextd import filesystem
+from contextd.actions import Action, RunCommand, WriteFile
+from contextd.errors import ApplyError
+
+log = logging.getLogger("contextd.apply")
+TXN = "transaction"
+JOURNAL = "journal.json"
+
+
+class ApplyFailed(ApplyError):
+    def __init__(self, message: str, results: List[Dict[str, Any]],
+                 rolled_back: List[str], not_undone: List[str]):
+        super().__init__(message, "nothing was left half-applied; see the report's actions")
+        self.results = results
+        self.rolled_back = rolled_back
+        self.not_undone = not_undone
+
+
+@dataclass
+class _Journal:
+    directory: str
+    entries: List[Dict[str, Any]] = field(default_factory=list)
+
+    def record(self, entry: Dict[str, Any]) -> None:
+        self.entries.append(entry)
+        self.save()
+
+    def save(self) -> None:
+        filesystem.atomic_write(os.path.join(self.directory, JOURNAL),
+                                json.dumps({"entries": self.entries}).encode(), 0o600)
+
+
+def recover(state_dir: str) -> List[str]:
+    """Roll back a transaction a killed run left behind; returns the paths restored."""
+    directory = os.path.join(state_dir, TXN)
+    path = os.path.join(directory, JOURNAL)
+    if not os.path.exists(path):
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)      # killed before its first journal entry
+        return []
+    try:
+        with open(path, "rb") as f:
+            entries = json.load(f)["entries"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ApplyError("cannot read the interrupted transaction in %s: %s" % (directory, exc),
+                         "restore the listed files by hand, then remove that directory")
+    restored = _undo_files(directory, entries)
+    shutil.rmtree(directory)
+    return restored
+
+
+def _undo_files(directory: str, entries: Sequence[Dict[str, Any]]) -> List[str]:
+    restored = []
+    for entry in reversed(entries):
+        target = entry["path"]
+        if entry.get("backup") is not None:
+            with open(os.path.join(directory, entry["backup"]), "rb") as f:
+                content = f.read()
+            filesystem.restore(target, filesystem.FileState(
+                content, entry["mode"], entry["uid"], entry["gid"]))
+        else:
+            filesystem.remove(target)
+        for created in reversed(entry.get("created_dirs", [])):
+            try:
+                os.rmdir(created)
+            except OSError:
+                pass
+        restored.append(target)
+    return restored
+
+
+def execute(actions: Sequence[Action], root: str, state_dir: str,
+            run_commands: bool) -> List[Dict[str, Any]]:
+    """Perform `actions`; returns one result per action or raises ApplyFailed."""
+    files = [a for a in actions if isinstance(a, WriteFile)]
+    commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
+    services = [a for a in actions if isinstance(a, RunCommand) and a.service]
+    may_run = run_commands or root in ("", "/")
+
+    filesystem.private_dir(state_dir)
+    journal = _Journal(os.path.join(state_dir, TXN))
+    filesystem.private_dir(journal.directory)
+    results: List[Dict[str, Any]] = []
+    done_services: List[RunCommand] = []
+    irreversible: List[str] = []
+    current: Optional[Dict[str, Any]] = None
+    try:
+        for action in files:
+            current = _result(action)
+            results.append(current)
+            start = time.monotonic()
+            current["status"] = _write(action, root, journal)
+            current["ms"] = _ms(start)
+        for action in list(commands) + list(services):
+            current = _result(action)
+            results.append(current)
+            if not may_run:
+                current["status"] = "skipped"
+                current["reason"] = "alternate root %s: commands need --run-commands" % root
+                continue
+            start = time.monotonic()
+            _run(action)
+            current["status"] = "ran"
+            current["ms"] = _ms(start)
+            if action.service:
+                done_services.append(action)
+            if not action.reversible:
+                irreversible.append(action.target)
+        current = None
+    except (OSError, ApplyError) as exc:
+        message = exc.message if isinstance(exc, ApplyError) else "%s" % exc
+        if current is not None:
+            current["status"] = "failed"
+            current["error"] = message
+        rolled_back, not_undone = _rollback(journal, done_services, irreversible, results)
+        raise ApplyFailed("apply failed at %s %s: %s; rolled back %d change%s" % (
+            current["kind"] if current else "step", current["target"] if current else "",
+            message, len(rolled_back), "" if len(rolled_back) == 1 else "s"),
+            results, rolled_back, not_undone)
+    shutil.rmtree(journal.directory)
+    return results
+
+
+def _write(action: WriteFile, root: str, journal: _Journal) -> str:
+    target = filesystem.under_root(root, action.path)
+    before = filesystem.state_of(target)
+    if before is not None and before.content == action.content and before.mode == action.mode:
+        return "unchanged"
+    parent = os.path.dirname(target)
+    created = filesystem.ensure_dir(parent, action.dir_mode or 0o755)
+    if action.dir_mode is not None and not created:
+        os.chmod(parent, action.dir_mode)   # tokens.d must be 0700 even if it existed
+    entry: Dict[str, Any] = {"path": target, "backup": None, "created_dirs": created}
+    if before is not None:
+        name = "%d.bak" % len(journal.entries)
+        filesystem.atomic_write(os.path.join(journal.directory, name), before.content, 0o600)
+        entry.update(backup=name, mode=before.mode, uid=before.uid, gid=before.gid)
+    journal.record(entry)
+    uid = before.uid if before else None
+    gid = before.gid if before else None
+    filesystem.atomic_write(target, action.content, action.mode, uid, gid)
+    log.info("wrote %s", target)          # never the content: it may be a secret
+    return "written" if before is not None else "created"
+
+
+def _run(action: RunCommand) -> None:
+    try:
+        proc = subprocess.run(list(action.argv), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=action.timeout, check=False)
+    except FileNotFoundError:
+        raise ApplyError("command %r not found" % action.argv[0],
+                         "install it in the image or drop that section from the payload")
+    except subprocess.TimeoutExpired:
+        raise ApplyError("%s timed out after %ds" % (action.target, action.timeout))
+    output = proc.stdout.decode("utf-8", "replace")
+    for line in output.splitlines()[-50:]:
+        log.info("%s: %s", action.argv[0], line)
+    if proc.returncode not in action.ok_codes:
+        tail = output.strip().splitlines()[-1:] or ["no output"]
+        raise ApplyError("%s exited with %d (%s)" % (action.target, proc.returncode, tail[0]))
+
+
+def _rollback(journal: _Journal, services: List[RunCommand], irreversible: List[str],
+              results: List[Dict[str, Any]]) -> Any:
+    not_undone = list(irreversible)
+    for service in reversed(services):
+        try:
+            if service.undo:
+                _run(RunCommand(plugin=service.plugin, argv=service.undo))
+            else:
+                not_undone.append(service.target)
+        except ApplyError as exc:
+            not_undone.append("%s (%s)" % (service.target, exc.message))
+    rolled_back = _undo_files(journal.directory, journal.entries)
+    shutil.rmtree(journal.directory, ignore_errors=True)
+    for result in results:
+        if result["kind"] == "file" and result["status"] in ("created", "written"):
+            result["status"] = "rolled-back"
+    return rolled_back, not_undone
+
+
+def _result(action: Action) -> Dict[str, Any]:
+    return {"plugin": action.plugin, "kind": action.kind, "target": action.target,
+            "status": "pending", "ms": 0}
+
+
+def _ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)

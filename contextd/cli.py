@@ -1,0 +1,132 @@
+"""The command line: parse arguments, call one command, turn errors into exit codes.
+
+This is the only place that prints errors or decides exit codes (DESIGN section 3). A known
+error is one line on stderr; anything else is a bug: one line plus a traceback in a file.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from typing import Any, Optional, Sequence
+
+from contextd import __version__, errors
+from contextd.errors import ContextdError, UsageError
+
+log = logging.getLogger("contextd")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError("%s: %s" % (self.prog, message), "see %s --help" % self.prog)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="contextd", description="Signed, policy-checked VM contextualization.")
+    p.add_argument("--version", action="version", version="contextd %s" % __version__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    sub.required = True
+
+    run = sub.add_parser("run", help="the boot job: detect, verify, authorize, apply, report")
+    run.add_argument("--policy", default="/etc/contextd/policy.yaml")
+    run.add_argument("--root", default="/", help="apply under this directory (default /)")
+    run.add_argument("--source", help="skip detection: iso:PATH, dir:PATH or file:PATH")
+    run.add_argument("--state-dir")
+    run.add_argument("--run-dir")
+    run.add_argument("--run-commands", action="store_true",
+                     help="run commands even under an alternate --root")
+    run.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
+    run.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    ex = sub.add_parser("explain", help="what a bundle would do on this site, and why")
+    ex.add_argument("bundle", help="a bundle file, a context ISO or a context directory")
+    ex.add_argument("--policy", default="/etc/contextd/policy.yaml")
+    ex.add_argument("--fact", action="append", default=[], metavar="NAME=VALUE",
+                    help="a host fact (site, cloud, region, instance_id, image_id)")
+    ex.add_argument("--root", default="/", help="read current files (puppet.conf) from here")
+    ex.add_argument("--json", action="store_true")
+
+    sign = sub.add_parser("sign", help="VO side: sign a payload (or add a signature to a bundle)")
+    sign.add_argument("payload", help="payload.yaml, or an existing bundle to add a signature to")
+    sign.add_argument("--key", required=True, help="unencrypted OpenSSH private key")
+    sign.add_argument("-o", "--output", help="bundle to write (appends when it exists); "
+                      "default stdout")
+
+    pack = sub.add_parser("pack", help="VO side: put a bundle on a carrier")
+    psub = pack.add_subparsers(dest="carrier", parser_class=_Parser)
+    psub.required = True
+    piso = psub.add_parser("iso", help="a HEPiX/OpenNebula-style context ISO (label CONTEXT)")
+    piso.add_argument("bundle")
+    piso.add_argument("-o", "--output", required=True)
+    piso.add_argument("--file", action="append", default=[], metavar="REL=PATH",
+                      help="also put PATH on the ISO as REL (files the payload lists)")
+    piso.add_argument("--label", default="CONTEXT")
+    pud = psub.add_parser("user-data", help="EC2 user-data (gzip when it helps; max 16 KiB)")
+    pud.add_argument("bundle")
+    pud.add_argument("-o", "--output", required=True)
+
+    pol = sub.add_parser("policy", help="site policy tools")
+    polsub = pol.add_subparsers(dest="action", parser_class=_Parser)
+    polsub.required = True
+    check = polsub.add_parser("check", help="validate a policy and print it normalised")
+    check.add_argument("file", nargs="?", default="/etc/contextd/policy.yaml")
+    check.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="the last run's outcome")
+    st.add_argument("--root", default="/")
+    st.add_argument("--run-dir")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--wait", action="store_true", help="block until this boot's run finished")
+    st.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args: Any = None
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(format="contextd: %(message)s",
+                            level=logging.INFO if args.verbose else logging.WARNING)
+        return _dispatch(args)
+    except ContextdError as exc:
+        print("contextd: error: %s" % exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("contextd: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the one place a bug becomes exit 70
+        crash = _save_traceback()
+        print("contextd: unexpected error (a bug, please report it): %s: %s; traceback in %s"
+              % (type(exc).__name__, exc, crash), file=sys.stderr)
+        return errors.EXIT_INTERNAL
+
+
+def _save_traceback() -> str:
+    fd, path = tempfile.mkstemp(prefix="contextd-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exc(file=f)
+    return path
+
+
+def _dispatch(args: Any) -> int:
+    from contextd import commands
+
+    if args.command == "run":
+        return commands.run(args)
+    if args.command == "explain":
+        return commands.explain(args)
+    if args.command == "sign":
+        return commands.sign(args)
+    if args.command == "pack":
+        return commands.pack(args)
+    if args.command == "policy":
+        return commands.policy_check(args)
+    if args.command == "status":
+        return commands.status(args)
+    raise UsageError("unknown command %r" % args.command)
+

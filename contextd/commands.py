@@ -1,0 +1,220 @@
+"""The commands behind the CLI: each takes parsed arguments, prints, returns an exit code."""
+
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any, Dict
+
+from contextd import filesystem, policy, report
+from contextd.errors import ContextdError, SourceError, UsageError
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def run(args: Any) -> int:
+    from contextd import run as runner
+
+    opts = runner.Options(policy=args.policy, root=args.root, source=args.source,
+                          state_dir=args.state_dir, run_dir=args.run_dir,
+                          run_commands=args.run_commands, dry_run=args.dry_run)
+    result = runner.execute(opts)
+    rep = result.report
+    if args.json:
+        _print_json(rep)
+    else:
+        _print_summary(rep, dry_run=args.dry_run)
+    if result.error is not None:
+        raise result.error
+    return 0
+
+
+def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
+    p = rep.get("payload") or {}
+    head = "dry run: would apply" if dry_run else rep["outcome"]
+    who = " payload %s serial %s from %s" % (p.get("vo"), p.get("serial"),
+                                              (rep.get("source") or {}).get("location")) if p else ""
+    print("contextd: %s%s" % (head, who))
+    for action in rep.get("actions", []):
+        print("  %-11s %-8s %-8s %s" % (action["status"], action["plugin"], action["kind"],
+                                       action["target"]))
+    for item in rep.get("overridden", []):
+        print("  overridden %s %s: %s" % (item["field"], item["value"], item["reason"]))
+
+
+def explain(args: Any) -> int:
+    from contextd import explain as explainer
+    from contextd import sources
+
+    pol = policy.load(args.policy)
+    facts = {}
+    for item in args.fact:
+        name, sep, value = item.partition("=")
+        if not sep or name not in ("site", "cloud", "region", "instance_id", "image_id"):
+            raise UsageError("--fact %r is not NAME=VALUE with a known NAME" % item,
+                             "names: site, cloud, region, instance_id, image_id")
+        facts[name] = value
+    ctx = sources.fetch(_spec_for(args.bundle))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    out = explainer.explain(ctx, pol, facts, args.root, now, socket.gethostname())
+    if args.json:
+        _print_json(out)
+    else:
+        _print_explain(out)
+    return 0 if out["verdict"] == "accepted" else 1
+
+
+def _spec_for(path: str) -> str:
+    if ":" in path.split("/", 1)[0] and path.split(":", 1)[0] in ("iso", "dir", "file"):
+        return path
+    if os.path.isdir(path):
+        return "dir:" + path
+    try:
+        with open(path, "rb") as f:
+            f.seek(32769)
+            if f.read(5) == b"CD001":
+                return "iso:" + path
+    except OSError as exc:
+        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
+    return "file:" + path
+
+
+def _print_explain(out: Dict[str, Any]) -> None:
+    sig = out.get("signature", {})
+    if not sig.get("ok"):
+        print("signature: REJECTED: %s" % sig.get("reason"))
+        print("verdict:   REJECTED")
+        return
+    signers = "; ".join("%s (VO %s)" % (", ".join(ids), vo) for vo, ids in sig["signers"].items())
+    print("signature: OK, trusted signers %s" % signers)
+    for note in sig.get("notes", []):
+        print("           not counted: %s" % note)
+    if "payload_error" in out:
+        print("payload:   INVALID: %s" % out["payload_error"])
+        print("verdict:   REJECTED")
+        return
+    p = out["payload"]
+    print("payload:   VO %s serial %s, valid %s .. %s, sha256 %s"
+          % (p["vo"], p["serial"], p["not_before"], p["expires"], p["sha256"]))
+    print("facts:     %s" % ", ".join("%s=%s" % kv for kv in sorted(out["facts"].items())))
+    print("changes:")
+    for row in out["changes"]:
+        print("  %-10s %s = %s: %s" % (row["verdict"].upper(), row["field"], row["value"],
+                                      row["reason"]))
+    if out["violations"]:
+        print("violations:")
+        for v in out["violations"]:
+            print("  - %s" % v)
+    for label, key in (("would write", "would_write"), ("would run", "would_run")):
+        if out.get(key):
+            print("%s:" % label)
+            for item in out[key]:
+                print("  %s" % item)
+    print("verdict:   %s" % out["verdict"].upper())
+
+
+def sign(args: Any) -> int:
+    from contextd import signing
+
+    key = _read_input(args.key, "key")
+    source = _read_input(args.payload, "payload")
+    existing = None
+    if args.output and os.path.exists(args.output):
+        existing = _read_input(args.output, "bundle")
+    data = signing.sign(key, source, existing=existing, key_name=args.key)
+    if args.output:
+        filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
+        print("contextd: signed %s -> %s" % (args.payload, args.output), file=sys.stderr)
+    else:
+        sys.stdout.write(data.decode("ascii"))
+    return 0
+
+
+def _read_input(path: str, what: str, limit: int = 16 * 1024 * 1024) -> bytes:
+    try:
+        data = filesystem.read_limited(path, limit)
+    except OSError as exc:
+        raise UsageError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+    if data is None:
+        raise UsageError("%s file %s does not exist" % (what, path))
+    return data
+
+
+def pack(args: Any) -> int:
+    from contextd import packing
+
+    data = _read_input(args.bundle, "bundle")
+    if args.carrier == "iso":
+        packing.pack_iso(data, args.output, args.file, label=args.label)
+        print("contextd: wrote context ISO %s" % args.output, file=sys.stderr)
+    else:
+        size = packing.pack_user_data(data, args.output)
+        print("contextd: wrote user-data %s (%d bytes)" % (args.output, size), file=sys.stderr)
+    return 0
+
+
+def policy_check(args: Any) -> int:
+    pol = policy.load(args.file)
+    doc = policy.normalised(pol)
+    if args.json:
+        _print_json(doc)
+    else:
+        import yaml
+
+        print("# %s: valid (sha256 %s)" % (pol.path, pol.sha256))
+        print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).rstrip())
+    return 0
+
+
+def status(args: Any) -> int:
+    run_dir = args.run_dir or filesystem.under_root(args.root, "/run/contextd")
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    boot = _boot_time()
+    while True:
+        rep = report.read(run_dir)
+        if rep is not None and rep.get("finished_at") and (
+                not args.wait or _started_after(rep, boot)):
+            break
+        if not args.wait:
+            raise SourceError("no finished contextd run recorded in %s" % run_dir,
+                              "contextd run has not run yet on this boot")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ContextdError("timed out after %gs waiting for this boot's contextd run"
+                                % args.timeout)
+        time.sleep(0.2)
+    if args.json:
+        _print_json(rep)
+    else:
+        p = rep.get("payload") or {}
+        line = "%s at %s" % (rep.get("outcome"), rep.get("finished_at"))
+        if p:
+            line += ": VO %s serial %s sha256 %s" % (p.get("vo"), p.get("serial"), p.get("sha256"))
+        if rep.get("message"):
+            line += " (%s: %s)" % (rep.get("stage"), rep.get("message"))
+        print(line)
+    return report.EXIT_CODES.get(rep.get("outcome", ""), 1)
+
+
+def _boot_time() -> float:
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return 0.0
+
+
+def _started_after(rep: Dict[str, Any], boot: float) -> bool:
+    try:
+        started = datetime.datetime.strptime(rep["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    except (KeyError, TypeError, ValueError):
+        return False
+    return started.replace(tzinfo=datetime.timezone.utc).timestamp() >= boot
+
+

@@ -1,0 +1,99 @@
+"""`contextd explain`: the whole decision on a bundle, for humans, changing nothing.
+
+It runs the same stages as a boot (verify, parse, authorize, plan) and shows every requested
+change as allowed, denied or overridden with the reason. Secrets are never shown.
+"""
+
+import datetime
+from typing import Any, Dict, List, Mapping, Optional
+
+from contextd import authorize, payload, plan, plugin, policy, sources
+from contextd.errors import ContextdError
+from contextd.plugin import PlanContext
+from contextd.filesystem import reader
+from contextd.run import facts_for
+
+
+def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], root: str,
+            now: datetime.datetime, hostname: str) -> Dict[str, Any]:
+    from contextd.verify import verify
+
+    out: Dict[str, Any] = {"source": {"kind": ctx.kind, "location": ctx.location},
+                           "policy": pol.path, "verdict": "rejected"}
+    try:
+        verified = verify(ctx.payload, ctx.signatures, pol)
+    except ContextdError as exc:
+        out["signature"] = {"ok": False, "reason": exc.one_line()}
+        return out
+    out["signature"] = {"ok": True, "signers": {vo: [m.label for m in ms]
+                                                for vo, ms in verified.signers.items()},
+                        "notes": list(verified.notes)}
+    try:
+        doc = payload.parse(verified)
+    except ContextdError as exc:
+        out["payload_error"] = exc.one_line()
+        return out
+    out["payload"] = {"sha256": doc.sha256, "vo": doc.vo, "serial": doc.serial,
+                      "not_before": doc.not_before.isoformat(),
+                      "expires": doc.expires.isoformat(),
+                      "targets": [dict(t) for t in doc.targets]}
+    all_facts = facts_for(pol, {}, hostname)
+    all_facts.update(facts)
+    out["facts"] = {k: v for k, v in all_facts.items() if v is not None}
+    result, violations, denied = authorize.review(doc, verified, pol, all_facts, now)
+    trust = pol.trust.get(doc.vo)
+    out["changes"] = _changes(doc, result, denied, trust)
+    out["violations"] = violations
+    try:
+        sources.check_listed_files(ctx, doc.files)
+    except ContextdError as exc:
+        out["violations"].append(exc.one_line())
+    if result is not None and not out["violations"]:
+        pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
+                           hostname=hostname, read_file=reader(root))
+        actions = plan.plan(result, pctx)
+        out["would_write"] = ["%s (mode %04o%s)" % (a.target, a.mode, ", secret" if a.secret
+                                                    else "")
+                              for a in actions if a.kind == "file"]
+        out["would_run"] = [a.target for a in actions if a.kind != "file"]
+        out["verdict"] = "accepted"
+    return out
+
+
+def _changes(doc: payload.Payload, result: Optional[authorize.Authorization],
+             denied: List[plugin.Finding], trust: Any) -> List[Dict[str, str]]:
+    rows: List[Dict[str, str]] = []
+    overridden = list(result.overridden) if result else []
+    for name, settings in doc.sections.items():
+        described = plugin.load(name).describe(settings)
+        if trust is None or name not in trust.allow:
+            rows.append({"field": name, "value": _short(described), "verdict": "denied",
+                         "reason": "the site does not allow VO %r to configure %s"
+                         % (doc.vo, name)})
+            continue
+        for key, value in described.items():
+            field = "%s.%s" % (name, key)
+            rows.extend(_verdicts(field, value, denied, overridden))
+    if doc.report_url is not None:
+        rows.extend(_verdicts("report.url", doc.report_url, denied, overridden))
+    return rows
+
+
+def _verdicts(field: str, value: Any, denied: List[plugin.Finding],
+              overridden: List[plugin.Finding]) -> List[Dict[str, str]]:
+    def mine(f: plugin.Finding) -> bool:
+        return f.field == field or f.field.startswith(field + "[") or \
+            f.field.startswith(field + ".")
+    rows = [{"field": f.field, "value": f.value, "verdict": "denied", "reason": f.reason}
+            for f in denied if mine(f)]
+    rows += [{"field": f.field, "value": f.value, "verdict": "overridden", "reason": f.reason}
+             for f in overridden if mine(f)]
+    if not rows:
+        rows.append({"field": field, "value": _short(value), "verdict": "allowed",
+                     "reason": "within the site's allow rules"})
+    return rows
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

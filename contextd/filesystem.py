@@ -1,0 +1,127 @@
+"""Every security-sensitive file operation: atomic writes, modes, owners, bounded reads.
+
+Nothing else in contextd opens a file for writing. A write never leaves a half-written
+file behind (temp file in the same directory, fsync, rename), and mode and owner are set
+before the new file becomes visible.
+"""
+
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+
+@dataclass(frozen=True)
+class FileState:
+    content: bytes = field(repr=False)
+    mode: int
+    uid: int
+    gid: int
+
+
+def under_root(root: str, path: str) -> str:
+    """`path` (absolute on the target system) as seen from here, under `root`."""
+    return os.path.join(root, path.lstrip("/")) if root not in ("", "/") else path
+
+
+def read_limited(path: str, limit: int) -> Optional[bytes]:
+    """The file's bytes, None when it does not exist; refuses to read past `limit`."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    if len(data) > limit:
+        raise OSError("%s is larger than %d bytes" % (path, limit))
+    return data
+
+
+def reader(root: str) -> Callable[[str], Optional[bytes]]:
+    """What plugins get to look at the target system: bounded reads under `root`."""
+    def read_file(path: str) -> Optional[bytes]:
+        return read_limited(under_root(root, path), 4 * 1024 * 1024)
+    return read_file
+
+
+def state_of(path: str, limit: int = 64 * 1024 * 1024) -> Optional[FileState]:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError("%s exists and is not a regular file" % path)
+    content = read_limited(path, limit) or b""
+    return FileState(content, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+
+
+def ensure_dir(path: str, mode: int = 0o755) -> List[str]:
+    """Create `path` and missing parents; returns the directories created, outermost first."""
+    created: List[str] = []
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        os.mkdir(directory, mode)
+        os.chmod(directory, mode)          # the umask must not loosen or tighten it
+        created.append(directory)
+    return created
+
+
+def atomic_write(path: str, content: bytes, mode: int,
+                 uid: Optional[int] = None, gid: Optional[int] = None) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".contextd-tmp",
+                               dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        if uid is not None and os.geteuid() == 0:
+            os.fchown(fd, uid, gid if gid is not None else -1)
+        view = memoryview(content)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(directory)
+
+
+def restore(path: str, state: FileState) -> None:
+    atomic_write(path, state.content, state.mode, state.uid, state.gid)
+
+
+def remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def private_dir(path: str) -> None:
+    """A 0700 directory for state and spool, created if needed, tightened if not."""
+    ensure_dir(path, 0o700)
+    os.chmod(path, 0o700)

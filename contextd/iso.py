@@ -1,0 +1,580 @@
+"""Context ISO images: write them (VO/site side) and read them (in the VM), with pycdlib.
+
+A context CD-ROM (HEPiX / OpenNebula convention, label ``CONTEXT``) is ISO9660 with Joliet
+and Rock Ridge long names. ``write_iso`` builds one in pure Python (no genisoimage needed);
+``IsoImage`` reads one, from an image file or straight from a block device such as
+``/dev/sr0``, by parsing the on-disc structures.
+
+What this module must never do:
+
+- never mount anything: the image is parsed in user space, so a hostile disc cannot reach the
+  kernel's filesystem code and nothing needs cleaning up after a crash;
+- never execute or source anything it reads: it hands back bytes, parsing is someone else's job;
+- never read unbounded: every file's size is checked against a limit *before* its data is
+  read, and only that many bytes are read;
+- never let a pycdlib or I/O exception escape on hostile input: whatever the disc does,
+  callers see a ``SourceError`` whose message names the image.
+
+pycdlib is imported lazily (boot-time import cost), inside the functions that need it.
+"""
+
+import io
+import os
+import re
+import stat
+import tempfile
+from typing import Dict, List, Mapping, Optional, Tuple
+
+from contextd.errors import SigningError, SourceError
+
+MAX_FILE = 1024 * 1024  # default per-file read limit
+
+_REBUILD_HINT = "rebuild it with contextd pack iso or genisoimage -V CONTEXT -J -R"
+
+# ISO9660 limits we write to (Ecma-119 7.5, 7.6, 6.8.2.1; interchange level 3).
+_ISO_FILE_MAX = 30     # name + extension, without the "." and ";1"
+_ISO_DIR_MAX = 31
+_ISO_DEPTH_MAX = 8     # path components, root excluded (Ecma-119: eight directory levels)
+_JOLIET_NAME_MAX = 64  # UCS-2 characters
+_LABEL_MAX = 16        # the Joliet volume identifier holds 16 UCS-2 characters
+_LABEL_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,%d}\Z" % _LABEL_MAX)
+_JOLIET_FORBIDDEN = frozenset('*/:;?\\')
+_NOT_D_CHAR = re.compile(r"[^A-Z0-9_]")
+_VERSION_RE = re.compile(r";[0-9]*\Z")
+
+# Smallest thing that can be ISO9660: 16 system-area sectors, the PVD and a terminator.
+_MIN_ISO_BYTES = 18 * 2048
+_MULTI_EXTENT = 0x80  # directory record file flag: more records follow for this file
+
+# Name sets, in lookup order.
+_RR, _JOLIET, _ISO = "rock-ridge", "joliet", "iso9660"
+
+
+def _import_pycdlib():
+    try:
+        import pycdlib  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:  # pragma: no cover - packaging problem
+        raise SourceError(
+            "cannot read or write context ISOs: the pycdlib module is missing (%s)" % exc,
+            hint="install python3-pycdlib or pip install pycdlib",
+        ) from exc
+    return pycdlib
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, one-line description of an exception raised on hostile input."""
+    text = " ".join(str(exc).split())
+    if not text:
+        text = type(exc).__name__
+    elif not type(exc).__module__.startswith("pycdlib"):
+        text = "%s: %s" % (type(exc).__name__, text)
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# Names
+
+
+def _split_rel(rel: str) -> List[str]:
+    """'contextd/payload.yaml' -> ['contextd', 'payload.yaml'] (lenient: used for lookups)."""
+    return [part for part in rel.split("/") if part not in ("", ".")]
+
+
+def _mangle_file(name: str, used: Optional[set] = None) -> str:
+    """An ISO9660 level-3 file identifier (without ';1') for a long name, unique in `used`.
+
+    Upper-cased, anything but A-Z 0-9 _ becomes _, the last dot separates the extension,
+    name + extension <= 30 characters. Collisions get a _N suffix on the name part.
+    """
+    base, dot, ext = name.rpartition(".")
+    if not dot:
+        base, ext = name, ""
+    base = _NOT_D_CHAR.sub("_", base.upper())
+    ext = _NOT_D_CHAR.sub("_", ext.upper())[:8]
+    if not base and not ext:  # pragma: no cover - names are validated non-empty
+        base = "_"
+    base = base[: _ISO_FILE_MAX - len(ext)]
+    candidate = "%s.%s" % (base, ext)
+    counter = 0
+    while used is not None and _iso_key(candidate) in used:
+        counter += 1
+        suffix = "_%d" % counter
+        candidate = "%s%s.%s" % (base[: _ISO_FILE_MAX - len(ext) - len(suffix)], suffix, ext)
+    return candidate
+
+
+def _mangle_dir(name: str, used: Optional[set] = None) -> str:
+    """An ISO9660 level-3 directory identifier for a long name, unique in `used`."""
+    base = _NOT_D_CHAR.sub("_", name.upper())[:_ISO_DIR_MAX]
+    candidate = base
+    counter = 0
+    while used is not None and _iso_key(candidate) in used:
+        counter += 1
+        suffix = "_%d" % counter
+        candidate = base[: _ISO_DIR_MAX - len(suffix)] + suffix
+    return candidate
+
+
+def _mangle_8_3(name: str, is_dir: bool) -> str:
+    """What genisoimage makes of a name at its default interchange level 1 (8.3)."""
+    if is_dir:
+        return _NOT_D_CHAR.sub("_", name.upper())[:8]
+    base, dot, ext = name.rpartition(".")
+    if not dot:
+        base, ext = name, ""
+    base = _NOT_D_CHAR.sub("_", base.upper())[:8]
+    ext = _NOT_D_CHAR.sub("_", ext.upper())[:3]
+    return "%s.%s" % (base, ext) if ext else base
+
+
+def _iso_key(identifier: str) -> str:
+    """Compare ISO9660 identifiers the way a reader does: no ';1', no trailing '.', any case."""
+    return _VERSION_RE.sub("", identifier).rstrip(".").upper()
+
+
+def _iso_display(identifier: str) -> str:
+    """How Linux shows a plain ISO9660 name (map=normal): no ';1', no trailing '.', lower case."""
+    return _VERSION_RE.sub("", identifier).rstrip(".").lower()
+
+
+def _check_component(rel: str, part: str) -> None:
+    problem = None
+    if part in ("", ".", ".."):
+        problem = "an empty, '.' or '..' component"
+    elif len(part) > _JOLIET_NAME_MAX:
+        problem = "a name longer than %d characters (the Joliet limit)" % _JOLIET_NAME_MAX
+    else:
+        for char in part:
+            code = ord(char)
+            if code < 0x20 or code == 0x7F:
+                problem = "a control character"
+            elif char in _JOLIET_FORBIDDEN:
+                problem = "the character %r, which Joliet forbids" % char
+            elif code > 0xFFFF or 0xD800 <= code <= 0xDFFF:
+                problem = "a character outside the Unicode BMP, which Joliet cannot hold"
+            if problem:
+                break
+    if problem:
+        raise SigningError(
+            "cannot pack %r into a context ISO: its path has %s" % (rel, problem),
+            hint="use relative '/'-separated paths of plain names",
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+
+
+def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT") -> None:
+    """Write `files` (relative POSIX path -> content) as an ISO9660 image at `out_path`.
+
+    The image has Joliet and Rock Ridge long names (what genisoimage -J -R makes), the
+    volume label `label`, and ISO9660 names mangled to level-3 d-characters. The image is
+    written to a temporary file next to `out_path` and renamed over it, mode 0644.
+
+    Raises SigningError (the "cannot be packed" error) for a name or label an ISO cannot
+    hold, or when the image cannot be written.
+    """
+    if not isinstance(label, str) or not _LABEL_RE.match(label):
+        raise SigningError(
+            "cannot use %r as a context ISO label" % (label,),
+            hint="use 1-%d characters from A-Z a-z 0-9 _ . -, e.g. CONTEXT" % _LABEL_MAX,
+        )
+
+    # Validate everything before building anything.
+    entries = []  # type: List[Tuple[List[str], bytes]]
+    dirs = set()  # type: set
+    for rel in files:
+        if not isinstance(rel, str):
+            raise TypeError("write_iso: file names must be str, got %r" % (rel,))
+        data = files[rel]
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("write_iso: content of %r must be bytes" % rel)
+        if rel.startswith("/"):
+            raise SigningError(
+                "cannot pack %r into a context ISO: the path is absolute" % rel,
+                hint="use paths relative to the ISO root, e.g. contextd/payload.yaml",
+            )
+        parts = rel.split("/")
+        for part in parts:
+            _check_component(rel, part)
+        if len(parts) > _ISO_DEPTH_MAX:
+            raise SigningError(
+                "cannot pack %r into a context ISO: it is nested %d deep, ISO9660 allows %d"
+                % (rel, len(parts), _ISO_DEPTH_MAX)
+            )
+        entries.append((parts, bytes(data)))
+        for depth in range(1, len(parts)):
+            dirs.add(tuple(parts[:depth]))
+    for parts, _ in entries:
+        if tuple(parts) in dirs:
+            raise SigningError(
+                "cannot pack %r into a context ISO: it is both a file and a directory"
+                % "/".join(parts)
+            )
+
+    # Assign unique ISO9660 names, parents first, in a stable order.
+    iso_names = {}  # type: Dict[Tuple[str, ...], str]  # long path -> ISO9660 path
+    used = {(): set()}  # type: Dict[Tuple[str, ...], set]
+    for key in sorted(dirs, key=lambda d: (len(d), d)):
+        parent = key[:-1]
+        ident = _mangle_dir(key[-1], used[parent])
+        used[parent].add(_iso_key(ident))
+        used[key] = set()
+        iso_names[key] = (iso_names[parent] if parent else "") + "/" + ident
+    file_names = {}  # type: Dict[Tuple[str, ...], str]
+    for parts, _ in sorted(entries, key=lambda e: e[0]):
+        key = tuple(parts)
+        parent = key[:-1]
+        ident = _mangle_file(key[-1], used[parent])
+        used[parent].add(_iso_key(ident))
+        file_names[key] = (iso_names[parent] if parent else "") + "/" + ident + ";1"
+
+    pycdlib = _import_pycdlib()
+    iso = pycdlib.PyCdlib()
+    try:
+        iso.new(
+            interchange_level=3,
+            vol_ident=label,
+            joliet=3,
+            rock_ridge="1.09",
+            app_ident_str="contextd",
+        )
+        for key in sorted(dirs, key=lambda d: (len(d), d)):
+            iso.add_directory(
+                iso_path=iso_names[key], rr_name=key[-1], joliet_path="/" + "/".join(key)
+            )
+        for parts, data in sorted(entries, key=lambda e: e[0]):
+            key = tuple(parts)
+            iso.add_fp(
+                io.BytesIO(data),
+                len(data),
+                iso_path=file_names[key],
+                rr_name=key[-1],
+                joliet_path="/" + "/".join(key),
+            )
+        _write_atomically(iso, out_path)
+    except SigningError:
+        raise
+    except pycdlib.pycdlibexception.PyCdlibException as exc:
+        raise SigningError("cannot build context ISO %s: %s" % (out_path, _reason(exc))) from exc
+    finally:
+        try:
+            iso.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def _write_atomically(iso, out_path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(out_path))
+    tmp_path = None
+    try:
+        fd, tmp_path = tempfile.mkstemp(
+            prefix="." + os.path.basename(out_path) + ".", suffix=".tmp", dir=directory
+        )
+        with os.fdopen(fd, "wb") as out:
+            iso.write_fp(out)
+            out.flush()
+            os.fchmod(out.fileno(), 0o644)
+            os.fsync(out.fileno())
+        os.replace(tmp_path, out_path)
+        tmp_path = None
+        try:
+            dir_fd = os.open(directory, os.O_RDONLY)
+        except OSError:  # pragma: no cover
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:  # pragma: no cover - some filesystems refuse
+            pass
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise SigningError(
+            "cannot write context ISO %s: %s" % (out_path, exc.strerror or exc),
+            hint="check that the directory exists and is writable",
+        ) from exc
+    finally:
+        if tmp_path is not None:
+            try:
+                os.unlink(tmp_path)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+
+
+def _open_source(path: str):
+    """Open an image file or block device for reading, refusing anything else.
+
+    O_NONBLOCK (as blkid does) so that a FIFO cannot hang us and a CD-ROM drive without a
+    disc opens instead of blocking; reads then fail, and are reported, like any other.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise SourceError(
+            "cannot open context ISO %s: %s" % (path, exc.strerror or exc),
+            hint="check the path and that the disc or image is present and readable",
+        ) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+            kind = "a directory" if stat.S_ISDIR(mode) else "not a file or block device"
+            raise SourceError(
+                "cannot read context ISO %s: it is %s" % (path, kind),
+                hint="give the path of an ISO image file or of the CD-ROM device",
+            )
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _Entry:
+    """One directory entry in one name set: its name and the pycdlib record."""
+
+    __slots__ = ("name", "record", "is_dir")
+
+    def __init__(self, name: str, record, is_dir: bool):
+        self.name = name
+        self.record = record
+        self.is_dir = is_dir
+
+
+class IsoImage:
+    """A context ISO opened read-only, without mounting, on an image file or block device.
+
+    Use as a context manager. Lookups take '/'-separated relative paths and try the Rock
+    Ridge names (case-sensitive), then Joliet, then plain ISO9660 (case-insensitive,
+    ignoring ';1' and the usual name mangling). Not thread-safe.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.label = ""
+        self._fp = None
+        self._iso = None
+        self._size = 0
+        self._block = 2048
+        self._roots = []  # type: List[Tuple[str, object]]
+        pycdlib = _import_pycdlib()
+        fp = _open_source(path)
+        try:
+            try:
+                self._size = fp.seek(0, os.SEEK_END)
+                fp.seek(0)
+            except Exception as exc:  # pylint: disable=broad-except
+                raise self._broken("cannot determine its size (%s)" % _reason(exc)) from exc
+            if self._size == 0:
+                raise self._broken("it is empty (no disc in the drive?)")
+            if self._size < _MIN_ISO_BYTES:
+                raise self._broken(
+                    "it is only %d bytes, less than the smallest ISO9660 image" % self._size
+                )
+            iso = pycdlib.PyCdlib()
+            try:
+                iso.open_fp(fp)
+                self._block = int(iso.logical_block_size) or 2048
+                raw_label = iso.pvd.volume_identifier
+                if isinstance(raw_label, bytes):
+                    raw_label = raw_label.decode("utf-8", "replace")
+                self.label = raw_label.strip(" \x00")
+                rock_ridge = bool(iso.has_rock_ridge())
+                iso_root = iso.get_record(iso_path="/")
+                roots = []  # type: List[Tuple[str, object]]
+                if rock_ridge:
+                    roots.append((_RR, iso_root))
+                if iso.has_joliet():
+                    roots.append((_JOLIET, iso.get_record(joliet_path="/")))
+                roots.append((_ISO, iso_root))
+            except SourceError:
+                raise
+            except Exception as exc:  # pylint: disable=broad-except
+                raise self._broken(_reason(exc)) from exc
+            self._roots = roots
+            self._iso = iso
+            self._fp = fp
+        except BaseException:
+            fp.close()
+            raise
+
+    # -- context manager -------------------------------------------------------------
+
+    def __enter__(self) -> "IsoImage":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        iso, fp = self._iso, self._fp
+        self._iso = self._fp = None
+        if iso is not None:
+            try:
+                iso.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+        if fp is not None:
+            try:
+                fp.close()
+            except OSError:
+                pass
+
+    # -- public lookups --------------------------------------------------------------
+
+    def exists(self, rel: str) -> bool:
+        """Whether `rel` (a file or directory) is on the image."""
+        return self._resolve(rel) is not None
+
+    def listdir(self, rel: str = "") -> List[str]:
+        """Sorted names in directory `rel`, in the best name set the image has."""
+        found = self._resolve(rel)
+        if found is None:
+            raise SourceError("context ISO %s has no directory %s" % (self.path, rel or "/"))
+        names, entry = found
+        if not entry.is_dir:
+            raise SourceError("context ISO %s: %s is a file, not a directory" % (self.path, rel))
+        return sorted(child.name for child in self._guard(self._children, names, entry.record))
+
+    def read(self, rel: str, limit: int = MAX_FILE) -> bytes:
+        """The bytes of file `rel`; SourceError if it is missing or larger than `limit`."""
+        found = self._resolve(rel)
+        if found is None:
+            raise SourceError("context ISO %s has no file %s" % (self.path, rel))
+        names, entry = found
+        if entry.is_dir:
+            raise SourceError("context ISO %s: %s is a directory, not a file" % (self.path, rel))
+        return self._guard(self._read_record, names, rel, entry.record, limit)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _broken(self, reason: str) -> SourceError:
+        return SourceError(
+            "context ISO %s is truncated or not ISO9660: %s" % (self.path, reason),
+            hint=_REBUILD_HINT,
+        )
+
+    def _guard(self, func, *args):
+        """Call into pycdlib structures or the device; only SourceError comes out."""
+        if self._iso is None:
+            raise ValueError("IsoImage %s is closed" % self.path)
+        try:
+            return func(*args)
+        except SourceError:
+            raise
+        except Exception as exc:  # pylint: disable=broad-except
+            raise self._broken(_reason(exc)) from exc
+
+    def _resolve(self, rel: str) -> Optional[Tuple[str, _Entry]]:
+        parts = _split_rel(rel)
+        if ".." in parts:
+            return None
+        for names, root in self._roots:
+            entry = self._guard(self._walk, names, root, parts)
+            if entry is not None:
+                return names, entry
+        return None
+
+    def _walk(self, names: str, root, parts: List[str]) -> Optional[_Entry]:
+        entry = _Entry("", root, True)
+        for part in parts:
+            if not entry.is_dir:
+                return None
+            children = self._children(names, entry.record)
+            if names == _ISO:
+                entry = _match_iso(children, part)
+            else:
+                entry = next((c for c in children if c.name == part), None)
+            if entry is None:
+                return None
+        return entry
+
+    def _children(self, names: str, record) -> List[_Entry]:
+        """The entries of directory `record`, named in name set `names`."""
+        result = []  # type: List[_Entry]
+        last_ident = None
+        for child in record.children:
+            if child.is_dot() or child.is_dotdot():
+                continue
+            ident = child.file_identifier()
+            # A file bigger than one extent has several records with the same identifier.
+            if ident == last_ident:
+                continue
+            last_ident = ident
+            is_dir = bool(child.is_dir())
+            target = child
+            if names == _JOLIET:
+                name = _VERSION_RE.sub("", ident.decode("utf-16_be", "replace"))
+                result.append(_Entry(name, child, is_dir))
+                continue
+            iso_name = ident.decode("latin-1")
+            rr = child.rock_ridge if names == _RR else None
+            if rr is not None:
+                if rr.relocated_record():
+                    continue  # shown where its child-link (CL) placeholder is
+                if rr.child_link_record_exists():
+                    moved = getattr(rr, "cl_to_moved_dr", None)
+                    if moved is None:
+                        continue
+                    target, is_dir = moved, True
+                raw = rr.name()
+                name = raw.decode("utf-8", "surrogateescape") if raw else _iso_display(iso_name)
+            else:
+                name = _iso_display(iso_name)
+            result.append(_Entry(name, target, is_dir))
+        return result
+
+    def _read_record(self, names: str, rel: str, record, limit: int) -> bytes:
+        if names == _RR and record.rock_ridge is not None and record.rock_ridge.is_symlink():
+            raise SourceError(
+                "context ISO %s: %s is a symbolic link, which contextd does not follow"
+                % (self.path, rel)
+            )
+        size = int(record.get_data_length())
+        if size > limit:
+            raise SourceError(
+                "context ISO %s: %s is %d bytes, over the limit of %d bytes"
+                % (self.path, rel, size, limit),
+                hint="keep context files small; ship big ones another way",
+            )
+        if record.file_flags & _MULTI_EXTENT:
+            raise SourceError(
+                "context ISO %s: %s is split over several extents, which contextd does not read"
+                % (self.path, rel),
+                hint=_REBUILD_HINT,
+            )
+        if size == 0:
+            return b""
+        start = int(record.extent_location()) * self._block
+        if start + size > self._size:
+            raise self._broken(
+                "%s lies at bytes %d-%d, past the end of the %d-byte image"
+                % (rel, start, start + size, self._size)
+            )
+        fp = self._fp
+        fp.seek(start)
+        data = fp.read(size)
+        if len(data) != size:
+            raise self._broken("%s: read %d of %d bytes" % (rel, len(data), size))
+        return data
+
+
+def _match_iso(children: List[_Entry], want: str) -> Optional[_Entry]:
+    """Find `want` among plain ISO9660 names: exact (any case), then as mangled."""
+    for child in children:
+        if _iso_key(child.name) == _iso_key(want):
+            return child
+    for mangle in (
+        lambda name, is_dir: _mangle_dir(name) if is_dir else _mangle_file(name),
+        _mangle_8_3,
+    ):
+        for child in children:
+            if _iso_key(child.name) == _iso_key(mangle(want, child.is_dir)):
+                return child
+    return None

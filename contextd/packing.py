@@ -1,0 +1,53 @@
+"""The VO side: put a bundle on a carrier (a context ISO, or EC2 user-data).
+
+It writes files only through the ISO writer or an atomic write, and refuses carriers a
+platform would truncate (EC2 user-data above 16 KiB).
+"""
+
+import gzip
+import os
+from typing import Dict, Sequence
+
+from contextd import bundle, filesystem
+from contextd.errors import SigningError, UsageError
+
+USER_DATA_LIMIT = 16 * 1024
+
+
+def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]:
+    parsed = bundle.decode(bundle_data)
+    files = {
+        "contextd/payload.yaml": parsed.payload,
+        "contextd/payload.yaml.sig": "".join(
+            bundle.armor_signatures(parsed.ssh_signatures)).encode("ascii"),
+    }
+    for item in extra:
+        rel, sep, path = item.partition("=")
+        if not sep or not rel or rel.startswith("/") or ".." in rel.split("/"):
+            raise UsageError("--file %r is not REL=PATH with a relative REL" % item)
+        try:
+            with open(path, "rb") as f:
+                files[rel] = f.read()
+        except OSError as exc:
+            raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc))
+    return files
+
+
+def pack_iso(bundle_data: bytes, output: str, extra: Sequence[str] = (),
+             label: str = "CONTEXT") -> None:
+    from contextd import iso
+
+    iso.write_iso(iso_files(bundle_data, extra), output, label=label)
+
+
+def pack_user_data(bundle_data: bytes, output: str) -> int:
+    bundle.decode(bundle_data)                       # refuse to ship something unreadable
+    plain = bundle.gunzip(bundle_data) if bundle.is_gzip(bundle_data) else bundle_data
+    packed = gzip.compress(plain, compresslevel=9, mtime=0)
+    data = packed if len(packed) < len(plain) else plain
+    if len(data) > USER_DATA_LIMIT:
+        raise SigningError("user-data would be %d bytes, above EC2's limit of %d"
+                           % (len(data), USER_DATA_LIMIT),
+                           "shrink the payload or ship it on a context ISO instead")
+    filesystem.atomic_write(os.path.abspath(output), data, 0o644)
+    return len(data)

@@ -1,0 +1,112 @@
+"""The payload (v1): signed YAML into a frozen, typed value.
+
+It accepts only a `Verified` value, so unverified bytes have no path to a plugin. It
+checks the payload's own shape; whether the site accepts it is `authorize`'s job.
+"""
+
+import datetime
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from contextd import plugin, strictyaml
+from contextd.errors import PayloadError
+from contextd.schema import Reader
+from contextd.verify import Verified
+
+HEADER = ("contextd", "vo", "serial", "not_before", "expires", "targets", "files")
+CORE_SECTIONS = ("report",)
+TARGET_KEYS = ("site", "cloud", "region", "instance_id", "image_id")
+_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,4096}$")
+
+
+@dataclass(frozen=True)
+class Payload:
+    sha256: str
+    vo: str
+    serial: int
+    not_before: datetime.datetime
+    expires: datetime.datetime
+    targets: Tuple[Mapping[str, str], ...]
+    files: Tuple[Tuple[str, str], ...]             # (relative path, sha256)
+    sections: Mapping[str, Any]                    # plugin name -> its typed settings
+    report_url: Optional[str]
+    report_token: Optional[str] = field(default=None, repr=False)   # secret
+
+
+def parse_time(r: Reader, key: str) -> datetime.datetime:
+    value = r.raw(key)
+    if value is None:
+        raise r.fail(key, "is required", "UTC time such as 2026-11-24T00:00:00Z")
+    match = _TIME.match(value) if isinstance(value, str) else None
+    if not match:
+        raise r.fail(key, "%r is not a UTC time" % (value,),
+                     "write it as 2026-11-24T00:00:00Z ('Z' required)")
+    try:
+        return datetime.datetime(*(int(g) for g in match.groups()), tzinfo=datetime.timezone.utc)
+    except ValueError as exc:
+        raise r.fail(key, "%r is not a valid time: %s" % (value, exc))
+
+
+def parse(verified: Verified) -> Payload:
+    if not isinstance(verified, Verified):
+        raise TypeError("payload.parse takes the value made by verify.verify")
+    doc = strictyaml.load(verified.data, "payload", PayloadError)
+    r = Reader(doc, "", PayloadError)
+    if doc.get("contextd") != "payload/v1":
+        raise PayloadError("payload: contextd must be 'payload/v1'")
+    vo = r.str("vo", required=True, pattern=re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$"),
+               what="VO name")
+    serial = r.int("serial", required=True, minimum=0)
+    not_before = parse_time(r, "not_before")
+    expires = parse_time(r, "expires")
+
+    targets = []
+    raw_targets = r.raw("targets")
+    if raw_targets is not None:
+        if not isinstance(raw_targets, list) or not raw_targets:
+            raise r.fail("targets", "must be a non-empty list of mappings")
+        for i, item in enumerate(raw_targets):
+            tr = Reader(item, "targets[%d]" % i, PayloadError)
+            tr.only(TARGET_KEYS)
+            if not tr.data:
+                raise tr.err("targets[%d] is empty" % i)
+            targets.append({k: tr.str(k, required=True) for k in tr.data})
+
+    files = []
+    raw_files = r.raw("files")
+    if raw_files is not None:
+        if not isinstance(raw_files, list):
+            raise r.fail("files", "must be a list")
+        for i, item in enumerate(raw_files):
+            fr = Reader(item, "files[%d]" % i, PayloadError)
+            fr.only(["path", "sha256"])
+            path = fr.str("path", required=True,
+                          pattern=re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._/-]+$"),
+                          what="relative path")
+            digest = fr.str("sha256", required=True, pattern=_SHA256, what="sha256 (64 hex)")
+            files.append((path, digest))
+
+    report_url = report_token = None
+    rr = r.mapping("report")
+    if rr is not None:
+        rr.only(["url", "token"])
+        report_url = rr.str("url", pattern=_URL, what="URL")
+        report_token = rr.str("token", pattern=_TOKEN,
+                              what="token (16-4096 characters of [A-Za-z0-9._~+/=-])")
+
+    sections: Dict[str, Any] = {}
+    for name in doc:
+        if name in HEADER or name in CORE_SECTIONS:
+            continue
+        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]*$", name):
+            raise PayloadError("payload: %r is not a section name" % (name,))
+        sections[name] = plugin.load(name).parse_settings(doc[name])
+
+    assert vo is not None and serial is not None
+    return Payload(sha256=verified.sha256, vo=vo, serial=serial, not_before=not_before,
+                   expires=expires, targets=tuple(targets), files=tuple(files),
+                   sections=sections, report_url=report_url, report_token=report_token)

@@ -1,0 +1,22 @@
+"""Planning: the authorized settings into an ordered list of actions.
+
+Pure apart from `read_file`, which lets a plugin merge into a file it does not own
+(puppet.conf). Order: every file, then commands, then service starts, last of all.
+"""
+
+from typing import List
+
+from contextd import plugin
+from contextd.actions import Action, RunCommand, WriteFile
+from contextd.authorize import Authorization
+from contextd.plugin import PlanContext
+
+
+def plan(auth: Authorization, ctx: PlanContext) -> List[Action]:
+    actions: List[Action] = []
+    for name, decision in auth.decisions.items():
+        actions.extend(plugin.load(name).plan(decision.settings, ctx))
+    files = [a for a in actions if isinstance(a, WriteFile)]
+    commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
+    services = [a for a in actions if isinstance(a, RunCommand) and a.service]
+    return [*files, *commands, *services]

@@ -1,0 +1,371 @@
+"""The site policy: loaded once, checked completely, then an immutable value.
+
+What it must never do: accept a file anyone but root (or, for unprivileged tests, the
+invoking user) could have written, warn where it should refuse, or let a key it does not
+know through. Everything a site did not allow is denied.
+"""
+
+import hashlib
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from contextd import plugin, sshsig, strictyaml
+from contextd.errors import PolicyError
+from contextd.schema import GLOB_RE, Reader
+
+DEFAULT_PATH = "/etc/contextd/policy.yaml"
+MAX_POLICY_BYTES = 1024 * 1024
+SOURCES = ("hepix-cdrom", "ec2", "file")
+CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
+
+_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_VO = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+_SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Signer:
+    id: str
+    kind: str                            # "ssh_key" | "ssh_ca" | "x509"
+    key_blob: Optional[bytes] = None     # ssh_key / ssh_ca: the public key, SSH wire format
+    principals: Tuple[str, ...] = ()
+    x509_subject: Optional[str] = None
+    x509_issuer: Optional[str] = None
+    scopes: Optional[Tuple[str, ...]] = None   # None: every section
+
+    @property
+    def fingerprint(self) -> Optional[str]:
+        return sshsig.fingerprint(self.key_blob) if self.key_blob else None
+
+
+@dataclass(frozen=True)
+class Revoked:
+    ssh_fingerprints: Tuple[str, ...] = ()
+    ssh_cert_key_ids: Tuple[str, ...] = ()
+    serials: Tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class VoTrust:
+    name: str
+    threshold: int
+    min_serial: int
+    signers: Tuple[Signer, ...]
+    revoked: Revoked
+    # section -> the plugin's parsed allow rules; a section absent here is denied.
+    allow: Mapping[str, Any]
+    report_urls: Tuple[str, ...] = ()    # globs the payload's report.url must match
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: str
+    sha256: str
+    site: str
+    require_signature: bool
+    sources: Tuple[str, ...]
+    wait_for_source: int
+    clock_skew: int
+    max_validity: int
+    trust: Mapping[str, VoTrust]
+    site_settings: Mapping[str, Any]
+    report_urls: Tuple[str, ...]
+    report_ca_bundle: Optional[str]
+    file_source: Optional[str]
+    ec2: Mapping[str, Any]
+    x509: Mapping[str, Any]
+    legacy: Mapping[str, Any]
+    document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
+
+
+def duration(reader: Reader, key: str, default: int) -> int:
+    value = reader.raw(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise reader.fail(key, "must be a duration such as 30s, 5m, 2h or 31d")
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise reader.fail(key, "%r is not a duration" % value, "write it as 30s, 5m, 2h or 31d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
+    data = _read_safely(path, check_owner)
+    doc = strictyaml.load(data, "policy %s" % path, PolicyError)
+    return parse(doc, path=path, sha256=hashlib.sha256(data).hexdigest())
+
+
+def _read_safely(path: str, check_owner: bool) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PolicyError("policy file %s does not exist" % path,
+                          "install one (see examples/policy.yaml) or pass --policy FILE")
+    except OSError as exc:
+        raise PolicyError("cannot open policy file %s: %s" % (path, exc.strerror or exc),
+                          "it must be a regular file, not a symbolic link")
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PolicyError("policy %s is not a regular file" % path)
+        if check_owner:
+            if st.st_uid not in (0, os.geteuid()):
+                raise PolicyError("policy %s is owned by uid %d, not root" % (path, st.st_uid),
+                                  "chown root:root %s" % path)
+            if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise PolicyError(
+                    "policy %s is writable by group or others (mode %04o)"
+                    % (path, stat.S_IMODE(st.st_mode)),
+                    "chmod go-w %s" % path)
+        data = f.read(MAX_POLICY_BYTES + 1)
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError("policy %s is larger than %d bytes" % (path, MAX_POLICY_BYTES))
+    return data
+
+
+def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
+    r = Reader(doc, "", PolicyError)
+    r.only(["version", "site", "require_signature", "sources", "wait_for_source", "clock_skew",
+            "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report"])
+    version = r.int("version", required=True)
+    if version != 1:
+        raise r.fail("version", "is %d; this contextd reads version 1" % version)
+    site = r.str("site", required=True, pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+                 what="site name")
+    assert site is not None
+    sources = tuple(r.str_list("sources") or ())
+    for i, src in enumerate(sources):
+        if src not in SOURCES:
+            raise r.fail("sources[%d]" % i, "%r is not a known source" % src,
+                         "known sources: %s" % ", ".join(SOURCES))
+    if len(set(sources)) != len(sources):
+        raise r.fail("sources", "lists a source twice")
+
+    file_source = None
+    fr = r.mapping("file")
+    if fr is not None:
+        fr.only(["path"])
+        file_source = fr.str("path", required=True, pattern=re.compile(r"^/"), what="absolute path")
+    if "file" in sources and file_source is None:
+        raise r.fail("sources", "lists 'file' but the policy has no file.path")
+
+    ec2 = _ec2(r.mapping("ec2"))
+    x509 = _x509(r.mapping("x509"))
+    legacy = _legacy(r.mapping("legacy"))
+    site_settings = _site_settings(r.mapping("site_settings"))
+    trust = _trust(r.mapping("trust"))
+
+    report_urls: Tuple[str, ...] = ()
+    ca_bundle = None
+    rr = r.mapping("report")
+    if rr is not None:
+        rr.only(["urls", "ca_bundle"])
+        report_urls = tuple(rr.str_list("urls", pattern=re.compile(r"^https?://\S+$"), what="URL")
+                            or ())
+        ca_bundle = rr.str("ca_bundle", pattern=re.compile(r"^/"), what="absolute path")
+
+    return Policy(
+        path=path, sha256=sha256, site=site,
+        require_signature=r.bool("require_signature", default=True),
+        sources=sources,
+        wait_for_source=duration(r, "wait_for_source", 60),
+        clock_skew=duration(r, "clock_skew", 300),
+        max_validity=duration(r, "max_validity", 31 * 86400),
+        trust=trust, site_settings=site_settings,
+        report_urls=report_urls, report_ca_bundle=ca_bundle, file_source=file_source,
+        ec2=ec2, x509=x509, legacy=legacy, document=doc,
+    )
+
+
+def _ec2(r: Optional[Reader]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"url": "http://169.254.169.254", "imdsv1_fallback": False,
+                           "budget": 20}
+    if r is None:
+        return out
+    r.only(["url", "imdsv1_fallback", "budget"])
+    out["url"] = r.str("url", default=out["url"], pattern=re.compile(r"^https?://[^\s/]+/?$"),
+                       what="metadata base URL (scheme://host[:port])")
+    out["imdsv1_fallback"] = r.bool("imdsv1_fallback", default=False)
+    out["budget"] = duration(r, "budget", 20)
+    return out
+
+
+def _x509(r: Optional[Reader]) -> Dict[str, Any]:
+    if r is None:
+        return {}
+    r.only(["ca_dir", "crl", "crl_max_stale"])
+    crl = r.str("crl", default="if-present")
+    if crl not in ("required", "if-present", "off"):
+        raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
+    return {"ca_dir": r.str("ca_dir", default="/etc/grid-security/certificates",
+                            pattern=re.compile(r"^/"), what="absolute path"),
+            "crl": crl, "crl_max_stale": duration(r, "crl_max_stale", 2 * 86400)}
+
+
+def _legacy(r: Optional[Reader]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"hepix_scripts": {}, "amiconfig": None}
+    if r is None:
+        return out
+    r.only(["hepix_scripts", "amiconfig"])
+    scripts = r.mapping("hepix_scripts")
+    if scripts is not None:
+        scripts.only(["prolog.sh", "epilog.sh"])
+        for name in scripts.data:
+            out["hepix_scripts"][name] = scripts.str(name, required=True, pattern=_SHA256_PIN,
+                                                     what="pin (sha256:<64 hex digits>)")
+    ami = r.raw("amiconfig")
+    if ami is not None and ami != "deny":
+        ar = r.mapping("amiconfig")
+        assert ar is not None
+        ar.only(["as_vo"])
+        out["amiconfig"] = {"as_vo": ar.str("as_vo", required=True, pattern=_VO, what="VO name")}
+    return out
+
+
+def _site_settings(r: Optional[Reader]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    if r is None:
+        return out
+    for name in r.data:
+        section = plugin.load(name, for_policy=True)
+        out[name] = section.parse_site(r.data[name])
+    return out
+
+
+def _trust(r: Optional[Reader]) -> Dict[str, VoTrust]:
+    out: Dict[str, VoTrust] = {}
+    if r is None:
+        return out
+    for vo in r.data:
+        if not _VO.match(vo):
+            raise r.fail(vo, "is not a valid VO name (lowercase letters, digits, _ . -)")
+        vr = r.mapping(vo, required=True)
+        assert vr is not None
+        out[vo] = _vo_trust(vo, vr)
+    return out
+
+
+def _vo_trust(vo: str, r: Reader) -> VoTrust:
+    r.only(["threshold", "min_serial", "signers", "revoked", "allow"])
+    signers_raw = r.raw("signers")
+    if not isinstance(signers_raw, list) or not signers_raw:
+        raise r.fail("signers", "must be a non-empty list of signers")
+    signers = []
+    for i, item in enumerate(signers_raw):
+        signers.append(_signer(Reader(item, "%s.signers[%d]" % (r.where, i), PolicyError)))
+    ids = [s.id for s in signers]
+    if len(set(ids)) != len(ids):
+        raise r.fail("signers", "has two signers with the same id")
+    threshold = r.int("threshold", default=1, minimum=1)
+    assert threshold is not None
+    if threshold > len(signers):
+        raise r.fail("threshold", "is %d but only %d signers are listed" % (threshold, len(signers)))
+
+    revoked = Revoked()
+    rv = r.mapping("revoked")
+    if rv is not None:
+        rv.only(["ssh_fingerprints", "ssh_cert_key_ids", "serials"])
+        serials = rv.raw("serials") or []
+        if not isinstance(serials, list) or any(
+                isinstance(s, bool) or not isinstance(s, int) for s in serials):
+            raise rv.fail("serials", "must be a list of integers")
+        revoked = Revoked(
+            ssh_fingerprints=tuple(rv.str_list("ssh_fingerprints",
+                                               pattern=re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$"),
+                                               what="fingerprint (SHA256:...)") or ()),
+            ssh_cert_key_ids=tuple(rv.str_list("ssh_cert_key_ids") or ()),
+            serials=tuple(serials))
+
+    allow: Dict[str, Any] = {}
+    report_urls: Tuple[str, ...] = ()
+    ar = r.mapping("allow")
+    if ar is not None:
+        for section in ar.data:
+            rules = ar.data[section]
+            if rules == "deny" or rules is None:
+                continue
+            if section == "report":
+                rr = ar.mapping("report", required=True)
+                assert rr is not None
+                rr.only(["urls"])
+                report_urls = tuple(rr.str_list("urls", pattern=GLOB_RE, what="URL glob") or ())
+                allow["report"] = True
+                continue
+            allow[section] = plugin.load(section, for_policy=True).parse_allow(rules)
+    return VoTrust(name=vo, threshold=threshold,
+                   min_serial=r.int("min_serial", default=0, minimum=0) or 0,
+                   signers=tuple(signers), revoked=revoked, allow=allow,
+                   report_urls=report_urls)
+
+
+def _signer(r: Reader) -> Signer:
+    r.only(["id", "ssh_key", "ssh_ca", "principals", "x509", "scopes"])
+    sid = r.str("id", required=True, pattern=_SIGNER_ID, what="signer id")
+    assert sid is not None
+    kinds = [k for k in ("ssh_key", "ssh_ca", "x509") if r.has(k)]
+    if len(kinds) != 1:
+        raise r.err("%s must have exactly one of ssh_key, ssh_ca, x509 (has %s)"
+                    % (r.where, ", ".join(kinds) or "none"))
+    scopes_list = r.str_list("scopes")
+    scopes = tuple(scopes_list) if scopes_list is not None else None
+    kind = kinds[0]
+    if kind in ("ssh_key", "ssh_ca"):
+        line = r.str(kind, required=True)
+        assert line is not None
+        try:
+            blob = sshsig.public_key_blob(line)
+        except ValueError as exc:
+            raise r.fail(kind, "is not an OpenSSH public key: %s" % exc,
+                         "paste the one line of the .pub file")
+        principals = tuple(r.str_list("principals") or ())
+        if kind == "ssh_ca" and not principals:
+            raise r.fail("principals", "is required for an ssh_ca signer")
+        if kind == "ssh_key" and principals:
+            raise r.fail("principals", "applies only to ssh_ca signers")
+        return Signer(id=sid, kind=kind, key_blob=blob, principals=principals, scopes=scopes)
+    xr = r.mapping("x509", required=True)
+    assert xr is not None
+    xr.only(["subject", "issuer"])
+    dn = re.compile(r"^(/[A-Za-z0-9.]+=[^/]*)+$")
+    return Signer(id=sid, kind=kind, scopes=scopes,
+                  x509_subject=xr.str("subject", required=True, pattern=dn, what="DN in /A=B form"),
+                  x509_issuer=xr.str("issuer", required=True, pattern=dn, what="DN in /A=B form"))
+
+
+def normalised(policy: Policy) -> Dict[str, Any]:
+    """The policy as `policy check` prints it: every default spelled out."""
+    return {
+        "version": 1, "site": policy.site, "require_signature": policy.require_signature,
+        "sources": list(policy.sources), "wait_for_source": "%ds" % policy.wait_for_source,
+        "clock_skew": "%ds" % policy.clock_skew, "max_validity": "%ds" % policy.max_validity,
+        "file": {"path": policy.file_source} if policy.file_source else None,
+        "ec2": dict(policy.ec2, budget="%ds" % policy.ec2["budget"]),
+        "legacy": {"hepix_scripts": dict(policy.legacy["hepix_scripts"]),
+                   "amiconfig": policy.legacy["amiconfig"] or "deny"},
+        "site_settings": dict(policy.document.get("site_settings") or {}),
+        "trust": {
+            vo: {"threshold": t.threshold, "min_serial": t.min_serial,
+                 "signers": [_signer_doc(s) for s in t.signers],
+                 "allowed_sections": sorted(t.allow)}
+            for vo, t in policy.trust.items()},
+        "report": {"urls": list(policy.report_urls)},
+    }
+
+
+def _signer_doc(s: Signer) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"id": s.id, "kind": s.kind}
+    if s.key_blob:
+        doc["fingerprint"] = s.fingerprint
+    if s.principals:
+        doc["principals"] = list(s.principals)
+    if s.x509_subject:
+        doc["subject"], doc["issuer"] = s.x509_subject, s.x509_issuer
+    if s.scopes is not None:
+        doc["scopes"] = list(s.scopes)
+    return doc

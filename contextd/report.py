@@ -1,0 +1,89 @@
+"""The run report (schema contextd.report/v1): built from values, written atomically.
+
+What it must never hold: a secret (tokens, passwords). Only values the pipeline marked as
+safe to show go in; plugins' `describe` replaces secrets before anything reaches here.
+"""
+
+import datetime
+import json
+import os
+import socket
+from typing import Any, Dict, Optional
+
+from contextd import __version__, filesystem
+
+SCHEMA = "contextd.report/v1"
+NAME = "report.json"
+EXIT_CODES = {"applied": 0, "unchanged": 0, "skipped": 0, "rejected": 1, "failed": 3}
+
+
+def iso_time(t: datetime.datetime) -> str:
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def os_release(root: str) -> Dict[str, Optional[str]]:
+    values: Dict[str, Optional[str]] = {"os_id": None, "os_version_id": None}
+    try:
+        data = filesystem.read_limited(filesystem.under_root(root, "/etc/os-release"), 64 * 1024)
+    except OSError:
+        data = None
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in ("ID", "VERSION_ID"):
+            values["os_id" if key == "ID" else "os_version_id"] = value.strip().strip("\"'")
+    return values
+
+
+def new(started: datetime.datetime, site: Optional[str], root: str,
+        policy_sha256: Optional[str]) -> Dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "outcome": None,
+        "started_at": iso_time(started),
+        "finished_at": None,
+        "duration_ms": None,
+        "source": None,
+        "payload": None,
+        "policy_sha256": policy_sha256,
+        "actions": [],
+        "denied": [],
+        "overridden": [],
+        "host": {"hostname": socket.gethostname(), "instance_id": None, "site": site,
+                 "image": dict(os_release(root), image_id=None)},
+        "contextd_version": __version__,
+    }
+
+
+def finish(report: Dict[str, Any], outcome: str, started: datetime.datetime,
+           stage: Optional[str] = None, message: Optional[str] = None) -> Dict[str, Any]:
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    report["outcome"] = outcome
+    if stage is not None:
+        report["stage"] = stage
+    if message is not None:
+        report["message"] = message
+    report["finished_at"] = iso_time(finished)
+    report["duration_ms"] = int((finished - started).total_seconds() * 1000)
+    return report
+
+
+def write(report: Dict[str, Any], run_dir: str) -> str:
+    filesystem.ensure_dir(run_dir, 0o755)
+    path = os.path.join(run_dir, NAME)
+    filesystem.atomic_write(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(),
+                            0o644)
+    return path
+
+
+def read(run_dir: str) -> Optional[Dict[str, Any]]:
+    try:
+        data = filesystem.read_limited(os.path.join(run_dir, NAME), 4 * 1024 * 1024)
+    except OSError:
+        return None
+    if data is None:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

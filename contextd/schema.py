@@ -1,0 +1,152 @@
+"""Typed reading of untrusted mappings (policy, payload sections, plugin settings).
+
+Every reader names the exact field (`htcondor.attributes.VMType`) and raises the error
+class the caller gives, so one set of checks serves the policy (exit 2) and the payload
+(exit 1). It never coerces: a string is not an int, a bool is not an int.
+"""
+
+import fnmatch
+import re
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Type
+
+from contextd.errors import ContextdError
+
+# RFC 1123 host names, each label 1-63 characters, the whole at most 253.
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+HOSTNAME_RE = re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL))
+# Globs in policies: host-name characters plus the glob metacharacters.
+GLOB_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!:/@%+=-]+$")
+
+
+class Reader:
+    """Reads fields of one mapping, reporting errors as `err` with `where` as prefix."""
+
+    def __init__(self, data: Any, where: str, err: Type[ContextdError]):
+        self.where = where
+        self.err = err
+        if not isinstance(data, Mapping):
+            raise err("%s must be a mapping, not %s" % (where or "document", kind(data)))
+        for key in data:
+            if not isinstance(key, str):
+                raise err("%s: key %r must be a string" % (where or "document", key))
+        self.data = data
+
+    def field(self, key: str) -> str:
+        return "%s.%s" % (self.where, key) if self.where else key
+
+    def fail(self, key: str, problem: str, hint: Optional[str] = None) -> ContextdError:
+        return self.err("%s %s" % (self.field(key), problem), hint)
+
+    def only(self, allowed: Iterable[str]) -> None:
+        allowed = list(allowed)
+        unknown = sorted(set(self.data) - set(allowed))
+        if unknown:
+            raise self.err(
+                "%s: unknown key%s %s" % (
+                    self.where or "document",
+                    "" if len(unknown) == 1 else "s",
+                    ", ".join(repr(k) for k in unknown),
+                ),
+                "allowed keys: %s" % ", ".join(allowed),
+            )
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    def _get(self, key: str, required: bool) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.fail(key, "is required")
+            return None
+        return self.data[key]
+
+    def str(self, key: str, required: bool = False, default: Optional[str] = None,
+            pattern: Optional["re.Pattern[str]"] = None, what: str = "") -> Optional[str]:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.fail(key, "must be a string, not %s" % kind(value))
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(key, "%r is not a valid %s" % (value, what or "value"))
+        return value
+
+    def int(self, key: str, required: bool = False, default: Optional[int] = None,
+            minimum: Optional[int] = None, maximum: Optional[int] = None) -> Optional[int]:
+        value = self._get(key, required)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, "must be an integer, not %s" % kind(value))
+        if minimum is not None and value < minimum:
+            raise self.fail(key, "must be at least %d, not %d" % (minimum, value))
+        if maximum is not None and value > maximum:
+            raise self.fail(key, "must be at most %d, not %d" % (maximum, value))
+        return value
+
+    def bool(self, key: str, default: bool = False) -> bool:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false, not %s" % kind(value))
+        return value
+
+    def str_list(self, key: str, required: bool = False,
+                 pattern: Optional["re.Pattern[str]"] = None, what: str = "") -> Optional[List[str]]:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            raise self.fail(key, "must be a list, not %s" % kind(value))
+        out = []
+        for i, item in enumerate(value):
+            name = "%s[%d]" % (key, i)
+            if not isinstance(item, str):
+                raise self.fail(name, "must be a string, not %s" % kind(item))
+            if pattern is not None and not pattern.match(item):
+                raise self.fail(name, "%r is not a valid %s" % (item, what or "value"))
+            out.append(item)
+        return out
+
+    def mapping(self, key: str, required: bool = False) -> Optional["Reader"]:
+        value = self._get(key, required)
+        if value is None:
+            return None
+        return Reader(value, self.field(key), self.err)
+
+
+def kind(value: Any) -> str:
+    """A user-facing name for a YAML value's type."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def glob_match(value: str, patterns: Sequence[str]) -> bool:
+    """Case-sensitive shell-style match; `*` also matches dots, as the policy documents."""
+    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def hostname_ok(value: str) -> bool:
+    return len(value) <= 253 and bool(HOSTNAME_RE.match(value))
+
+
+def plain(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Drop None values: what a normalised, printed document shows."""
+    return {k: v for k, v in data.items() if v is not None}

@@ -1,0 +1,45 @@
+"""The directory carrier on disk: `contextd/payload.yaml` and `contextd/payload.yaml.sig`.
+
+`--source dir:PATH` takes the directory holding `contextd/`, or `contextd/` itself.
+Listed files are read relative to the directory holding `contextd/`, size-limited.
+"""
+
+import os
+
+from contextd import bundle
+from contextd.errors import SourceError
+from contextd.sources import MAX_LISTED_FILE, Context
+
+PAYLOAD = "contextd/payload.yaml"
+SIGNATURES = "contextd/payload.yaml.sig"
+
+
+def _read(path: str, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
+    if len(data) > limit:
+        raise SourceError("%s is larger than %d bytes" % (path, limit))
+    return data
+
+
+def read(path: str) -> Context:
+    base = path
+    if not os.path.exists(os.path.join(base, PAYLOAD)) and \
+            os.path.exists(os.path.join(base, "payload.yaml")):
+        base = os.path.dirname(os.path.abspath(base))
+    if not os.path.isdir(base):
+        raise SourceError("context directory %s does not exist" % path)
+    if not os.path.exists(os.path.join(base, PAYLOAD)):
+        raise SourceError("context directory %s has no %s" % (path, PAYLOAD))
+    payload = _read(os.path.join(base, PAYLOAD), bundle.MAX_BUNDLE)
+    sigs = bundle.decode_signatures(_read(os.path.join(base, SIGNATURES), bundle.MAX_BUNDLE),
+                                    what=os.path.join(base, SIGNATURES))
+
+    def open_file(rel: str) -> bytes:
+        return _read(os.path.join(base, rel), MAX_LISTED_FILE)
+
+    return Context(kind="dir", location=base, payload=payload, signatures=sigs,
+                   open_file=open_file)

@@ -1,0 +1,497 @@
+"""OpenSSH signatures (SSHSIG, openssh-portable PROTOCOL.sshsig), with `cryptography` only.
+
+This is how contextd checks a payload signed with `ssh-keygen -Y sign -n contextd-payload`,
+and how tests and the VO-side tooling make such signatures without OpenSSH. It parses a
+signature blob, verifies it against the exact payload bytes, signs with an unencrypted
+OpenSSH private key, and turns public-key lines into the wire blobs the policy compares.
+
+What it must never do:
+- take the hash, padding or signature scheme from the input beyond the fixed allow-list
+  below (SSHSIG hash sha256/sha512; Ed25519; ECDSA P-256/384/521 with the curve's own hash;
+  RSA PKCS#1 v1.5 with rsa-sha2-256/512 only, never SHA-1 "ssh-rsa");
+- accept a signature made for another namespace (a VO key's `git` or `file` signatures must
+  not be replayable as contextd payloads);
+- let anything but SignatureError out of `parse`/`verify` on hostile input: every length is
+  bounds-checked and trailing bytes are an error;
+- decide trust: it says "this key signed these bytes", the policy says whether the key counts;
+- run a subprocess, touch files or talk to ssh-agent.
+"""
+
+import base64
+import binascii
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Callable, Dict, NoReturn, Optional, Tuple, Type
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_ssh_private_key,
+    load_ssh_public_key,
+)
+
+from contextd.errors import SignatureError, SigningError
+
+NAMESPACE = "contextd-payload"
+
+MAGIC = b"SSHSIG"
+VERSION = 1
+BEGIN = "-----BEGIN SSH SIGNATURE-----"
+END = "-----END SSH SIGNATURE-----"
+BAD_SIGNATURE = "signature does not match the payload (payload modified or wrong key)"
+
+# The SSHSIG message hash: the only two PROTOCOL.sshsig allows.
+_MESSAGE_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+ED25519 = "ssh-ed25519"
+RSA = "ssh-rsa"
+# key type -> (curve class, hash class); the signature type must equal the key type.
+_ECDSA: Dict[str, Tuple[Type[ec.EllipticCurve], Type[hashes.HashAlgorithm]]] = {
+    "ecdsa-sha2-nistp256": (ec.SECP256R1, hashes.SHA256),
+    "ecdsa-sha2-nistp384": (ec.SECP384R1, hashes.SHA384),
+    "ecdsa-sha2-nistp521": (ec.SECP521R1, hashes.SHA512),
+}
+# RSA signature type -> hash; "ssh-rsa" (SHA-1) is deliberately absent.
+_RSA_SIG_HASHES: Dict[str, Type[hashes.HashAlgorithm]] = {
+    "rsa-sha2-256": hashes.SHA256,
+    "rsa-sha2-512": hashes.SHA512,
+}
+SUPPORTED_KEY_TYPES = (ED25519,) + tuple(sorted(_ECDSA)) + (RSA,)
+# OpenSSH caps RSA at 16384 bits; below 2048 bits a key is too weak to trust with root.
+RSA_MIN_BITS = 2048
+RSA_MAX_BITS = 16384
+
+_CERT_SUFFIX = "-cert-v01@openssh.com"
+_OPENSSH_KEY_MAGIC = b"openssh-key-v1\x00"
+_PRIVATE_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+_PRIVATE_END = b"-----END OPENSSH PRIVATE KEY-----"
+_SHOW_MAX = 64
+
+
+@dataclass(frozen=True)
+class SshSig:
+    """A parsed SSHSIG blob. Parsing checks structure only; `verify` does the cryptography."""
+
+    public_key: bytes  # the signer's public key in SSH wire format
+    key_type: str  # "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...
+    namespace: str
+    hash_alg: str  # "sha256" | "sha512"
+    signature: bytes  # the inner signature blob: string sig-type + string sig
+
+
+# --- SSH wire format ---------------------------------------------------------------------
+
+
+class _Malformed(Exception):
+    """Internal: the wire data is not what it should be. Callers turn it into their error."""
+
+
+class _WireReader:
+    """A strict, bounds-checked reader of SSH wire data (RFC 4251 section 5)."""
+
+    def __init__(self, data: bytes, what: str):
+        self._data = bytes(data)
+        self._pos = 0
+        self._what = what
+
+    def _take(self, n: int, field: str) -> bytes:
+        left = len(self._data) - self._pos
+        if n > left:
+            raise _Malformed("%s: %s is truncated (needs %d bytes, %d left)"
+                             % (self._what, field, n, left))
+        chunk = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return chunk
+
+    def raw(self, n: int, field: str) -> bytes:
+        return self._take(n, field)
+
+    def uint32(self, field: str) -> int:
+        return int(struct.unpack(">I", self._take(4, field))[0])
+
+    def string(self, field: str) -> bytes:
+        return self._take(self.uint32(field + " length"), field)
+
+    def text(self, field: str) -> str:
+        value = self.string(field)
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed("%s: %s is not valid UTF-8" % (self._what, field)) from None
+
+    def mpint(self, field: str) -> int:
+        """A non-negative, minimally encoded mpint (as OpenSSH writes them)."""
+        value = self.string(field)
+        if value and value[0] & 0x80:
+            raise _Malformed("%s: %s is negative" % (self._what, field))
+        if len(value) > 1 and value[0] == 0 and not value[1] & 0x80:
+            raise _Malformed("%s: %s has a superfluous leading zero" % (self._what, field))
+        return int.from_bytes(value, "big")
+
+    def end(self) -> None:
+        left = len(self._data) - self._pos
+        if left:
+            raise _Malformed("%s has %d unexpected trailing byte%s"
+                             % (self._what, left, "" if left == 1 else "s"))
+
+
+def _string(value: bytes) -> bytes:
+    return struct.pack(">I", len(value)) + value
+
+
+def _mpint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("negative mpint")  # cannot happen for ECDSA r and s
+    raw = value.to_bytes((value.bit_length() + 7) // 8, "big")
+    if raw and raw[0] & 0x80:
+        raw = b"\x00" + raw
+    return _string(raw)
+
+
+def _show(text: str) -> str:
+    """A hostile string, quoted and cut short, fit for a one-line message."""
+    if len(text) > _SHOW_MAX:
+        text = text[:_SHOW_MAX] + "..."
+    return repr(text)
+
+
+# --- public keys -------------------------------------------------------------------------
+
+
+def _key_type_problem(key_type: str) -> Optional[Tuple[str, str]]:
+    """Why a key type cannot be used, as (message, hint), or None if it can."""
+    if key_type in SUPPORTED_KEY_TYPES:
+        return None
+    if key_type.endswith(_CERT_SUFFIX):
+        return ("SSH certificate signatures are not supported yet",
+                "sign with the plain key ('-f key', not '-f key-cert.pub')")
+    if key_type.startswith("sk-"):
+        return ("security-key signatures are not supported (key type %s)" % _show(key_type),
+                "sign with an Ed25519, ECDSA or RSA key")
+    return ("key type %s is not supported" % _show(key_type),
+            "use one of " + ", ".join(SUPPORTED_KEY_TYPES))
+
+
+def _wire_key_type(blob: bytes) -> str:
+    """The type name at the start of a public key blob (raises _Malformed)."""
+    return _WireReader(blob, "public key").text("key type")
+
+
+def _load_public_key(blob: bytes) -> Tuple[str, object]:
+    """(key type, cryptography key) of a wire-format public key; raises _Malformed.
+
+    The blob must be exactly what cryptography would write back for the key, so one key has
+    one encoding and comparing blobs compares keys.
+    """
+    key_type = _wire_key_type(blob)
+    problem = _key_type_problem(key_type)
+    if problem:
+        raise _Malformed(problem[0])
+    line = key_type.encode("ascii") + b" " + base64.b64encode(blob)
+    try:
+        key = load_ssh_public_key(line)
+    # Hostile input reaches a third-party parser whose exception types vary by version
+    # (ValueError, UnsupportedAlgorithm, NotImplementedError for compressed EC points, ...).
+    except Exception as exc:
+        raise _Malformed("public key %s is invalid (%s)" % (_show(key_type), exc)) from None
+    if key_type == ED25519:
+        ok = isinstance(key, ed25519.Ed25519PublicKey)
+    elif key_type == RSA:
+        ok = isinstance(key, rsa.RSAPublicKey)
+        if ok:
+            _check_rsa_size(key.key_size)  # type: ignore[union-attr]
+    else:
+        ok = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(
+            key.curve, _ECDSA[key_type][0])
+    if not ok:
+        raise _Malformed("public key does not match its type %s" % _show(key_type))
+    canonical = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).split(b" ")[1]
+    if base64.b64decode(canonical) != blob:
+        raise _Malformed("public key %s is not canonically encoded" % _show(key_type))
+    return key_type, key
+
+
+def _check_rsa_size(bits: int) -> None:
+    if bits < RSA_MIN_BITS:
+        raise _Malformed("RSA key of %d bits is too small (minimum %d)" % (bits, RSA_MIN_BITS))
+    if bits > RSA_MAX_BITS:
+        raise _Malformed("RSA key of %d bits is too large (maximum %d)" % (bits, RSA_MAX_BITS))
+
+
+def public_key_blob(line: str) -> bytes:
+    """The wire blob of the key in an authorized_keys-style line "TYPE BASE64 [COMMENT]".
+
+    Raises ValueError with a one-line explanation of what is wrong.
+    """
+    fields = line.split() if isinstance(line, str) else []
+    if len(fields) < 2:
+        raise ValueError("expected one line 'KEYTYPE BASE64 [COMMENT]' as in a .pub file")
+    key_type, b64 = fields[0], fields[1]
+    problem = _key_type_problem(key_type)
+    if problem:
+        raise ValueError("%s (%s)" % problem)
+    try:
+        blob = base64.b64decode(b64.encode("ascii"), validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError("the key data after %s is not valid base64" % key_type) from None
+    try:
+        inner_type, _ = _load_public_key(blob)
+    except _Malformed as exc:
+        raise ValueError(str(exc)) from None
+    if inner_type != key_type:
+        raise ValueError("the line says %s but the key data is %s"
+                         % (_show(key_type), _show(inner_type)))
+    return blob
+
+
+def fingerprint(blob: bytes) -> str:
+    """The key's fingerprint as `ssh-keygen -l` prints it: SHA256:<unpadded base64>."""
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+# --- parsing and verifying ---------------------------------------------------------------
+
+
+def _signed_data(namespace: str, hash_alg: str, message: bytes) -> bytes:
+    """What the key actually signs (PROTOCOL.sshsig): the message is prehashed."""
+    digest = _MESSAGE_HASHES[hash_alg](message).digest()
+    return (MAGIC + _string(namespace.encode("utf-8")) + _string(b"")
+            + _string(hash_alg.encode("ascii")) + _string(digest))
+
+
+def _check_hash_alg(hash_alg: str) -> None:
+    if hash_alg not in _MESSAGE_HASHES:
+        raise SignatureError("signature uses message hash %s; only sha256 and sha512 are "
+                             "accepted" % _show(hash_alg),
+                             "sign with 'ssh-keygen -Y sign' (default sha512)")
+
+
+def _split_signature(key_type: str, signature: bytes) -> Tuple[str, bytes]:
+    """(signature type, raw signature) after checking the type fits the key; _Malformed."""
+    reader = _WireReader(signature, "signature blob")
+    sig_type = reader.text("signature type")
+    raw = reader.string("signature")
+    reader.end()
+    if key_type == RSA:
+        if sig_type == "ssh-rsa":
+            raise SignatureError("RSA signature uses SHA-1 ('ssh-rsa'), which is not accepted",
+                                 "sign with rsa-sha2-512, as 'ssh-keygen -Y sign' does")
+        if sig_type not in _RSA_SIG_HASHES:
+            raise _Malformed("signature type %s does not fit an RSA key (expected "
+                             "rsa-sha2-256 or rsa-sha2-512)" % _show(sig_type))
+    elif sig_type != key_type:
+        raise _Malformed("signature type %s does not fit the %s key"
+                         % (_show(sig_type), key_type))
+    return sig_type, raw
+
+
+def parse(blob: bytes) -> SshSig:
+    """Parse a raw (base64-decoded) SSHSIG blob; raises SignatureError if it is malformed.
+
+    Checks structure, the hash allow-list and that the signature type fits the key type;
+    the namespace and the signature itself are checked by `verify`.
+    """
+    if bytes(blob[:len(MAGIC)]) != MAGIC:
+        raise SignatureError("not an SSH signature (it does not start with 'SSHSIG')",
+                             "expected the output of 'ssh-keygen -Y sign'")
+    try:
+        reader = _WireReader(blob, "SSH signature")
+        reader.raw(len(MAGIC), "magic")
+        version = reader.uint32("version")
+        if version != VERSION:
+            raise SignatureError("SSH signature version %d is not supported (only %d)"
+                                 % (version, VERSION))
+        public_key = reader.string("public key")
+        namespace = reader.text("namespace")
+        reserved = reader.string("reserved")
+        hash_alg = reader.text("hash algorithm")
+        signature = reader.string("signature")
+        reader.end()
+        if reserved:
+            raise _Malformed("SSH signature: reserved field is not empty")
+        _check_hash_alg(hash_alg)
+        key_type = _wire_key_type(public_key)
+        problem = _key_type_problem(key_type)
+        if problem:
+            raise SignatureError(*problem)
+        _split_signature(key_type, signature)
+    except _Malformed as exc:
+        raise SignatureError("malformed SSH signature: %s" % exc,
+                             "re-create it with 'ssh-keygen -Y sign'") from None
+    return SshSig(public_key=public_key, key_type=key_type, namespace=namespace,
+                  hash_alg=hash_alg, signature=signature)
+
+
+def _ecdsa_signature(raw: bytes) -> bytes:
+    reader = _WireReader(raw, "ECDSA signature")
+    r = reader.mpint("r")
+    s = reader.mpint("s")
+    reader.end()
+    return encode_dss_signature(r, s)
+
+
+def _verify_with(key_type: str, key: object, sig_type: str, raw: bytes, data: bytes) -> None:
+    """Verify `raw` over `data`; raises InvalidSignature or _Malformed. Schemes are fixed here."""
+    if key_type == ED25519:
+        if len(raw) != 64:
+            raise _Malformed("Ed25519 signature is %d bytes, not 64" % len(raw))
+        key.verify(raw, data)  # type: ignore[attr-defined]
+    elif key_type == RSA:
+        size = (key.key_size + 7) // 8  # type: ignore[attr-defined]
+        if len(raw) > size:
+            raise _Malformed("RSA signature is longer than the key")
+        # OpenSSH accepts (and some signers write) signatures without leading zero bytes.
+        raw = raw.rjust(size, b"\x00")
+        key.verify(raw, data, padding.PKCS1v15(),  # type: ignore[attr-defined]
+                   _RSA_SIG_HASHES[sig_type]())
+    else:
+        der = _ecdsa_signature(raw)
+        key.verify(der, data, ec.ECDSA(_ECDSA[key_type][1]()))  # type: ignore[attr-defined]
+
+
+def verify(sig: SshSig, message: bytes, namespace: str = NAMESPACE) -> None:
+    """Check that `sig` is a valid signature over `message` in `namespace`.
+
+    Returns None on success and raises SignatureError otherwise. It says nothing about
+    whether the key is trusted: compare `sig.public_key` with the policy for that.
+    """
+    if sig.namespace != namespace:
+        raise SignatureError("signature is for namespace %s, expected %s"
+                             % (_show(sig.namespace), _show(namespace)),
+                             "sign with 'ssh-keygen -Y sign -n %s'" % namespace)
+    _check_hash_alg(sig.hash_alg)
+    try:
+        key_type, key = _load_public_key(sig.public_key)
+        if key_type != sig.key_type:
+            raise _Malformed("key type %s does not match the public key (%s)"
+                             % (_show(sig.key_type), key_type))
+        sig_type, raw = _split_signature(key_type, sig.signature)
+        data = _signed_data(namespace, sig.hash_alg, bytes(message))
+        _verify_with(key_type, key, sig_type, raw, data)
+    except _Malformed as exc:
+        raise SignatureError("malformed SSH signature: %s" % exc,
+                             "re-create it with 'ssh-keygen -Y sign'") from None
+    except InvalidSignature:
+        raise SignatureError(BAD_SIGNATURE) from None
+
+
+# --- signing -----------------------------------------------------------------------------
+
+
+def _private_key_header(data: bytes) -> Tuple[str, str]:
+    """(cipher name, key type) from an OpenSSH private key file; raises _Malformed."""
+    start = data.find(_PRIVATE_BEGIN)
+    stop = data.find(_PRIVATE_END)
+    if start < 0 or stop < start:
+        raise _Malformed("no OpenSSH private key block")
+    body = b"".join(data[start + len(_PRIVATE_BEGIN):stop].split())
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        raise _Malformed("the key data is not valid base64") from None
+    reader = _WireReader(raw, "OpenSSH private key")
+    if reader.raw(len(_OPENSSH_KEY_MAGIC), "magic") != _OPENSSH_KEY_MAGIC:
+        raise _Malformed("not an openssh-key-v1 key")
+    cipher = reader.text("cipher name")
+    reader.string("kdf name")
+    reader.string("kdf options")
+    if reader.uint32("key count") != 1:
+        raise _Malformed("the file must hold exactly one key")
+    key_type = _wire_key_type(reader.string("public key"))
+    return cipher, key_type
+
+
+def _sign_raw(key: object, key_type: str, data: bytes) -> bytes:
+    """The inner signature blob (string sig-type + string sig) over `data`."""
+    if key_type == ED25519:
+        return _string(ED25519.encode()) + _string(key.sign(data))  # type: ignore[attr-defined]
+    if key_type == RSA:
+        sig = key.sign(data, padding.PKCS1v15(), hashes.SHA512())  # type: ignore[attr-defined]
+        return _string(b"rsa-sha2-512") + _string(sig)
+    der = key.sign(data, ec.ECDSA(_ECDSA[key_type][1]()))  # type: ignore[attr-defined]
+    r, s = decode_dss_signature(der)
+    return _string(key_type.encode()) + _string(_mpint(r) + _mpint(s))
+
+
+def _private_key_type(key: object) -> Optional[str]:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return ED25519
+    if isinstance(key, rsa.RSAPrivateKey):
+        return RSA
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        for key_type, (curve, _) in _ECDSA.items():
+            if isinstance(key.curve, curve):
+                return key_type
+    return None
+
+
+def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
+         hash_alg: str = "sha512", key_name: str = "key") -> bytes:
+    """Sign `message` as `ssh-keygen -Y sign -n NAMESPACE` would; returns the raw SSHSIG blob.
+
+    `private_key_data` is the content of an unencrypted OpenSSH private key file; `key_name`
+    (usually its path) only appears in error messages. Raises SigningError.
+    """
+    fail = _signing_failure(key_name)
+    if hash_alg not in _MESSAGE_HASHES:
+        raise SigningError("hash algorithm %s is not supported" % _show(hash_alg),
+                           "use sha512 (the default) or sha256")
+    if not isinstance(namespace, str) or not namespace:
+        raise SigningError("the signature namespace must be a non-empty string")
+    data = bytes(private_key_data)
+    try:
+        cipher, key_type = _private_key_header(data)
+    except _Malformed as exc:
+        fail("is not an OpenSSH private key (%s)" % exc,
+             "give the private key file written by ssh-keygen (BEGIN OPENSSH PRIVATE KEY); "
+             "convert an old PEM key with 'ssh-keygen -p -f KEY'")
+    if cipher != "none":
+        fail("is passphrase-protected, which contextd cannot use",
+             "sign with an unencrypted copy (ssh-keygen -p -N '' -f COPY) kept safe, or "
+             "sign with 'ssh-keygen -Y sign'; ssh-agent is not supported")
+    problem = _key_type_problem(key_type)
+    if problem:
+        fail("cannot sign here: " + problem[0], problem[1])
+    try:
+        key = load_ssh_private_key(data, password=None)
+    # Exception types vary by cryptography version; whatever it is, the key file is bad.
+    except Exception as exc:
+        fail("cannot be loaded (%s)" % exc, "check that the file is intact")
+    if _private_key_type(key) != key_type:
+        fail("does not match its own key type %s" % _show(key_type))
+    if key_type == RSA:
+        try:
+            _check_rsa_size(key.key_size)  # type: ignore[union-attr]
+        except _Malformed as exc:
+            fail(str(exc), "use an Ed25519 key (ssh-keygen -t ed25519)")
+    public = key.public_key().public_bytes(  # type: ignore[union-attr]
+        Encoding.OpenSSH, PublicFormat.OpenSSH)
+    public_blob = base64.b64decode(public.split(b" ")[1])
+    signed = _signed_data(namespace, hash_alg, bytes(message))
+    signature = _sign_raw(key, key_type, signed)
+    return (MAGIC + struct.pack(">I", VERSION) + _string(public_blob)
+            + _string(namespace.encode("utf-8")) + _string(b"")
+            + _string(hash_alg.encode("ascii")) + _string(signature))
+
+
+def _signing_failure(key_name: str) -> Callable[..., NoReturn]:
+    def fail(problem: str, hint: Optional[str] = None) -> NoReturn:
+        raise SigningError("private key '%s' %s" % (key_name, problem), hint)
+
+    return fail
+
+
+def armor(blob: bytes) -> str:
+    """The armoured text `ssh-keygen -Y sign` writes: base64 in 70-column lines."""
+    b64 = base64.b64encode(blob).decode("ascii")
+    lines = [b64[i:i + 70] for i in range(0, len(b64), 70)]
+    return "\n".join([BEGIN] + lines + [END]) + "\n"
