@@ -381,6 +381,14 @@ class IsoImage:
             try:
                 iso.open_fp(fp)
                 self._block = int(iso.logical_block_size) or 2048
+                # pycdlib silently shortens files that run past the end of a truncated
+                # image; refuse the image instead when it is shorter than it says it is.
+                declared = int(iso.pvd.space_size) * self._block
+                if declared > self._size:
+                    raise self._broken(
+                        "its volume descriptor says %d bytes but it has only %d"
+                        % (declared, self._size)
+                    )
                 raw_label = iso.pvd.volume_identifier
                 if isinstance(raw_label, bytes):
                     raw_label = raw_label.decode("utf-8", "replace")
@@ -536,7 +544,9 @@ class IsoImage:
                 "context ISO %s: %s is a symbolic link, which contextd does not follow"
                 % (self.path, rel)
             )
-        size = int(record.get_data_length())
+        # The record's own length: pycdlib's get_data_length() answers from an inode
+        # shared by every record that points at the same extent, whatever each says.
+        size = int(getattr(record, "data_length", None) or record.get_data_length())
         if size > limit:
             raise SourceError(
                 "context ISO %s: %s is %d bytes, over the limit of %d bytes"

@@ -1,0 +1,37 @@
+# contextd developer entry points. Quick start: `make demo`, then `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Real peers the tests use (DESIGN: no silent skips in CI).
+APT_PACKAGES := genisoimage xorriso openssh-client
+
+.PHONY: demo test system-deps venv test-venv clean
+
+venv: $(VENV)/.runtime
+$(VENV)/.runtime: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e .
+	touch $@
+
+test-venv: $(VENV)/.test
+$(VENV)/.test: $(VENV)/.runtime requirements-test.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+# Debian packages for the test peers: installed when we are root and they are missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (install them as root)"; exit 1; fi; \
+	fi
+
+demo: venv
+	bash examples/demo.sh
+
+test: system-deps test-venv
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info

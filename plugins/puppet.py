@@ -1,0 +1,335 @@
+"""The puppet plugin: points the Puppet agent at a server and environment, then runs it once.
+
+It sets `server`, `environment` and `certname` in the `[agent]` section of puppet.conf and
+keeps every other byte of the file as it was (other keys, sections, comments, line endings;
+a key of the same name in `[main]` stays untouched). When the payload asks for it
+(`run: agent-once`, the default), it then runs `puppet agent --onetime --no-daemonize
+--detailed-exitcodes`, where exit 0 and 2 are success; a Puppet run cannot be undone.
+
+It must never write a value that has not passed the grammar checks below, never rewrite
+lines it does not own, and never touch the system itself: the current puppet.conf comes in
+through `PlanContext.read_file`, the new one goes out as a WriteFile.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from contextd.actions import Action, RunCommand, WriteFile
+from contextd.errors import PayloadError, PolicyError
+from contextd.plugin import Decision, Finding, PlanContext, Plugin
+from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
+
+NAME = "puppet"
+DEFAULT_CONFIG = "/etc/puppetlabs/puppet/puppet.conf"
+RUNS = ("agent-once", "none")
+AGENT_ARGV = ("puppet", "agent", "--onetime", "--no-daemonize", "--detailed-exitcodes")
+TIMEOUT = 1800.0
+
+# Puppet's own rule for environment names.
+ENVIRONMENT_RE = re.compile(r"[a-z0-9_]{1,255}\Z")
+# Certificate names: lower case, host-name-like.
+CERTNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}\Z")
+CONFIG_RE = re.compile(r"(?:/[A-Za-z0-9_.-]+)+\Z")
+GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
+MAX_WAITFORCERT = 86400
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
+_VO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+# puppet.conf lines, as Puppet's own ini writer (Puppet::Settings::IniFile) reads them.
+_SECTION_RE = re.compile(r"(\s*)\[(\w+)\](\s*)\Z", re.ASCII)
+_SETTING_RE = re.compile(r"(\s*)(\w+)(\s*=\s*)(.*?)(\s*)\Z", re.ASCII)
+MARKER = "# contextd:"
+
+
+def _host_ok(value: str) -> bool:
+    return len(value) <= 253 and HOSTNAME_RE.fullmatch(value) is not None
+
+
+def config_ok(value: Any) -> bool:
+    return (isinstance(value, str) and len(value) <= 4096 and CONFIG_RE.match(value) is not None
+            and not any(part in (".", "..") for part in value.split("/")))
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: Optional[str] = None
+    environment: Optional[str] = None
+    run: str = "agent-once"
+    certname: Optional[str] = None        # None: the host name, lower-cased, at plan time
+    waitforcert: Optional[int] = None
+    config: str = DEFAULT_CONFIG           # set by the site only
+
+    def __post_init__(self) -> None:
+        # A second line of defence: no settings value can hold what the file cannot.
+        if self.server is not None and not _host_ok(self.server):
+            raise ValueError("puppet settings: invalid server")
+        if self.environment is not None and not ENVIRONMENT_RE.match(self.environment):
+            raise ValueError("puppet settings: invalid environment")
+        if self.run not in RUNS:
+            raise ValueError("puppet settings: invalid run")
+        if self.certname is not None and not CERTNAME_RE.match(self.certname):
+            raise ValueError("puppet settings: invalid certname")
+        if self.waitforcert is not None and (
+                isinstance(self.waitforcert, bool) or not isinstance(self.waitforcert, int)
+                or not 0 <= self.waitforcert <= MAX_WAITFORCERT):
+            raise ValueError("puppet settings: invalid waitforcert")
+        if not config_ok(self.config):
+            raise ValueError("puppet settings: invalid config")
+
+
+@dataclass(frozen=True)
+class Allow:
+    servers: Optional[Tuple[str, ...]] = None
+    environments: Optional[Tuple[str, ...]] = None
+    max_waitforcert: int = 0               # 0: the payload may not ask to wait
+
+
+@dataclass(frozen=True)
+class Site:
+    server: Optional[str] = None
+    environment: Optional[str] = None
+    config: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        Settings(server=self.server, environment=self.environment,
+                 config=self.config or DEFAULT_CONFIG)
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _read_server(r: Reader) -> Optional[str]:
+    value = r.str("server")
+    if value is None or _host_ok(value):
+        return value
+    if ":" in value and _host_ok(value.split(":", 1)[0]):
+        raise r.fail("server", "%s must be a host name without a port" % _show(value),
+                     "Puppet takes the port from its own serverport setting")
+    raise r.fail("server", "%s is not a valid host name" % _show(value))
+
+
+def _read_environment(r: Reader) -> Optional[str]:
+    value = r.str("environment")
+    if value is not None and not ENVIRONMENT_RE.match(value):
+        raise r.fail("environment", "%s is not a valid Puppet environment name" % _show(value),
+                     "lower-case letters, digits and '_'")
+    return value
+
+
+def _rule(key: str, globs: Optional[Sequence[str]]) -> str:
+    if globs is None:
+        return "allow.puppet.%s (not set: nothing allowed)" % key
+    return "allow.puppet.%s [%s]" % (key, ", ".join(globs))
+
+
+def _marker(ctx: PlanContext, keys: Sequence[str]) -> str:
+    if not (isinstance(ctx.payload_sha256, str) and _SHA256_RE.match(ctx.payload_sha256)):
+        raise PayloadError("payload sha256 %s is not a hex digest" % _show(ctx.payload_sha256))
+    if not (isinstance(ctx.vo, str) and _VO_RE.match(ctx.vo)):
+        raise PayloadError("vo %s cannot be written into a configuration file" % _show(ctx.vo))
+    if isinstance(ctx.serial, bool) or not isinstance(ctx.serial, int) or ctx.serial < 0:
+        raise PayloadError("serial %s is not a non-negative integer" % _show(ctx.serial))
+    return ("%s %s in [agent] written by contextd from payload sha256 %s (VO %s, serial %d); "
+            "the next contextd run sets them again" % (
+                MARKER, ", ".join(keys), ctx.payload_sha256, ctx.vo, ctx.serial))
+
+
+def _split_lines(text: str) -> List[Tuple[str, str]]:
+    """(body, line ending) pairs; only '\\n' ends a line, a '\\r' before it is kept."""
+    out = []
+    for chunk in re.findall(r"[^\n]*\n|[^\n]+\Z", text):
+        if chunk.endswith("\r\n"):
+            out.append((chunk[:-2], "\r\n"))
+        elif chunk.endswith("\n"):
+            out.append((chunk[:-1], "\n"))
+        else:
+            out.append((chunk, ""))
+    return out
+
+
+def merge_agent_settings(current: Optional[bytes], values: Sequence[Tuple[str, str]],
+                         marker: str) -> bytes:
+    """puppet.conf with `values` set in [agent]; every other line kept byte for byte.
+
+    A key already in an [agent] section gets its value replaced in place (indentation,
+    spacing and line ending kept, as `puppet config set` does); a missing one goes after
+    the last setting of the last [agent] section; with no [agent] section one is added at
+    the end. `marker` (a comment saying contextd set these) sits right after the first
+    [agent] header, or replaces the marker an earlier run left in [agent].
+    """
+    text = "" if current is None else current.decode("utf-8", "surrogateescape")
+    # Entries are [body, line ending, kind, section]; kind is header, setting, marker, other.
+    entries: List[List[str]] = []
+    section = "main"                 # Puppet's name for lines before any header
+    for body, end in _split_lines(text):
+        m = _SECTION_RE.match(body)
+        if m:
+            section = m.group(2)
+            entries.append([body, end, "header", section])
+        elif section == "agent" and body.lstrip().startswith(MARKER):
+            entries.append([body, end, "marker", section])
+        elif _SETTING_RE.match(body):
+            entries.append([body, end, "setting", section])
+        else:
+            entries.append([body, end, "other", section])
+    eol = next((e[1] for e in entries if e[1]), "\n")
+    wanted = dict(values)
+
+    found = set()
+    for entry in entries:
+        if entry[2] == "setting" and entry[3] == "agent":
+            s = _SETTING_RE.match(entry[0])
+            assert s is not None
+            if s.group(2) in wanted:
+                entry[0] = s.group(1) + s.group(2) + s.group(3) + wanted[s.group(2)] + s.group(5)
+                found.add(s.group(2))
+    missing = [(k, v) for k, v in values if k not in found]
+
+    markers = [i for i, e in enumerate(entries) if e[2] == "marker"]
+    for i in reversed(markers[1:]):
+        del entries[i]               # a second marker of ours is dropped
+    if markers:
+        entries[markers[0]][0] = marker
+
+    def insert(after: int, new: List[List[str]]) -> None:
+        if not new:
+            return
+        if after >= 0 and not entries[after][1]:
+            entries[after][1] = eol  # the line we append after had no line ending
+        entries[after + 1:after + 1] = new
+
+    headers = [i for i, e in enumerate(entries) if e[2] == "header" and e[3] == "agent"]
+    if not headers:
+        new = [["[agent]", eol, "header", "agent"], [marker, eol, "marker", "agent"]]
+        if entries and entries[-1][0].strip():
+            new.insert(0, ["", eol, "other", "main"])
+        insert(len(entries) - 1, new + [["%s = %s" % kv, eol, "setting", "agent"]
+                                        for kv in missing])
+    else:
+        if not markers:
+            insert(headers[0], [[marker, eol, "marker", "agent"]])
+            headers = [i for i, e in enumerate(entries) if e[2] == "header" and e[3] == "agent"]
+        last = headers[-1]
+        after = last
+        for i in range(last + 1, len(entries)):
+            if entries[i][2] == "header":
+                break
+            if entries[i][2] in ("setting", "marker"):
+                after = i
+        insert(after, [["%s = %s" % kv, eol, "setting", "agent"] for kv in missing])
+    return "".join(e[0] + e[1] for e in entries).encode("utf-8", "surrogateescape")
+
+
+class PuppetPlugin(Plugin):
+    name = NAME
+    secret_fields: frozenset = frozenset()
+
+    def parse_settings(self, data: Any) -> Settings:
+        r = Reader(data, NAME, PayloadError)
+        r.only(("server", "environment", "run", "certname", "waitforcert"))
+        run = r.str("run", default="agent-once")
+        if run not in RUNS:
+            raise r.fail("run", "%s is not a valid run" % _show(run), "agent-once or none")
+        certname = r.str("certname")
+        if certname is not None and not CERTNAME_RE.match(certname):
+            raise r.fail("certname", "%s is not a valid certificate name" % _show(certname),
+                         "lower-case letters, digits, '.', '_', '-'")
+        return Settings(
+            server=_read_server(r),
+            environment=_read_environment(r),
+            run=run,
+            certname=certname,
+            waitforcert=r.int("waitforcert", minimum=0, maximum=MAX_WAITFORCERT),
+        )
+
+    def parse_allow(self, data: Any) -> Allow:
+        r = Reader(data, "allow.puppet", PolicyError)
+        r.only(("servers", "environments", "max_waitforcert"))
+        servers = r.str_list("servers", pattern=GLOB_RE, what="host glob")
+        envs = r.str_list("environments", pattern=GLOB_RE, what="environment glob")
+        return Allow(
+            servers=None if servers is None else tuple(servers),
+            environments=None if envs is None else tuple(envs),
+            max_waitforcert=r.int("max_waitforcert", default=0, minimum=0,
+                                  maximum=MAX_WAITFORCERT) or 0,
+        )
+
+    def parse_site(self, data: Any) -> Site:
+        r = Reader(data, "site_settings.puppet", PolicyError)
+        r.only(("server", "environment", "config"))
+        config = r.str("config")
+        if config is not None and not config_ok(config):
+            raise r.fail("config", "%s is not a valid absolute path" % _show(config))
+        return Site(server=_read_server(r), environment=_read_environment(r), config=config)
+
+    def authorize(self, settings: Settings, allow: Allow, site: Optional[Site]) -> Decision:
+        denied: List[Finding] = []
+        overridden: List[Finding] = []
+        site = site or Site()
+        final = {}
+        for key, globs in (("server", allow.servers), ("environment", allow.environments)):
+            value = getattr(settings, key)
+            site_value = getattr(site, key)
+            if site_value is not None:
+                if value is not None:
+                    overridden.append(Finding(NAME, key, _show(value),
+                                              "site_settings.puppet.%s wins" % key))
+                final[key] = site_value
+                continue
+            final[key] = value
+            if value is not None and not glob_match(value, globs or ()):
+                denied.append(Finding(NAME, key, _show(value),
+                                      "not allowed by " + _rule(key + "s", globs)))
+        wait = settings.waitforcert
+        if wait and wait > allow.max_waitforcert:
+            denied.append(Finding(NAME, "waitforcert", _show(wait),
+                                  "above allow.puppet.max_waitforcert %d"
+                                  % allow.max_waitforcert))
+        return Decision(
+            settings=Settings(server=final["server"], environment=final["environment"],
+                              run=settings.run, certname=settings.certname, waitforcert=wait,
+                              config=site.config or DEFAULT_CONFIG),
+            denied=denied,
+            overridden=overridden,
+        )
+
+    def plan(self, settings: Settings, ctx: PlanContext) -> List[Action]:
+        certname = settings.certname
+        if certname is None:
+            certname = str(ctx.hostname).lower()
+            if not CERTNAME_RE.match(certname):
+                raise PayloadError("puppet.certname is not set and the host name %s is not a "
+                                   "valid certificate name" % _show(ctx.hostname),
+                                   "set puppet.certname in the payload")
+        values = [(k, v) for k, v in (("server", settings.server),
+                                      ("environment", settings.environment),
+                                      ("certname", certname)) if v is not None]
+        marker = _marker(ctx, [k for k, _ in values])
+        content = merge_agent_settings(ctx.read_file(settings.config), values, marker)
+        actions: List[Action] = [WriteFile(NAME, settings.config, content, mode=0o644)]
+        if settings.run == "agent-once":
+            argv = AGENT_ARGV
+            if settings.config != DEFAULT_CONFIG:
+                argv += ("--config", settings.config)
+            if settings.waitforcert:
+                argv += ("--waitforcert", str(settings.waitforcert))
+            actions.append(RunCommand(NAME, argv, timeout=TIMEOUT, ok_codes=frozenset({0, 2}),
+                                      reversible=False))
+        return actions
+
+    def describe(self, settings: Settings) -> Dict[str, Any]:
+        return plain({
+            "server": settings.server,
+            "environment": settings.environment,
+            "run": settings.run,
+            "certname": settings.certname,
+            "waitforcert": settings.waitforcert,
+            "config": settings.config,
+        })
+
+
+PLUGIN = PuppetPlugin()
