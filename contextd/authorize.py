@@ -104,11 +104,11 @@ def review(payload: Payload, verified: Verified, policy: Policy,
     report_url = payload.report_url
     if report_url is not None and not (
             "report" in trust.allow and glob_match(report_url, trust.report_urls)):
-        denied.append(Finding("report", "report.url", repr(report_url),
+        denied.append(Finding("report", "url", repr(report_url),
                               "not allowed by allow.report.urls %s" % list(trust.report_urls)))
         report_url = None
 
-    violations.extend("%s %s %s" % (f.field, f.value, f.reason) for f in denied)
+    violations.extend("%s %s %s" % (f.qualified, f.value, f.reason) for f in denied)
     result = Authorization(payload=payload, signers=tuple(signers), decisions=decisions,
                            overridden=tuple(overridden), report_url=report_url)
     return result, violations, denied

@@ -82,12 +82,10 @@ def _changes(doc: payload.Payload, result: Optional[authorize.Authorization],
 def _verdicts(field: str, value: Any, denied: List[plugin.Finding],
               overridden: List[plugin.Finding]) -> List[Dict[str, str]]:
     def mine(f: plugin.Finding) -> bool:
-        return f.field == field or f.field.startswith(field + "[") or \
-            f.field.startswith(field + ".")
-    rows = [{"field": f.field, "value": f.value, "verdict": "denied", "reason": f.reason}
-            for f in denied if mine(f)]
-    rows += [{"field": f.field, "value": f.value, "verdict": "overridden", "reason": f.reason}
-             for f in overridden if mine(f)]
+        name = f.qualified
+        return name == field or name.startswith(field + "[") or name.startswith(field + ".")
+    rows = [dict(f.as_dict(), verdict="denied") for f in denied if mine(f)]
+    rows += [dict(f.as_dict(), verdict="overridden") for f in overridden if mine(f)]
     if not rows:
         rows.append({"field": field, "value": _short(value), "verdict": "allowed",
                      "reason": "within the site's allow rules"})

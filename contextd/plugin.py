@@ -20,15 +20,23 @@ GROUP = "contextd.plugins"
 
 @dataclass(frozen=True)
 class Finding:
-    """One field the site refused or replaced, with why. `value` is already safe to show."""
+    """One field the site refused or replaced, with why. `value` is already safe to show.
+
+    `field` is relative to the plugin's section (`repositories[1]`); `qualified` names it
+    in the whole payload (`cvmfs.repositories[1]`).
+    """
 
     plugin: str
     field: str
     value: str
     reason: str
 
+    @property
+    def qualified(self) -> str:
+        return "%s.%s" % (self.plugin, self.field)
+
     def as_dict(self) -> Dict[str, str]:
-        return {"plugin": self.plugin, "field": self.field, "value": self.value,
+        return {"plugin": self.plugin, "field": self.qualified, "value": self.value,
                 "reason": self.reason}
 
 

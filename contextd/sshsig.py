@@ -102,11 +102,13 @@ class _WireReader:
         self._pos = 0
         self._what = what
 
+    def _fail(self, problem: str) -> NoReturn:
+        raise _Malformed("%s: %s" % (self._what, problem) if self._what else problem)
+
     def _take(self, n: int, field: str) -> bytes:
         left = len(self._data) - self._pos
         if n > left:
-            raise _Malformed("%s: %s is truncated (needs %d bytes, %d left)"
-                             % (self._what, field, n, left))
+            self._fail("%s is truncated (needs %d bytes, %d left)" % (field, n, left))
         chunk = self._data[self._pos:self._pos + n]
         self._pos += n
         return chunk
@@ -125,22 +127,21 @@ class _WireReader:
         try:
             return value.decode("utf-8")
         except UnicodeDecodeError:
-            raise _Malformed("%s: %s is not valid UTF-8" % (self._what, field)) from None
+            self._fail("%s is not valid UTF-8" % field)
 
     def mpint(self, field: str) -> int:
         """A non-negative, minimally encoded mpint (as OpenSSH writes them)."""
         value = self.string(field)
         if value and value[0] & 0x80:
-            raise _Malformed("%s: %s is negative" % (self._what, field))
+            self._fail("%s is negative" % field)
         if len(value) > 1 and value[0] == 0 and not value[1] & 0x80:
-            raise _Malformed("%s: %s has a superfluous leading zero" % (self._what, field))
+            self._fail("%s has a superfluous leading zero" % field)
         return int.from_bytes(value, "big")
 
     def end(self) -> None:
         left = len(self._data) - self._pos
         if left:
-            raise _Malformed("%s has %d unexpected trailing byte%s"
-                             % (self._what, left, "" if left == 1 else "s"))
+            self._fail("%d unexpected trailing byte%s" % (left, "" if left == 1 else "s"))
 
 
 def _string(value: bytes) -> bytes:
@@ -235,6 +236,11 @@ def public_key_blob(line: str) -> bytes:
     if len(fields) < 2:
         raise ValueError("expected one line 'KEYTYPE BASE64 [COMMENT]' as in a .pub file")
     key_type, b64 = fields[0], fields[1]
+    if key_type.endswith(_CERT_SUFFIX):
+        raise ValueError("this is an SSH certificate, not a public key; give the plain key "
+                         "(for a CA, the CA's own .pub line)")
+    if key_type.startswith("sk-"):
+        raise ValueError("security-key (%s) keys are not supported" % key_type)
     problem = _key_type_problem(key_type)
     if problem:
         raise ValueError("%s (%s)" % problem)
@@ -304,7 +310,7 @@ def parse(blob: bytes) -> SshSig:
         raise SignatureError("not an SSH signature (it does not start with 'SSHSIG')",
                              "expected the output of 'ssh-keygen -Y sign'")
     try:
-        reader = _WireReader(blob, "SSH signature")
+        reader = _WireReader(blob, "")
         reader.raw(len(MAGIC), "magic")
         version = reader.uint32("version")
         if version != VERSION:
@@ -317,7 +323,7 @@ def parse(blob: bytes) -> SshSig:
         signature = reader.string("signature")
         reader.end()
         if reserved:
-            raise _Malformed("SSH signature: reserved field is not empty")
+            raise _Malformed("reserved field is not empty")
         _check_hash_alg(hash_alg)
         key_type = _wire_key_type(public_key)
         problem = _key_type_problem(key_type)
@@ -347,10 +353,9 @@ def _verify_with(key_type: str, key: object, sig_type: str, raw: bytes, data: by
         key.verify(raw, data)  # type: ignore[attr-defined]
     elif key_type == RSA:
         size = (key.key_size + 7) // 8  # type: ignore[attr-defined]
-        if len(raw) > size:
-            raise _Malformed("RSA signature is longer than the key")
-        # OpenSSH accepts (and some signers write) signatures without leading zero bytes.
-        raw = raw.rjust(size, b"\x00")
+        # OpenSSH would left-pad a short signature; every SSHSIG signer writes full length.
+        if len(raw) != size:
+            raise _Malformed("RSA signature is %d bytes, the key needs %d" % (len(raw), size))
         key.verify(raw, data, padding.PKCS1v15(),  # type: ignore[attr-defined]
                    _RSA_SIG_HASHES[sig_type]())
     else:

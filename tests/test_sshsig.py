@@ -4,6 +4,7 @@ ssh-keygen is required: without it these tests fail, they do not skip.
 """
 
 import base64
+import hashlib
 import shutil
 import struct
 import subprocess
@@ -430,8 +431,6 @@ def rsa_blob(private: rsa.RSAPrivateKey, sig_type: bytes, algorithm: hashes.Hash
     """An SSHSIG made by hand, for signature types our `sign` never produces."""
     public = base64.b64decode(private.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1])
-    import hashlib
-
     data = (b"SSHSIG" + string(b"contextd-payload") + string(b"") + string(b"sha512")
             + string(hashlib.sha512(payload).digest()))
     raw = private.sign(data, padding.PKCS1v15(), algorithm)
@@ -446,6 +445,12 @@ def test_rsa_signature_types() -> None:
     with pytest.raises(SignatureError) as info:
         sshsig.parse(rsa_blob(private, b"ssh-rsa", hashes.SHA1()))
     assert "SHA-1" in info.value.message
+    good = rsa_blob(private, b"rsa-sha2-512", hashes.SHA512())
+    sig = sshsig.parse(good)
+    raw = sig.signature[4 + len(b"rsa-sha2-512") + 4:]
+    for wrong_length in (b"\x00" + raw, raw[1:]):
+        err = check_rejected(build(sig.public_key, string(b"rsa-sha2-512") + string(wrong_length)))
+        assert "the key needs 256" in err.message
     small = rsa.generate_private_key(65537, 1024)
     assert "too small" in check_rejected(
         rsa_blob(small, b"rsa-sha2-512", hashes.SHA512())).message

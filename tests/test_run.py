@@ -1,0 +1,233 @@
+"""`contextd run` end to end, through the command line, against a scratch root."""
+
+import gzip
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPORT_TOKEN, TOKEN, base_payload, utc
+
+CONFIG = "etc/condor/config.d/50-contextd.conf"
+
+
+def applied_files(site):
+    return {
+        "cvmfs": site.root / "etc/cvmfs/default.local",
+        "condor": site.root / CONFIG,
+        "token": site.root / "etc/condor/tokens.d/contextd.token",
+        "puppet": site.root / "etc/puppetlabs/puppet/puppet.conf",
+    }
+
+
+def assert_applied(site, out):
+    files = applied_files(site)
+    for path in files.values():
+        assert path.is_file(), path
+    assert stat.S_IMODE(files["token"].stat().st_mode) == 0o600
+    assert stat.S_IMODE(files["token"].parent.stat().st_mode) == 0o700
+    assert files["token"].read_text().strip() == TOKEN
+    rep = site.report()
+    assert rep["schema"] == "contextd.report/v1"
+    assert rep["outcome"] == "applied"
+    assert rep["payload"]["vo"] == "atlas" and rep["payload"]["signers"] == ["atlas-ctx"]
+    assert len(rep["payload"]["sha256"]) == 64
+    statuses = {a["target"]: a["status"] for a in rep["actions"]}
+    assert statuses["/etc/cvmfs/default.local"] == "created"
+    assert statuses["systemctl enable --now condor"] == "skipped"
+    # services come last of all
+    assert rep["actions"][-1]["target"] == "systemctl enable --now condor"
+    text = json.dumps(rep) + out
+    assert TOKEN not in text and REPORT_TOKEN not in text
+    assert stat.S_IMODE((site.run_dir / "report.json").stat().st_mode) == 0o644
+    return rep
+
+
+def test_iso_source_applies_everything(site):
+    bundle = site.bundle()
+    iso = site.tmp / "context.iso"
+    code, _, err = site.cli("pack", "iso", str(bundle), "-o", str(iso))
+    assert code == 0, err
+    code, out, err = site.run("iso:%s" % iso)
+    assert code == 0, err
+    rep = assert_applied(site, out)
+    assert rep["source"] == {"kind": "iso", "location": str(iso)}
+    cvmfs = applied_files(site)["cvmfs"]
+    assert "CVMFS_HTTP_PROXY='http://squid.example.org:3128;DIRECT'" in cvmfs.read_text()
+
+
+def test_genisoimage_iso_reads_the_same(site):
+    bundle = site.bundle()
+    tree = site.tmp / "tree"
+    (tree / "contextd").mkdir(parents=True)
+    lines = bundle.read_text().splitlines(True)
+    end = lines.index("-----END CONTEXTD PAYLOAD-----\n")
+    (tree / "contextd/payload.yaml").write_bytes((site.tmp / "payload.yaml").read_bytes())
+    (tree / "contextd/payload.yaml.sig").write_text("".join(lines[end + 1:]))
+    iso = site.tmp / "gen.iso"
+    subprocess.run(["genisoimage", "-quiet", "-V", "CONTEXT", "-J", "-R", "-o", str(iso),
+                    str(tree)], check=True)
+    code, out, err = site.run("iso:%s" % iso)
+    assert code == 0, err
+    assert_applied(site, out)
+
+
+def test_dir_source(site):
+    bundle = site.bundle()
+    iso_tree = site.tmp / "ctx"
+    (iso_tree / "contextd").mkdir(parents=True)
+    (iso_tree / "contextd/payload.yaml").write_bytes((site.tmp / "payload.yaml").read_bytes())
+    text = bundle.read_text()
+    (iso_tree / "contextd/payload.yaml.sig").write_text(
+        text[text.index("-----BEGIN SSH SIGNATURE-----"):])
+    code, out, err = site.run("dir:%s" % iso_tree)
+    assert code == 0, err
+    assert_applied(site, out)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_file_source_plain_and_gzip(site, compress):
+    bundle = site.bundle()
+    if compress:
+        gz = site.tmp / "user-data.gz"
+        gz.write_bytes(gzip.compress(bundle.read_bytes()))
+        bundle = gz
+    code, out, err = site.run("file:%s" % bundle, "--json")
+    assert code == 0, err
+    assert json.loads(out)["outcome"] == "applied"
+    assert_applied(site, out)
+
+
+def test_second_run_same_instance_is_unchanged(site):
+    bundle = site.bundle()
+    (site.root / "etc").mkdir()
+    (site.root / "etc/machine-id").write_text("0123456789abcdef\n")
+    assert site.run("file:%s" % bundle)[0] == 0
+    before = site.snapshot()
+    code, out, err = site.run("file:%s" % bundle)
+    assert code == 0, err
+    assert site.report()["outcome"] == "unchanged"
+    assert site.snapshot() == before
+
+
+def test_dry_run_writes_nothing(site):
+    bundle = site.bundle()
+    code, out, err = site.run("file:%s" % bundle, "--dry-run", "--json")
+    assert code == 0, err
+    planned = json.loads(out)["actions"]
+    assert {a["status"] for a in planned} == {"planned"}
+    assert site.snapshot() == {}
+    assert not site.run_dir.exists() and not site.state_dir.exists()
+
+
+def test_site_settings_override_is_reported(site, payload_doc):
+    payload_doc["cvmfs"]["http_proxy"] = "http://vo-squid.cern.ch:3128"
+    bundle = site.bundle(payload_doc)
+    code, out, err = site.run("file:%s" % bundle)
+    assert code == 0, err
+    overridden = site.report()["overridden"]
+    assert any(o["field"].startswith("cvmfs.http_proxy") for o in overridden), overridden
+    assert "vo-squid" not in applied_files(site)["cvmfs"].read_text()
+
+
+def test_existing_puppet_conf_is_kept(site):
+    conf = site.root / "etc/puppetlabs/puppet/puppet.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("# site comment\n[main]\nlogdir = /var/log/puppet\n")
+    code, out, err = site.run("file:%s" % site.bundle())
+    assert code == 0, err
+    text = conf.read_text()
+    assert text.startswith("# site comment\n[main]\nlogdir = /var/log/puppet\n")
+    assert "server = puppet.cern.ch" in text
+
+
+def test_commands_run_with_run_commands_and_failure_rolls_back(site, tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    for name, code in (("cvmfs_config", 0), ("systemctl", 0), ("puppet", 1)):
+        script = bindir / name
+        script.write_text("#!/bin/sh\necho \"%s $*\" >> %s\nexit %d\n" % (name, log, code))
+        script.chmod(0o755)
+    existing = site.root / "etc/cvmfs/default.local"
+    existing.parent.mkdir(parents=True)
+    existing.write_text("CVMFS_HTTP_PROXY=DIRECT\n")
+    existing.chmod(0o640)
+    before = site.snapshot()
+    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]))
+    proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
+                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
+                           "--root", str(site.root), "--run-dir", str(site.run_dir),
+                           "--state-dir", str(site.state_dir), "--run-commands"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert "puppet agent" in proc.stderr and "rolled back" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert site.snapshot() == before          # byte for byte, modes too; created files gone
+    rep = site.report()
+    assert rep["outcome"] == "failed" and rep["stage"] == "apply"
+    assert "/etc/cvmfs/default.local" in " ".join(rep["rolled_back"])
+    calls = log.read_text()
+    assert "cvmfs_config setup" in calls
+    assert "systemctl" not in calls            # HTCondor never started
+    assert not (site.state_dir / "transaction").exists()
+
+
+def test_commands_succeed_in_order(site, tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "calls.log"
+    for name, code in (("cvmfs_config", 0), ("systemctl", 0), ("puppet", 2)):
+        script = bindir / name
+        script.write_text("#!/bin/sh\necho \"%s $*\" >> %s\nexit %d\n" % (name, log, code))
+        script.chmod(0o755)
+    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]))
+    proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
+                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
+                           "--root", str(site.root), "--run-dir", str(site.run_dir),
+                           "--state-dir", str(site.state_dir), "--run-commands"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text().splitlines() == [
+        "cvmfs_config setup",
+        "puppet agent --onetime --no-daemonize --detailed-exitcodes",
+        "systemctl enable --now condor",
+    ]
+
+
+def test_status_reports_last_outcome(site):
+    site.run("file:%s" % site.bundle())
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir))
+    assert code == 0 and out.startswith("applied")
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--json")
+    assert json.loads(out)["outcome"] == "applied"
+    code, out, err = site.cli("status", "--run-dir", str(site.tmp / "nothing"))
+    assert code == 1 and "no finished contextd run" in err
+
+
+def test_status_wait_returns_outcome_code(site, payload_doc):
+    payload_doc["cvmfs"]["repositories"] = ["evil.example.com"]
+    site.run("file:%s" % site.bundle(payload_doc))
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+                              "--timeout", "5")
+    assert code == 1 and out.startswith("rejected")
+
+
+def test_python_m_and_entry_point_agree(site):
+    exe = os.path.join(os.path.dirname(sys.executable), "contextd")
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("contextd ")
+
+
+def test_expired_by_clock_but_dates_are_utc(site, payload_doc):
+    payload_doc["not_before"] = utc(-40)
+    payload_doc["expires"] = utc(-35)
+    code, out, err = site.run("file:%s" % site.bundle(payload_doc))
+    assert code == 1 and "expired" in err
+
+
+def test_base_payload_is_valid_for_the_fixture():
+    assert base_payload()["vo"] == "atlas"
