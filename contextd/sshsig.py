@@ -78,7 +78,7 @@ _SHOW_MAX = 64
 
 @dataclass(frozen=True)
 class SshSig:
-    """A parsed SSHSIG blob. Parsing checks structure only; `verify` does the cryptography."""
+    """A parsed SSHSIG blob: structure and allow-lists checked, signature not yet (`verify`)."""
 
     public_key: bytes  # the signer's public key in SSH wire format
     key_type: str  # "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ...
@@ -201,7 +201,7 @@ def _load_public_key(blob: bytes) -> Tuple[str, object]:
         key = load_ssh_public_key(line)
     # Hostile input reaches a third-party parser whose exception types vary by version
     # (ValueError, UnsupportedAlgorithm, NotImplementedError for compressed EC points, ...).
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here means "invalid key"
         raise _Malformed("public key %s is invalid (%s)" % (_show(key_type), exc)) from None
     if key_type == ED25519:
         ok = isinstance(key, ed25519.Ed25519PublicKey)
@@ -395,7 +395,7 @@ def verify(sig: SshSig, message: bytes, namespace: str = NAMESPACE) -> None:
 def _private_key_header(data: bytes) -> Tuple[str, str]:
     """(cipher name, key type) from an OpenSSH private key file; raises _Malformed."""
     start = data.find(_PRIVATE_BEGIN)
-    stop = data.find(_PRIVATE_END)
+    stop = data.find(_PRIVATE_END, max(start, 0))
     if start < 0 or stop < start:
         raise _Malformed("no OpenSSH private key block")
     body = b"".join(data[start + len(_PRIVATE_BEGIN):stop].split())
@@ -469,7 +469,7 @@ def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
     try:
         key = load_ssh_private_key(data, password=None)
     # Exception types vary by cryptography version; whatever it is, the key file is bad.
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here means "unusable key file"
         fail("cannot be loaded (%s)" % exc, "check that the file is intact")
     if _private_key_type(key) != key_type:
         fail("does not match its own key type %s" % _show(key_type))
