@@ -34,8 +34,8 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
         out["payload_error"] = exc.one_line()
         return out
     out["payload"] = {"sha256": doc.sha256, "vo": doc.vo, "serial": doc.serial,
-                      "not_before": doc.not_before.isoformat(),
-                      "expires": doc.expires.isoformat(),
+                      "not_before": _when(doc.not_before),
+                      "expires": _when(doc.expires),
                       "targets": [dict(t) for t in doc.targets]}
     all_facts = facts_for(pol, {}, hostname)
     all_facts.update(facts)
@@ -74,6 +74,16 @@ def _changes(doc: payload.Payload, result: Optional[authorize.Authorization],
         for key, value in described.items():
             field = "%s.%s" % (name, key)
             rows.extend(_verdicts(field, value, denied, overridden))
+        decision = result.decisions.get(name) if result else None
+        if decision is not None:
+            # Values only the site set (no payload value to override): show where they come from.
+            final = plugin.load(name).describe(decision.settings)
+            for key, value in final.items():
+                field = "%s.%s" % (name, key)
+                if value != described.get(key) and not any(
+                        f.qualified == field for f in overridden):
+                    rows.append({"field": field, "value": _short(value), "verdict": "site",
+                                 "reason": "set by site_settings.%s" % name})
     if doc.report_url is not None:
         rows.extend(_verdicts("report.url", doc.report_url, denied, overridden))
     return rows
@@ -90,6 +100,10 @@ def _verdicts(field: str, value: Any, denied: List[plugin.Finding],
         rows.append({"field": field, "value": _short(value), "verdict": "allowed",
                      "reason": "within the site's allow rules"})
     return rows
+
+
+def _when(t: datetime.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _short(value: Any) -> str:
