@@ -22,6 +22,7 @@ import io
 import os
 import re
 import stat
+import struct
 import tempfile
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -45,6 +46,9 @@ _VERSION_RE = re.compile(r";[0-9]*\Z")
 # Smallest thing that can be ISO9660: 16 system-area sectors, the PVD and a terminator.
 _MIN_ISO_BYTES = 18 * 2048
 _MULTI_EXTENT = 0x80  # directory record file flag: more records follow for this file
+_DIRECTORY = 0x02     # directory record file flag: a directory
+_MAX_VOLUME_DESCRIPTORS = 64
+_MAX_DIR_RECORDS = 100000  # across one directory tree; a context ISO has a handful
 
 # Name sets, in lookup order.
 _RR, _JOLIET, _ISO = "rock-ridge", "joliet", "iso9660"
@@ -61,12 +65,16 @@ def _import_pycdlib():
     return pycdlib
 
 
+class _BadImage(ValueError):
+    """A structural problem our own checks found (the message says it all)."""
+
+
 def _reason(exc: BaseException) -> str:
     """A short, one-line description of an exception raised on hostile input."""
     text = " ".join(str(exc).split())
     if not text:
         text = type(exc).__name__
-    elif not type(exc).__module__.startswith("pycdlib"):
+    elif not isinstance(exc, _BadImage) and not type(exc).__module__.startswith("pycdlib"):
         text = "%s: %s" % (type(exc).__name__, text)
     if len(text) > 160:
         text = text[:157] + "..."
@@ -379,6 +387,8 @@ class IsoImage:
                 )
             iso = pycdlib.PyCdlib()
             try:
+                _check_directory_trees(fp, self._size)
+                fp.seek(0)
                 iso.open_fp(fp)
                 self._block = int(iso.logical_block_size) or 2048
                 # pycdlib silently shortens files that run past the end of a truncated
@@ -573,6 +583,57 @@ class IsoImage:
         if len(data) != size:
             raise self._broken("%s: read %d of %d bytes" % (rel, len(data), size))
         return data
+
+
+def _check_directory_trees(fp, size: int) -> None:
+    """Refuse directory trees that loop or never end, before pycdlib walks them.
+
+    pycdlib up to at least 1.15 follows directory records blindly: a directory whose
+    record points back at itself or an ancestor makes open() loop forever. This walks
+    each volume descriptor's tree (ISO9660, Joliet) by extent only, with a visited set
+    and a record budget. Anything it cannot make sense of is left for pycdlib to judge.
+    """
+    for index in range(_MAX_VOLUME_DESCRIPTORS):
+        fp.seek((16 + index) * 2048)
+        vd = fp.read(2048)
+        if len(vd) < 2048 or vd[1:6] != b"CD001" or vd[0] == 255:
+            return
+        if vd[0] not in (1, 2):
+            continue
+        block = struct.unpack_from("<H", vd, 128)[0]
+        if block not in (512, 1024, 2048):
+            return
+        root = vd[156:190]
+        pending = [(struct.unpack_from("<I", root, 2)[0], struct.unpack_from("<I", root, 10)[0])]
+        visited = {pending[0][0]}
+        records = 0
+        while pending:
+            extent, length = pending.pop()
+            start = extent * block
+            if start >= size:
+                continue
+            fp.seek(start)
+            data = fp.read(min(length, size - start))
+            pos = 0
+            while pos < len(data):
+                rec_len = data[pos]
+                if rec_len == 0:  # records never span sectors; the rest is padding
+                    pos = (pos // block + 1) * block
+                    continue
+                if rec_len < 34 or pos + rec_len > len(data):
+                    break
+                records += 1
+                if records > _MAX_DIR_RECORDS:
+                    raise _BadImage("more than %d directory records" % _MAX_DIR_RECORDS)
+                flags = data[pos + 25]
+                ident = data[pos + 33:pos + 33 + data[pos + 32]]
+                if flags & _DIRECTORY and ident not in (b"\x00", b"\x01"):
+                    child = struct.unpack_from("<I", data, pos + 2)[0]
+                    if child in visited:
+                        raise _BadImage("directory records form a loop (extent %d)" % child)
+                    visited.add(child)
+                    pending.append((child, struct.unpack_from("<I", data, pos + 10)[0]))
+                pos += rec_len
 
 
 def _match_iso(children: List[_Entry], want: str) -> Optional[_Entry]:

@@ -328,7 +328,8 @@ class PuppetPlugin(Plugin):
             "run": settings.run,
             "certname": settings.certname,
             "waitforcert": settings.waitforcert,
-            "config": settings.config,
+            # Only the site can move puppet.conf; shown when it did.
+            "config": None if settings.config == DEFAULT_CONFIG else settings.config,
         })
 
 

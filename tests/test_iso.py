@@ -496,3 +496,22 @@ def test_two_records_sharing_an_extent_keep_their_own_lengths(tmp_path):
         assert img.read("a.txt") == b"A" * 10
         got = img.read("b.txt")
         assert len(got) == 3000 and got.startswith(b"A" * 10)
+
+
+def test_directory_loop_is_refused_not_followed(tmp_path):
+    # Upstream pycdlib (<= 1.15) loops forever on this; it must come out as a SourceError.
+    import struct
+
+    out = tmp_path / "loop.iso"
+    write_iso({"a/b/c.txt": b"c"}, str(out))
+    with IsoImage(str(out)) as img:
+        ext_a = img._resolve("a")[1].record.extent_location()
+        ext_b = img._resolve("a/b")[1].record.extent_location()
+    data = out.read_bytes()
+    both_endian = struct.pack("<I", ext_b) + struct.pack(">I", ext_b)
+    assert both_endian in data
+    out.write_bytes(data.replace(both_endian, struct.pack("<I", ext_a) + struct.pack(">I", ext_a)))
+    start = time.monotonic()
+    with pytest.raises(SourceError, match="loop.iso is truncated or not ISO9660: .*loop"):
+        IsoImage(str(out))
+    assert time.monotonic() - start < 2

@@ -275,7 +275,10 @@ def test_describe():
     out = P.describe(settings(waitforcert=5))
     assert json.loads(json.dumps(out)) == {
         "server": "puppet.cern.ch", "environment": "production", "run": "agent-once",
-        "waitforcert": 5, "config": CONF}
+        "waitforcert": 5}
+    site = P.parse_site({"config": "/etc/puppet/puppet.conf"})
+    final = P.authorize(settings(), allow(), site).settings
+    assert P.describe(final)["config"] == "/etc/puppet/puppet.conf"
 
 
 # --- the puppet.conf merge ------------------------------------------------------------
