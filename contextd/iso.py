@@ -239,6 +239,12 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
         ident = _mangle_file(key[-1], used[parent])
         used[parent].add(_iso_key(ident))
         file_names[key] = (iso_names[parent] if parent else "") + "/" + ident + ";1"
+        if len(file_names[key]) - 1 > 255:  # Ecma-119 6.8.2.1
+            raise SigningError(
+                "cannot pack %r into a context ISO: its ISO9660 path would be longer than "
+                "255 characters" % "/".join(parts),
+                hint="use shorter directory names",
+            )
 
     pycdlib = _import_pycdlib()
     iso = pycdlib.PyCdlib()
@@ -378,7 +384,7 @@ class IsoImage:
                 self._size = fp.seek(0, os.SEEK_END)
                 fp.seek(0)
             except Exception as exc:  # pylint: disable=broad-except
-                raise self._broken("cannot determine its size (%s)" % _reason(exc)) from exc
+                raise self._failure(exc) from exc
             if self._size == 0:
                 raise self._broken("it is empty (no disc in the drive?)")
             if self._size < _MIN_ISO_BYTES:
@@ -414,7 +420,7 @@ class IsoImage:
             except SourceError:
                 raise
             except Exception as exc:  # pylint: disable=broad-except
-                raise self._broken(_reason(exc)) from exc
+                raise self._failure(exc) from exc
             self._roots = roots
             self._iso = iso
             self._fp = fp
@@ -478,6 +484,14 @@ class IsoImage:
             hint=_REBUILD_HINT,
         )
 
+    def _failure(self, exc: Exception) -> SourceError:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return SourceError(
+                "cannot read context ISO %s: %s" % (self.path, exc.strerror or exc),
+                hint="check that the disc or image is present and readable",
+            )
+        return self._broken(_reason(exc))
+
     def _guard(self, func, *args):
         """Call into pycdlib structures or the device; only SourceError comes out."""
         if self._iso is None:
@@ -487,7 +501,7 @@ class IsoImage:
         except SourceError:
             raise
         except Exception as exc:  # pylint: disable=broad-except
-            raise self._broken(_reason(exc)) from exc
+            raise self._failure(exc) from exc
 
     def _resolve(self, rel: str) -> Optional[Tuple[str, _Entry]]:
         parts = _split_rel(rel)

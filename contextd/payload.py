@@ -41,7 +41,7 @@ def parse_time(r: Reader, key: str) -> datetime.datetime:
     value = r.raw(key)
     if value is None:
         raise r.fail(key, "is required", "UTC time such as 2026-11-24T00:00:00Z")
-    match = _TIME.match(value) if isinstance(value, str) else None
+    match = _TIME.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise r.fail(key, "%r is not a UTC time" % (value,),
                      "write it as 2026-11-24T00:00:00Z ('Z' required)")
@@ -102,7 +102,7 @@ def parse(verified: Verified) -> Payload:
     for name in doc:
         if name in HEADER or name in CORE_SECTIONS:
             continue
-        if not isinstance(name, str) or not re.match(r"^[a-z][a-z0-9_]*$", name):
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise PayloadError("payload: %r is not a section name" % (name,))
         sections[name] = plugin.load(name).parse_settings(doc[name])
 

@@ -243,7 +243,7 @@ def _trust(r: Optional[Reader]) -> Dict[str, VoTrust]:
     if r is None:
         return out
     for vo in r.data:
-        if not _VO.match(vo):
+        if not _VO.fullmatch(vo):
             raise r.fail(vo, "is not a valid VO name (lowercase letters, digits, _ . -)")
         vr = r.mapping(vo, required=True)
         assert vr is not None

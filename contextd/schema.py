@@ -19,7 +19,11 @@ GLOB_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!:/@%+=-]+$")
 
 
 class Reader:
-    """Reads fields of one mapping, reporting errors as `err` with `where` as prefix."""
+    """Reads fields of one mapping, reporting errors as `err` with `where` as prefix.
+
+    Patterns must match the whole value (`fullmatch`): a `$` alone would let a trailing
+    newline through into a shell-sourced or INI file.
+    """
 
     def __init__(self, data: Any, where: str, err: Type[ContextdError]):
         self.where = where
@@ -70,7 +74,7 @@ class Reader:
             return default
         if not isinstance(value, str):
             raise self.fail(key, "must be a string, not %s" % kind(value))
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not pattern.fullmatch(value):
             raise self.fail(key, "%r is not a valid %s" % (value, what or "value"))
         return value
 
@@ -107,7 +111,7 @@ class Reader:
             name = "%s[%d]" % (key, i)
             if not isinstance(item, str):
                 raise self.fail(name, "must be a string, not %s" % kind(item))
-            if pattern is not None and not pattern.match(item):
+            if pattern is not None and not pattern.fullmatch(item):
                 raise self.fail(name, "%r is not a valid %s" % (item, what or "value"))
             out.append(item)
         return out
@@ -144,7 +148,7 @@ def glob_match(value: str, patterns: Sequence[str]) -> bool:
 
 
 def hostname_ok(value: str) -> bool:
-    return len(value) <= 253 and bool(HOSTNAME_RE.match(value))
+    return len(value) <= 253 and bool(HOSTNAME_RE.fullmatch(value))
 
 
 def plain(data: Dict[str, Any]) -> Dict[str, Any]:

@@ -148,6 +148,7 @@ def test_custom_label(tmp_path):
         ({"a\nb": b"x"}, "CONTEXT", "control character"),
         ({"a": b"x", "a/b": b"y"}, "CONTEXT", "both a file and a directory"),
         ({"/".join("d" * 9): b"x"}, "CONTEXT", "nested 9 deep"),
+        ({"/".join(["d" * 40] * 8): b"x"}, "CONTEXT", "longer than 255"),
         (FILES, "", "label"),
         (FILES, "A" * 17, "label"),
         (FILES, "with space", "label"),
@@ -515,3 +516,16 @@ def test_directory_loop_is_refused_not_followed(tmp_path):
     with pytest.raises(SourceError, match="loop.iso is truncated or not ISO9660: .*loop"):
         IsoImage(str(out))
     assert time.monotonic() - start < 2
+
+
+def test_device_read_errors_become_source_errors(written, monkeypatch):
+    # A CD-ROM drive that fails mid-read (EIO) is reported, not raised as OSError.
+    import errno
+
+    with IsoImage(str(written)) as img:
+        def failing_read(size=-1):
+            raise OSError(errno.EIO, "Input/output error")
+
+        img._fp.read = failing_read
+        with pytest.raises(SourceError, match="cannot read context ISO .*Input/output error"):
+            img.read("contextd/payload.yaml")
