@@ -5,7 +5,11 @@ BIN    := $(VENV)/bin
 # Real peers the tests use (DESIGN: no silent skips in CI).
 APT_PACKAGES := genisoimage xorriso openssh-client
 
-.PHONY: demo test system-deps venv test-venv clean
+# Further targets live in mk/*.mk; each may add itself to CI_TARGETS, which `make ci-extra`
+# runs (.ci/run calls `make test`, then `make ci-extra`).
+CI_TARGETS :=
+
+.PHONY: demo test ci-extra system-deps venv test-venv clean
 
 venv: $(VENV)/.runtime
 $(VENV)/.runtime: setup.cfg pyproject.toml
@@ -32,6 +36,11 @@ demo: venv
 
 test: system-deps test-venv
 	$(BIN)/python -m pytest -q
+
+-include mk/*.mk
+
+ci-extra:
+	@for t in $(CI_TARGETS); do echo "== make $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info
