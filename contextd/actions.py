@@ -37,6 +37,7 @@ class RunCommand:
     service: bool = False
     undo: Optional[Tuple[str, ...]] = None  # argv that reverts it on rollback, if any
     reversible: bool = True                  # False: a Puppet run cannot be undone
+    stdin: Optional[bytes] = field(default=None, repr=False)   # fed to the command, never logged
 
     @property
     def kind(self) -> str:

@@ -36,16 +36,23 @@ class ApplyFailed(ApplyError):
 
 @dataclass
 class _Journal:
+    """What this transaction changed, on disk before each change, so a kill can be undone."""
+
     directory: str
-    entries: List[Dict[str, Any]] = field(default_factory=list)
+    entries: List[Dict[str, Any]] = field(default_factory=list)     # files, in order
+    undo: List[List[str]] = field(default_factory=list)             # argv undoing started services
 
     def record(self, entry: Dict[str, Any]) -> None:
         self.entries.append(entry)
         self.save()
 
+    def started(self, undo: Sequence[str]) -> None:
+        self.undo.append(list(undo))
+        self.save()
+
     def save(self) -> None:
-        filesystem.atomic_write(os.path.join(self.directory, JOURNAL),
-                                json.dumps({"entries": self.entries}).encode(), 0o600)
+        filesystem.atomic_write(os.path.join(self.directory, JOURNAL), json.dumps(
+            {"entries": self.entries, "undo": self.undo}).encode(), 0o600)
 
 
 def recover(state_dir: str) -> List[str]:
@@ -58,10 +65,16 @@ def recover(state_dir: str) -> List[str]:
         return []
     try:
         with open(path, "rb") as f:
-            entries = json.load(f)["entries"]
-    except (OSError, ValueError, KeyError) as exc:
+            journal = json.load(f)
+        entries, undo = journal["entries"], journal.get("undo", [])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ApplyError("cannot read the interrupted transaction in %s: %s" % (directory, exc),
                          "restore the listed files by hand, then remove that directory")
+    for argv in reversed(undo):
+        try:
+            _run(RunCommand(plugin="recover", argv=tuple(argv)))
+        except ApplyError as exc:
+            log.warning("could not undo a service the interrupted run started: %s", exc.message)
     restored = _undo_files(directory, entries)
     shutil.rmtree(directory)
     return restored
@@ -71,6 +84,7 @@ def _undo_files(directory: str, entries: Sequence[Dict[str, Any]]) -> List[str]:
     restored = []
     for entry in reversed(entries):
         target = entry["path"]
+        filesystem.remove_stale_temporaries(os.path.dirname(target))
         if entry.get("backup") is not None:
             with open(os.path.join(directory, entry["backup"]), "rb") as f:
                 content = f.read()
@@ -122,6 +136,8 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
             current["ms"] = _ms(start)
             if action.service:
                 done_services.append(action)
+                if action.undo:
+                    journal.started(action.undo)
             if not action.reversible:
                 irreversible.append(action.target)
         current = None
@@ -163,7 +179,7 @@ def _write(action: WriteFile, root: str, journal: _Journal) -> str:
 
 def _run(action: RunCommand) -> None:
     try:
-        proc = subprocess.run(list(action.argv), stdin=subprocess.DEVNULL,
+        proc = subprocess.run(list(action.argv), input=action.stdin or b"",
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=action.timeout, check=False)
     except FileNotFoundError:

@@ -73,10 +73,27 @@ def ensure_dir(path: str, mode: int = 0o755) -> List[str]:
     return created
 
 
+TEMP_SUFFIX = ".contextd-tmp"
+
+
+def remove_stale_temporaries(directory: str) -> None:
+    """Temp files a killed writer left behind (its rename never happened)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
 def atomic_write(path: str, content: bytes, mode: int,
                  uid: Optional[int] = None, gid: Optional[int] = None) -> None:
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".contextd-tmp",
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=TEMP_SUFFIX,
                                dir=directory)
     try:
         os.fchmod(fd, mode)
