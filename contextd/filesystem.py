@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+from contextd.errors import ApplyError
+
 
 @dataclass(frozen=True)
 class FileState:
@@ -40,7 +42,12 @@ def read_limited(path: str, limit: int) -> Optional[bytes]:
 def reader(root: str) -> Callable[[str], Optional[bytes]]:
     """What plugins get to look at the target system: bounded reads under `root`."""
     def read_file(path: str) -> Optional[bytes]:
-        return read_limited(under_root(root, path), 4 * 1024 * 1024)
+        target = under_root(root, path)
+        try:
+            return read_limited(target, 4 * 1024 * 1024)
+        except OSError as exc:
+            raise ApplyError("cannot read %s: %s" % (target, exc.strerror or exc),
+                             "it must be a regular file of at most 4 MiB")
     return read_file
 
 
