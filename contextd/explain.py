@@ -50,7 +50,8 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
         out["violations"].append(exc.one_line())
     if result is not None and not out["violations"]:
         pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
-                           hostname=hostname, read_file=reader(root))
+                           hostname=hostname, read_file=reader(root),
+                           listed_file=sources.listed_reader(ctx, doc.files))
         actions = plan.plan(result, pctx)
         out["would_write"] = ["%s (mode %04o%s)" % (a.target, a.mode, ", secret" if a.secret
                                                     else "")

@@ -9,7 +9,7 @@ Built-in plugins and site plugins alike are found through the `contextd.plugins`
 group, and only the plugins a policy or payload names are imported.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from contextd.actions import Action
@@ -54,6 +54,13 @@ class PlanContext:
     serial: int
     hostname: str
     read_file: Callable[[str], Optional[bytes]]  # current content on the target, or None
+    # A file the signed payload lists under `files`, read from the carrier, digest checked.
+    listed_file: Callable[[str], bytes] = field(default=lambda rel: _not_listed(rel))
+
+
+def _not_listed(rel: str) -> bytes:
+    raise PayloadError("%r is not a file this payload lists" % rel,
+                       "list it under files: with its sha256 and ship it on the context ISO")
 
 
 class Plugin:

@@ -96,7 +96,9 @@ def execute(opts: Options) -> Result:
         rep["overridden"] = authorize.finding_dicts(auth.overridden)
         stage = "plan"
         pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
-                           hostname=rep["host"]["hostname"], read_file=filesystem.reader(opts.root))
+                           hostname=rep["host"]["hostname"],
+                           read_file=filesystem.reader(opts.root),
+                           listed_file=sources.listed_reader(ctx, doc.files))
         actions = plan.plan(auth, pctx)
         if opts.dry_run:
             planned = [{"plugin": a.plugin, "kind": a.kind, "target": a.target,

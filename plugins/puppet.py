@@ -22,7 +22,10 @@ from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
 
 NAME = "puppet"
 DEFAULT_CONFIG = "/etc/puppetlabs/puppet/puppet.conf"
-RUNS = ("agent-once", "none")
+RUNS = ("agent-once", "apply", "none")
+APPLY_ARGV = ("puppet", "apply", "--detailed-exitcodes")
+# A manifest shipped on the carrier: a relative path the payload lists under `files`.
+MANIFEST_RE = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|\Z))[A-Za-z0-9._/-]{1,255}\Z")
 AGENT_ARGV = ("puppet", "agent", "--onetime", "--no-daemonize", "--detailed-exitcodes")
 TIMEOUT = 1800.0
 
@@ -60,6 +63,7 @@ class Settings:
     certname: Optional[str] = None        # None: the host name, lower-cased, at plan time
     waitforcert: Optional[int] = None
     config: str = DEFAULT_CONFIG           # set by the site only
+    manifest: Optional[str] = None         # run: apply only; a file the payload lists
 
     def __post_init__(self) -> None:
         # A second line of defence: no settings value can hold what the file cannot.
@@ -77,6 +81,8 @@ class Settings:
             raise ValueError("puppet settings: invalid waitforcert")
         if not config_ok(self.config):
             raise ValueError("puppet settings: invalid config")
+        if self.manifest is not None and not MANIFEST_RE.match(self.manifest):
+            raise ValueError("puppet settings: invalid manifest")
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class Allow:
     servers: Optional[Tuple[str, ...]] = None
     environments: Optional[Tuple[str, ...]] = None
     max_waitforcert: int = 0               # 0: the payload may not ask to wait
+    masterless: bool = False               # may the payload `puppet apply` its own manifest?
 
 
 @dataclass(frozen=True)
@@ -230,10 +237,15 @@ class PuppetPlugin(Plugin):
 
     def parse_settings(self, data: Any) -> Settings:
         r = Reader(data, NAME, PayloadError)
-        r.only(("server", "environment", "run", "certname", "waitforcert"))
+        r.only(("server", "environment", "run", "certname", "waitforcert", "manifest"))
         run = r.str("run", default="agent-once")
         if run not in RUNS:
-            raise r.fail("run", "%s is not a valid run" % _show(run), "agent-once or none")
+            raise r.fail("run", "%s is not a valid run" % _show(run),
+                         "agent-once, apply or none")
+        manifest = r.str("manifest", pattern=MANIFEST_RE,
+                         what="manifest path (relative, listed under files)")
+        if (run == "apply") != (manifest is not None):
+            raise r.fail("manifest", "is required with run: apply and only allowed with it")
         certname = r.str("certname")
         if certname is not None and not CERTNAME_RE.match(certname):
             raise r.fail("certname", "%s is not a valid certificate name" % _show(certname),
@@ -244,11 +256,12 @@ class PuppetPlugin(Plugin):
             run=run,
             certname=certname,
             waitforcert=r.int("waitforcert", minimum=0, maximum=MAX_WAITFORCERT),
+            manifest=manifest,
         )
 
     def parse_allow(self, data: Any) -> Allow:
         r = Reader(data, "allow.puppet", PolicyError)
-        r.only(("servers", "environments", "max_waitforcert"))
+        r.only(("servers", "environments", "max_waitforcert", "masterless"))
         servers = r.str_list("servers", pattern=GLOB_RE, what="host glob")
         envs = r.str_list("environments", pattern=GLOB_RE, what="environment glob")
         return Allow(
@@ -256,6 +269,7 @@ class PuppetPlugin(Plugin):
             environments=None if envs is None else tuple(envs),
             max_waitforcert=r.int("max_waitforcert", default=0, minimum=0,
                                   maximum=MAX_WAITFORCERT) or 0,
+            masterless=r.bool("masterless", default=False),
         )
 
     def parse_site(self, data: Any) -> Site:
@@ -289,10 +303,14 @@ class PuppetPlugin(Plugin):
             denied.append(Finding(NAME, "waitforcert", _show(wait),
                                   "above allow.puppet.max_waitforcert %d"
                                   % allow.max_waitforcert))
+        if settings.run == "apply" and not allow.masterless:
+            denied.append(Finding(NAME, "run", _show(settings.run),
+                                  "not allowed: allow.puppet.masterless is not true"))
         return Decision(
             settings=Settings(server=final["server"], environment=final["environment"],
                               run=settings.run, certname=settings.certname, waitforcert=wait,
-                              config=site.config or DEFAULT_CONFIG),
+                              config=site.config or DEFAULT_CONFIG,
+                              manifest=settings.manifest),
             denied=denied,
             overridden=overridden,
         )
@@ -308,9 +326,20 @@ class PuppetPlugin(Plugin):
         values = [(k, v) for k, v in (("server", settings.server),
                                       ("environment", settings.environment),
                                       ("certname", certname)) if v is not None]
-        marker = _marker(ctx, [k for k, _ in values])
-        content = merge_agent_settings(ctx.read_file(settings.config), values, marker)
-        actions: List[Action] = [WriteFile(NAME, settings.config, content, mode=0o644)]
+        actions: List[Action] = []
+        if settings.run != "apply" or settings.server or settings.environment:
+            marker = _marker(ctx, [k for k, _ in values])
+            content = merge_agent_settings(ctx.read_file(settings.config), values, marker)
+            actions.append(WriteFile(NAME, settings.config, content, mode=0o644))
+        if settings.run == "apply":
+            assert settings.manifest is not None
+            # The manifest goes in on stdin: no copy on disk, and the same argv under any root.
+            argv = APPLY_ARGV
+            if settings.config != DEFAULT_CONFIG:
+                argv += ("--config", settings.config)
+            actions.append(RunCommand(NAME, argv, timeout=TIMEOUT, ok_codes=frozenset({0, 2}),
+                                      reversible=False,
+                                      stdin=ctx.listed_file(settings.manifest)))
         if settings.run == "agent-once":
             argv = AGENT_ARGV
             if settings.config != DEFAULT_CONFIG:
@@ -328,6 +357,7 @@ class PuppetPlugin(Plugin):
             "run": settings.run,
             "certname": settings.certname,
             "waitforcert": settings.waitforcert,
+            "manifest": settings.manifest,
             # Only the site can move puppet.conf; shown when it did.
             "config": None if settings.config == DEFAULT_CONFIG else settings.config,
         })

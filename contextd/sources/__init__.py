@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
-from contextd.errors import SourceError, UsageError
+from contextd.errors import PayloadError, SourceError, UsageError
 
 MAX_LISTED_FILE = 256 * 1024 * 1024
 
@@ -46,11 +46,28 @@ def fetch(spec: str) -> Context:
 def check_listed_files(ctx: Context, files: Tuple[Tuple[str, str], ...]) -> None:
     """Every file the signed payload lists must be on the carrier with that SHA-256."""
     for path, digest in files:
-        if ctx.open_file is None:
-            raise SourceError("payload lists file %r but a %s carries no files" % (path, ctx.kind),
-                              "ship it on a context ISO next to contextd/payload.yaml")
-        data = ctx.open_file(path)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise SourceError("listed file %r has sha256 %s, the payload says %s"
-                              % (path, actual, digest), "the carrier was modified; rebuild it")
+        _listed(ctx, path, digest)
+
+
+def listed_reader(ctx: Context, files: Tuple[Tuple[str, str], ...]) -> Callable[[str], bytes]:
+    """What plugins get: a listed file's bytes, its digest checked again on every read."""
+    digests = dict(files)
+
+    def listed_file(rel: str) -> bytes:
+        if rel not in digests:
+            raise PayloadError("%r is not listed under the payload's files" % rel,
+                               "list it with its sha256 and ship it on the context ISO")
+        return _listed(ctx, rel, digests[rel])
+    return listed_file
+
+
+def _listed(ctx: Context, path: str, digest: str) -> bytes:
+    if ctx.open_file is None:
+        raise SourceError("payload lists file %r but a %s carries no files" % (path, ctx.kind),
+                          "ship it on a context ISO next to contextd/payload.yaml")
+    data = ctx.open_file(path)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise SourceError("listed file %r has sha256 %s, the payload says %s"
+                          % (path, actual, digest), "the carrier was modified; rebuild it")
+    return data
