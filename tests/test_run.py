@@ -231,3 +231,35 @@ def test_expired_by_clock_but_dates_are_utc(site, payload_doc):
 
 def test_base_payload_is_valid_for_the_fixture():
     assert base_payload()["vo"] == "atlas"
+
+
+def test_new_payload_or_new_instance_applies_again(site, payload_doc):
+    (site.root / "etc").mkdir()
+    machine_id = site.root / "etc/machine-id"
+    machine_id.write_text("0123456789abcdef\n")
+    assert site.run("file:%s" % site.bundle(payload_doc))[0] == 0
+    assert site.report()["outcome"] == "applied"
+    payload_doc["serial"] += 1
+    payload_doc["cvmfs"]["quota_limit_mb"] = 30000
+    code, _, err = site.run("file:%s" % site.bundle(payload_doc))
+    assert code == 0, err
+    assert site.report()["outcome"] == "applied"
+    assert "CVMFS_QUOTA_LIMIT='30000'" in (site.root / "etc/cvmfs/default.local").read_text()
+    assert site.run("file:%s" % site.bundle(payload_doc))[0] == 0
+    assert site.report()["outcome"] == "unchanged"
+    machine_id.write_text("fedcba9876543210\n")      # the image booted as a new instance
+    assert site.run("file:%s" % site.bundle(payload_doc))[0] == 0
+    assert site.report()["outcome"] == "applied"
+
+
+def test_unchanged_does_not_recheck_the_clock(site, payload_doc, tmp_path):
+    """A reboot after `expires` of an already applied payload is `unchanged`, not rejected."""
+    (site.root / "etc").mkdir()
+    (site.root / "etc/machine-id").write_text("0123456789abcdef\n")
+    bundle = site.bundle(payload_doc)
+    assert site.run("file:%s" % bundle)[0] == 0
+    site.policy["max_validity"] = "1s"            # now the payload would be refused if re-checked
+    site.write_policy()
+    code, _, err = site.run("file:%s" % bundle)
+    assert code == 0, err
+    assert site.report()["outcome"] == "unchanged"
