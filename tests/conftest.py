@@ -121,7 +121,10 @@ class Site:
         return path
 
     def sign(self, payload: Path, key: str = "atlas", out: Optional[Path] = None) -> Path:
-        out = out or payload.with_name(payload.name + ".bundle")
+        if out is None:                      # a fresh bundle; an explicit out appends
+            out = payload.with_name(payload.name + ".bundle")
+            if out.exists():
+                out.unlink()
         code, _, err = self.cli("sign", "--key", str(self.keys[key][0]), str(payload),
                                 "-o", str(out))
         assert code == 0, err
