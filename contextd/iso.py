@@ -18,17 +18,19 @@ What this module must never do:
 pycdlib is imported lazily (boot-time import cost), inside the functions that need it.
 """
 
+import hashlib
 import io
 import os
 import re
 import stat
 import struct
 import tempfile
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 from contextd.errors import SigningError, SourceError
 
 MAX_FILE = 1024 * 1024  # default per-file read limit
+_HASH_CHUNK = 1024 * 1024
 
 _REBUILD_HINT = "rebuild it with contextd pack iso or genisoimage -V CONTEXT -J -R"
 
@@ -468,13 +470,22 @@ class IsoImage:
 
     def read(self, rel: str, limit: int = MAX_FILE) -> bytes:
         """The bytes of file `rel`; SourceError if it is missing or larger than `limit`."""
+        names, entry = self._file(rel)
+        return self._guard(self._read_record, names, rel, entry.record, limit)
+
+    def _file(self, rel: str) -> Tuple[str, "_Entry"]:
         found = self._resolve(rel)
         if found is None:
             raise SourceError("context ISO %s has no file %s" % (self.path, rel))
         names, entry = found
         if entry.is_dir:
             raise SourceError("context ISO %s: %s is a directory, not a file" % (self.path, rel))
-        return self._guard(self._read_record, names, rel, entry.record, limit)
+        return names, entry
+
+    def sha256(self, rel: str, limit: int) -> str:
+        """The SHA-256 of file `rel`, streamed: memory stays flat whatever its size."""
+        names, entry = self._file(rel)
+        return self._guard(self._hash_record, names, rel, entry.record, limit)
 
     # -- internals -------------------------------------------------------------------
 
@@ -562,7 +573,8 @@ class IsoImage:
             result.append(_Entry(name, target, is_dir))
         return result
 
-    def _read_record(self, names: str, rel: str, record, limit: int) -> bytes:
+    def _extent(self, names: str, rel: str, record, limit: int) -> Tuple[int, int]:
+        """Where file `rel`'s bytes are: (offset, size), checked against `limit` and the image."""
         if names == _RR and record.rock_ridge is not None and record.rock_ridge.is_symlink():
             raise SourceError(
                 "context ISO %s: %s is a symbolic link, which contextd does not follow"
@@ -583,20 +595,35 @@ class IsoImage:
                 % (self.path, rel),
                 hint=_REBUILD_HINT,
             )
-        if size == 0:
-            return b""
         start = int(record.extent_location()) * self._block
-        if start + size > self._size:
+        if size and start + size > self._size:
             raise self._broken(
                 "%s lies at bytes %d-%d, past the end of the %d-byte image"
                 % (rel, start, start + size, self._size)
             )
+        return start, size
+
+    def _chunks(self, rel: str, start: int, size: int, chunk: int) -> Iterator[bytes]:
         fp = self._fp
         fp.seek(start)
-        data = fp.read(size)
-        if len(data) != size:
-            raise self._broken("%s: read %d of %d bytes" % (rel, len(data), size))
-        return data
+        remaining = size
+        while remaining:
+            data = fp.read(min(chunk, remaining))
+            if not data:
+                raise self._broken("%s: read %d of %d bytes" % (rel, size - remaining, size))
+            remaining -= len(data)
+            yield data
+
+    def _read_record(self, names: str, rel: str, record, limit: int) -> bytes:
+        start, size = self._extent(names, rel, record, limit)
+        return b"".join(self._chunks(rel, start, size, max(size, 1)))
+
+    def _hash_record(self, names: str, rel: str, record, limit: int) -> str:
+        start, size = self._extent(names, rel, record, limit)
+        digest = hashlib.sha256()
+        for data in self._chunks(rel, start, size, _HASH_CHUNK):
+            digest.update(data)
+        return digest.hexdigest()
 
 
 def _check_directory_trees(fp, size: int) -> None:
