@@ -535,8 +535,8 @@ def test_sha256_streams_and_checks_the_limit(tmp_path):
     import hashlib
     big = os.urandom(3 * 1024 * 1024 + 17)
     out = str(tmp_path / "h.iso")
-    iso.write_iso({"data/big.bin": big, "empty": b""}, out)
-    with iso.IsoImage(out) as image:
+    write_iso({"data/big.bin": big, "empty": b""}, out)
+    with IsoImage(out) as image:
         assert image.sha256("data/big.bin", 4 * 1024 * 1024) == hashlib.sha256(big).hexdigest()
         assert image.sha256("empty", 1) == hashlib.sha256(b"").hexdigest()
         with pytest.raises(SourceError, match="over the limit"):
