@@ -1,0 +1,218 @@
+"""Boot-path benchmark (`make bench`): figures, not claims. Not a test.
+
+Everything is measured in this one session, side by side, as medians of repeated runs, and
+reported as ratios to the bare interpreter (`python -I -c pass`), so the numbers travel
+between machines better than milliseconds do. Peak RSS comes from wait4() of each child.
+Writes bench/RESULTS.md with the machine and the date.
+"""
+
+import argparse
+import datetime
+import gzip
+import hashlib
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TARGET_RATIO = 6.0
+TARGET_RSS_MB = 40.0
+
+
+def measure(argv: Sequence[str], runs: int, prepare=None) -> Tuple[float, float]:
+    """Median wall time (ms) and the largest peak RSS (MB) over `runs` runs."""
+    times: List[float] = []
+    rss = 0.0
+    for _ in range(runs):
+        if prepare:
+            prepare()
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = (time.perf_counter() - start) * 1000
+        proc.returncode = os.waitstatus_to_exitcode(status) if hasattr(
+            os, "waitstatus_to_exitcode") else status >> 8
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        if proc.returncode != 0:
+            raise SystemExit("benchmark command failed (%d): %s\n%s"
+                             % (proc.returncode, " ".join(argv), err))
+        times.append(elapsed)
+        rss = max(rss, usage.ru_maxrss / 1024.0)
+    return statistics.median(times), rss
+
+
+class Scene:
+    """A VO key, a policy trusting it, and carriers made from one payload."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        key = work / "vo-key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f",
+                        str(key)], check=True)
+        self.key = key
+        pub = (work / "vo-key.pub").read_text().split()
+        policy = (REPO / "examples/policy.yaml").read_text()
+        policy = re.sub(r'ssh_key: ".*"', 'ssh_key: "%s %s bench"' % (pub[0], pub[1]), policy)
+        self.policy = work / "policy.yaml"
+        self.policy.write_text(policy)
+        os.chmod(self.policy, 0o644)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        text = (REPO / "examples/payload.yaml").read_text()
+        text = re.sub(r"(?m)^not_before: .*$", "not_before: %s" % (
+            now - datetime.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"), text)
+        text = re.sub(r"(?m)^expires: .*$", "expires: %s" % (
+            now + datetime.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ"), text)
+        self.payload_text = text
+
+    def contextd(self, *argv: str) -> None:
+        subprocess.run([PY, "-m", "contextd", *argv], check=True, stdout=subprocess.DEVNULL)
+
+    def bundle(self, name: str, extra: str = "") -> Path:
+        payload = self.work / (name + ".yaml")
+        payload.write_text(self.payload_text + extra)
+        out = self.work / (name + ".bundle")
+        if out.exists():
+            out.unlink()
+        self.contextd("sign", "--key", str(self.key), str(payload), "-o", str(out))
+        return out
+
+    def run_argv(self, source: str) -> Tuple[List[str], object]:
+        root = self.work / "root"
+
+        def fresh() -> None:
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+        return [PY, "-m", "contextd", "run", "--source", source, "--policy", str(self.policy),
+                "--root", str(root)], fresh
+
+
+def import_profile(argv: Sequence[str]) -> List[Tuple[int, str]]:
+    proc = subprocess.run([PY, "-X", "importtime", *argv], capture_output=True, text=True)
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m and not m.group(3).strip(" ") and len(m.group(3)) <= 1:
+            rows.append((int(m.group(2)), m.group(4)))
+    return sorted(rows, reverse=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=11)
+    ap.add_argument("--max-mb", type=int, default=200, help="largest listed file on the ISO")
+    ap.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
+    args = ap.parse_args()
+
+    lines: List[str] = []
+
+    def emit(text: str = "") -> None:
+        print(text)
+        lines.append(text)
+
+    work = Path(tempfile.mkdtemp(prefix="contextd-bench-"))
+    try:
+        scene = Scene(work)
+        bundle = scene.bundle("payload")
+        iso = work / "context.iso"
+        scene.contextd("pack", "iso", str(bundle), "-o", str(iso))
+        user_data = work / "user-data.gz"
+        user_data.write_bytes(gzip.compress(bundle.read_bytes()))
+
+        emit("# contextd boot-path benchmark")
+        emit()
+        emit("%s, %s, %d cores, Python %s, %s UTC" % (
+            platform.node(), platform.machine(), os.cpu_count() or 0,
+            platform.python_version(), datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M")))
+        emit("Medians of %d runs each, in one session; ratio = time / bare interpreter." % args.runs)
+        emit()
+        emit("| what | median ms | ratio | peak RSS MB |")
+        emit("|---|---:|---:|---:|")
+        bare, bare_rss = measure([PY, "-I", "-c", "pass"], args.runs)
+        emit("| `python -I -c pass` | %.1f | 1.00 | %.1f |" % (bare, bare_rss))
+        results: Dict[str, Tuple[float, float]] = {}
+        for label, source in (("run, signed context ISO, 3 plugins", "iso:%s" % iso),
+                              ("run, gzip user-data file", "file:%s" % user_data)):
+            argv, fresh = scene.run_argv(source)
+            ms, rss = measure(argv, args.runs, fresh)
+            results[label] = (ms, rss)
+            emit("| %s | %.1f | %.2f | %.1f |" % (label, ms, ms / bare, rss))
+        imp, _ = measure([PY, "-c", "import contextd.cli"], args.runs)
+        emit("| `import contextd.cli` (whole process) | %.1f | %.2f | |" % (imp, imp / bare))
+        emit()
+        worst = max(ms for ms, _ in results.values()) / bare
+        peak = max(rss for _, rss in results.values())
+        emit("Targets: whole run <= %.0fx the bare interpreter (worst here %.2fx: %s); "
+             "peak RSS <= %.0f MB (here %.1f MB: %s)." % (
+                 TARGET_RATIO, worst, "met" if worst <= TARGET_RATIO else "MISSED",
+                 TARGET_RSS_MB, peak, "met" if peak <= TARGET_RSS_MB else "MISSED"))
+        emit()
+        argv, fresh = scene.run_argv("iso:%s" % iso)
+        fresh()
+        emit("Heaviest imports of one ISO run (`-X importtime`, cumulative microseconds):")
+        emit()
+        emit("| us | module |")
+        emit("|---:|---|")
+        for us, module in import_profile(argv[1:])[:12]:
+            emit("| %d | `%s` |" % (us, module))
+        emit()
+
+        emit("## Scaling")
+        emit()
+        emit("Bundle size (file source, payload padded with a comment):")
+        emit()
+        emit("| bundle bytes | median ms | ratio | peak RSS MB |")
+        emit("|---:|---:|---:|---:|")
+        for kb in (1, 2, 4, 8, 16):
+            pad = max(0, kb * 1024 - len(scene.payload_text) * 4 // 3 - 700) * 3 // 4
+            b = scene.bundle("pad%d" % kb, "# " + "x" * pad + "\n" if pad else "")
+            argv, fresh = scene.run_argv("file:%s" % b)
+            ms, rss = measure(argv, max(3, args.runs // 2), fresh)
+            emit("| %d | %.1f | %.2f | %.1f |" % (b.stat().st_size, ms, ms / bare, rss))
+        emit()
+        emit("A file listed in the payload (sha256-bound) on the context ISO, hashed at verify:")
+        emit()
+        emit("| listed file MB | median ms | ms per MB | peak RSS MB |")
+        emit("|---:|---:|---:|---:|")
+        for mb in [m for m in (1, 10, 50, 100, 200) if m <= args.max_mb]:
+            tree = work / ("tree%d" % mb)
+            (tree / "contextd").mkdir(parents=True)
+            blob = tree / "data.bin"
+            digest = hashlib.sha256()
+            with open(blob, "wb") as f:
+                chunk = os.urandom(1024 * 1024)
+                for _ in range(mb):
+                    f.write(chunk)
+                    digest.update(chunk)
+            b = scene.bundle("listed%d" % mb, "files: [{path: data.bin, sha256: %s}]\n"
+                             % digest.hexdigest())
+            text = b.read_text()
+            start = text.index("-----BEGIN SSH SIGNATURE-----")
+            (tree / "contextd/payload.yaml").write_bytes((work / ("listed%d.yaml" % mb)).read_bytes())
+            (tree / "contextd/payload.yaml.sig").write_text(text[start:])
+            big_iso = work / ("listed%d.iso" % mb)
+            subprocess.run(["genisoimage", "-quiet", "-V", "CONTEXT", "-J", "-R", "-o",
+                            str(big_iso), str(tree)], check=True)
+            shutil.rmtree(tree)
+            argv, fresh = scene.run_argv("iso:%s" % big_iso)
+            ms, rss = measure(argv, 3, fresh)
+            big_iso.unlink()
+            emit("| %d | %.1f | %.2f | %.1f |" % (mb, ms, ms / mb, rss))
+        emit()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("wrote %s" % args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
