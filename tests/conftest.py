@@ -149,6 +149,20 @@ class Site:
         return json.loads((self.run_dir / "report.json").read_text())
 
 
+# What the reliability suites tried, summed up in one line at the end of the run.
+RELIABILITY = {"inputs fuzzed": 0, "tamperings rejected": 0, "faults injected": 0}
+
+
+def count(kind: str, n: int = 1) -> None:
+    RELIABILITY[kind] += n
+
+
+def pytest_terminal_summary(terminalreporter):
+    if any(RELIABILITY.values()):
+        terminalreporter.write_line("reliability: " + ", ".join(
+            "%d %s" % (n, kind) for kind, n in RELIABILITY.items()))
+
+
 def snapshot(root: Path) -> Dict[str, Tuple[bytes, int]]:
     out = {}
     for dirpath, dirnames, filenames in os.walk(root):

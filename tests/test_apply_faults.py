@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snapshot
+from conftest import count, snapshot
 
 COMMANDS = ("cvmfs_config", "puppet", "systemctl")
 FILES = ("etc/cvmfs/default.local", "etc/condor/config.d/50-contextd.conf",
@@ -64,7 +64,7 @@ def test_failing_command_rolls_back_everything(site, tmp_path, failing):
         assert "systemctl" not in calls        # HTCondor never started
     if failing in ("systemctl",):
         assert "puppet agent" in " ".join(rep["not_undone"])   # a Puppet run cannot be undone
-    print("fault injected: command %s fails; root restored" % failing)
+    count("faults injected")
 
 
 @pytest.mark.parametrize("index", range(len(FILES)))
@@ -83,6 +83,7 @@ def test_failing_file_write_rolls_back_earlier_writes(site, tmp_path, index):
     assert "Traceback" not in proc.stderr and "unexpected" not in proc.stderr
     assert site.snapshot() == before
     assert not (tmp_path / "calls").exists()   # no command ran
+    count("faults injected")
 
 
 HARNESS = r"""
@@ -157,4 +158,4 @@ def test_sigkill_at_every_boundary_then_rerun_matches_uninterrupted(site, tmp_pa
     else:
         pytest.fail("the run never completed under the harness")
     assert kills >= 20, kills
-    print("faults injected: SIGKILL at %d boundaries, each recovered" % kills)
+    count("faults injected", kills)
