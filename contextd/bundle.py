@@ -2,6 +2,10 @@
 
 It only splits and decodes; it never looks inside the payload (no YAML here) and never
 decides whether a signature is good. Size limits apply before and after gunzip.
+
+Signature blocks are `SSH SIGNATURE` (an SSHSIG blob, kept as bytes) and `CONTEXTD X509
+SIGNATURE` (a raw signature over the payload bytes) followed by the `CERTIFICATE` blocks that
+belong to it, signer first, then intermediates (kept together as an X509Signature).
 """
 
 import base64
@@ -10,21 +14,44 @@ import gzip
 import io
 import zlib
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Sequence, Tuple, Union
 
 from contextd.errors import BundleError
 
 MAGIC = "#contextd-signed-v1"
 PAYLOAD = "CONTEXTD PAYLOAD"
 SSH_SIGNATURE = "SSH SIGNATURE"
+X509_SIGNATURE = "CONTEXTD X509 SIGNATURE"
+CERTIFICATE = "CERTIFICATE"
 MAX_BUNDLE = 1024 * 1024          # after decompression
-_KNOWN = (PAYLOAD, SSH_SIGNATURE)
+MAX_CERTIFICATES = 8              # per X.509 signature: the signer and its intermediates
+_KNOWN = (PAYLOAD, SSH_SIGNATURE, X509_SIGNATURE, CERTIFICATE)
+_LAYOUT_HINT = ("a bundle holds one CONTEXTD PAYLOAD block, then SSH SIGNATURE blocks and/or "
+                "CONTEXTD X509 SIGNATURE blocks each followed by its CERTIFICATE blocks")
+
+
+@dataclass(frozen=True)
+class X509Signature:
+    """A raw signature over the payload and the DER certificates shipped with it."""
+
+    signature: bytes = field(repr=False)
+    certificates: Tuple[bytes, ...] = field(repr=False)   # signer first, then intermediates
+
+
+# One signature as carried: an SSHSIG blob (bytes) or an X509Signature.
+Signature = Union[bytes, X509Signature]
 
 
 @dataclass(frozen=True)
 class Bundle:
     payload: bytes = field(repr=False)
-    ssh_signatures: Tuple[bytes, ...] = field(repr=False)   # raw SSHSIG blobs, in order
+    signatures: Tuple[Signature, ...] = field(repr=False)   # in order
+
+    @property
+    def ssh_signatures(self) -> Tuple[Signature, ...]:
+        """Every signature, X.509 ones included (the name predates them; callers pass
+        the tuple on to `verify`)."""
+        return self.signatures
 
 
 def is_gzip(data: bytes) -> bool:
@@ -56,41 +83,85 @@ def decode(data: bytes, what: str = "bundle") -> Bundle:
         raise BundleError("%s is not ASCII text (byte %d)" % (what, exc.start),
                           "a bundle is ASCII armour, optionally gzip-compressed as a whole")
     lines = text.replace("\r\n", "\n").split("\n")
-    if lines[0].strip() != MAGIC:
+    if lines[0] != MAGIC:
         raise BundleError("%s does not start with %r" % (what, MAGIC),
                           "make it with contextd sign, or see README for the layout")
     blocks = _blocks(lines[1:], what)
-    payloads = [body for label, body in blocks if label == PAYLOAD]
-    sigs = tuple(body for label, body in blocks if label == SSH_SIGNATURE)
+    payloads = [body for label, body, _ in blocks if label == PAYLOAD]
     if len(payloads) != 1:
         raise BundleError("%s has %d payload blocks; exactly one is allowed" % (what, len(payloads)))
+    sigs = _signatures([b for b in blocks if b[0] != PAYLOAD], what)
     if not sigs:
         raise BundleError("%s has no signature block" % what,
                           "sign it with contextd sign or ssh-keygen -Y sign -n contextd-payload")
-    return Bundle(payload=payloads[0], ssh_signatures=sigs)
+    return Bundle(payload=payloads[0], signatures=sigs)
 
 
-def decode_signatures(data: bytes, what: str = "signature file") -> Tuple[bytes, ...]:
+def decode_signatures(data: bytes, what: str = "signature file") -> Tuple[Signature, ...]:
     """The `payload.yaml.sig` of a directory carrier: signature blocks only."""
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as exc:
         raise BundleError("%s is not ASCII text (byte %d)" % (what, exc.start))
-    blocks = _blocks(text.replace("\r\n", "\n").split("\n"), what)
-    if any(label == PAYLOAD for label, _ in blocks):
+    blocks = _blocks(text.replace("\r\n", "\n").split("\n"), what, first=1)
+    if any(label == PAYLOAD for label, _, _ in blocks):
         raise BundleError("%s holds a payload block; it must hold only signatures" % what)
-    if not blocks:
+    sigs = _signatures(blocks, what)
+    if not sigs:
         raise BundleError("%s has no signature block" % what)
-    return tuple(body for _, body in blocks)
+    return sigs
 
 
-def _blocks(lines: List[str], what: str) -> List[Tuple[str, bytes]]:
-    blocks: List[Tuple[str, bytes]] = []
+def _signatures(blocks: List[Tuple[str, bytes, int]], what: str) -> Tuple[Signature, ...]:
+    """Group blocks into signatures: CERTIFICATE blocks join the X.509 signature before them."""
+    out: List[Signature] = []
+    x509_sig = None          # (raw signature, line) of the X.509 signature being collected
+    certs: List[bytes] = []
+
+    def close() -> None:
+        if x509_sig is None:
+            return
+        if not certs:
+            raise BundleError("%s: the %s block at line %d is not followed by its signer's "
+                              "CERTIFICATE block" % (what, X509_SIGNATURE, x509_sig[1]),
+                              "append the signer certificate (PEM) right after it")
+        out.append(X509Signature(signature=x509_sig[0], certificates=tuple(certs)))
+
+    for label, body, line in blocks:
+        if label == CERTIFICATE:
+            if x509_sig is None:
+                raise BundleError("%s line %d: a CERTIFICATE block must follow a %s block"
+                                  % (what, line, X509_SIGNATURE), _LAYOUT_HINT)
+            if len(certs) == MAX_CERTIFICATES:
+                raise BundleError("%s line %d: more than %d certificates for one X.509 "
+                                  "signature" % (what, line, MAX_CERTIFICATES))
+            certs.append(body)
+            continue
+        close()
+        x509_sig, certs = None, []
+        if label == X509_SIGNATURE:
+            x509_sig = (body, line)
+        else:
+            out.append(body)
+    close()
+    return tuple(out)
+
+
+def _blocks(lines: List[str], what: str, first: int = 2) -> List[Tuple[str, bytes, int]]:
+    """(label, decoded body, line of the BEGIN) for every block, in order.
+
+    The armour is canonical, so no byte of it can change unnoticed: no stray whitespace
+    (CRLF line ends are fine), base64 exactly as an encoder writes it.
+    """
+    blocks: List[Tuple[str, bytes, int]] = []
     label = None
     body: List[str] = []
     start = 0
-    for number, raw in enumerate(lines, start=2):
+    for number, raw in enumerate(lines, start=first):
         line = raw.strip()
+        if line != raw:
+            raise BundleError("%s line %d: stray whitespace" % (what, number),
+                              "remove spaces and tabs around the armour lines")
         if label is None:
             if not line:
                 continue
@@ -98,16 +169,21 @@ def _blocks(lines: List[str], what: str) -> List[Tuple[str, bytes]]:
                 label = line[len("-----BEGIN "):-5]
                 if label not in _KNOWN:
                     raise BundleError("%s line %d: unknown block %r" % (what, number, label),
-                                      "a bundle holds one CONTEXTD PAYLOAD and SSH SIGNATURE blocks")
+                                      _LAYOUT_HINT)
                 body, start = [], number
                 continue
             raise BundleError("%s line %d: text outside any block" % (what, number))
         if line == "-----END %s-----" % label:
+            text = "".join(body)
             try:
-                blocks.append((label, base64.b64decode("".join(body), validate=True)))
+                decoded = base64.b64decode(text, validate=True)
             except (binascii.Error, ValueError):
                 raise BundleError("%s: %s block at line %d is not valid base64"
-                                  % (what, label, start))
+                                  % (what, label, start)) from None
+            if base64.b64encode(decoded).decode("ascii") != text:
+                raise BundleError("%s: %s block at line %d is not canonical base64 (stray "
+                                  "bits in its last group)" % (what, label, start))
+            blocks.append((label, decoded, start))
             label = None
             continue
         if line.startswith("-----"):
@@ -133,7 +209,22 @@ def encode(payload: bytes, armored_signatures: List[str]) -> bytes:
     return text.encode("ascii")
 
 
-def armor_signatures(blobs: Tuple[bytes, ...]) -> List[str]:
+def armor_signatures(signatures: Sequence[Signature]) -> List[str]:
+    """Armoured text for each signature, as `encode` and a payload.yaml.sig want it."""
     from contextd import sshsig
 
-    return [sshsig.armor(b) for b in blobs]
+    return [armor_x509(s) if isinstance(s, X509Signature) else sshsig.armor(s)
+            for s in signatures]
+
+
+def _pem(label: str, data: bytes) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
+    return "\n".join(["-----BEGIN %s-----" % label] + lines + ["-----END %s-----" % label]) + "\n"
+
+
+def armor_x509(sig: X509Signature) -> str:
+    """The X.509 signature block and its certificate blocks, as `openssl ... | base64 -w 64`
+    and `cat cert.pem` would write them."""
+    return _pem(X509_SIGNATURE, sig.signature) + "".join(
+        _pem(CERTIFICATE, der) for der in sig.certificates)

@@ -12,7 +12,7 @@ import tempfile
 import traceback
 from typing import Any, Optional, Sequence
 
-from contextd import __version__, errors
+from contextd import __version__, errors, logs
 from contextd.errors import ContextdError, UsageError
 
 log = logging.getLogger("contextd")
@@ -33,9 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the boot job: detect, verify, authorize, apply, report")
     run.add_argument("--policy", default="/etc/contextd/policy.yaml")
     run.add_argument("--root", default="/", help="apply under this directory (default /)")
-    run.add_argument("--source", help="skip detection: iso:PATH, dir:PATH or file:PATH")
+    run.add_argument("--source", metavar="KIND:WHERE",
+                     help="skip detection and read this source: iso:PATH (a context ISO or "
+                     "CD-ROM device: contextd/ or context.sh), dir:PATH, file:PATH (a bundle), "
+                     "ec2:URL (a metadata service, e.g. ec2:http://169.254.169.254); default: "
+                     "the policy's sources, in order")
     run.add_argument("--state-dir")
     run.add_argument("--run-dir")
+    run.add_argument("--spool-dir", help="undelivered reports (default "
+                     "/var/spool/contextd/reports under --root)")
     run.add_argument("--run-commands", action="store_true",
                      help="run commands even under an alternate --root")
     run.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
@@ -51,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     sign = sub.add_parser("sign", help="VO side: sign a payload (or add a signature to a bundle)")
     sign.add_argument("payload", help="payload.yaml, or an existing bundle to add a signature to")
-    sign.add_argument("--key", required=True, help="unencrypted OpenSSH private key")
+    sign.add_argument("--key", help="unencrypted OpenSSH private key")
+    sign.add_argument("--cert", help="with --key: the key's SSH user certificate "
+                      "(KEY-cert.pub) to embed, as ssh-keygen -Y sign -f KEY-cert.pub does")
+    sign.add_argument("--x509-key", metavar="KEY.pem",
+                      help="instead of --key: an unencrypted PEM key of an X.509 (robot) "
+                      "certificate")
+    sign.add_argument("--x509-cert", metavar="CERT.pem", help="with --x509-key: the signer "
+                      "certificate; further certificates in the file are intermediates")
+    sign.add_argument("--x509-chain", metavar="CHAIN.pem", action="append", default=[],
+                      help="with --x509-key: intermediate certificates to ship (repeatable)")
     sign.add_argument("-o", "--output", help="bundle to write (appends when it exists); "
                       "default stdout")
 
@@ -81,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.add_argument("--wait", action="store_true", help="block until this boot's run finished")
     st.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+
+    rp = sub.add_parser("report", help="reports that could not be delivered at boot")
+    rpsub = rp.add_subparsers(dest="action", parser_class=_Parser)
+    rpsub.required = True
+    fl = rpsub.add_parser("flush", help="send spooled reports; remove what was acknowledged")
+    fl.add_argument("--root", default="/")
+    fl.add_argument("--spool-dir", help="default /var/spool/contextd/reports under --root")
     return p
 
 
@@ -88,8 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args: Any = None
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(format="contextd: %(message)s",
-                            level=logging.INFO if args.verbose else logging.WARNING)
+        logs.setup(verbose=args.verbose)
         return _dispatch(args)
     except ContextdError as exc:
         print("contextd: error: %s" % exc.one_line(), file=sys.stderr)
@@ -128,5 +149,7 @@ def _dispatch(args: Any) -> int:
         return commands.policy_check(args)
     if args.command == "status":
         return commands.status(args)
+    if args.command == "report":
+        return commands.report_flush(args)
     raise UsageError("unknown command %r" % args.command)
 

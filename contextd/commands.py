@@ -21,6 +21,7 @@ def run(args: Any) -> int:
 
     opts = runner.Options(policy=args.policy, root=args.root, source=args.source,
                           state_dir=args.state_dir, run_dir=args.run_dir,
+                          spool_dir=args.spool_dir,
                           run_commands=args.run_commands, dry_run=args.dry_run)
     result = runner.execute(opts)
     rep = result.report
@@ -120,12 +121,29 @@ def _print_explain(out: Dict[str, Any]) -> None:
 def sign(args: Any) -> int:
     from contextd import signing
 
-    key = _read_input(args.key, "key")
+    if bool(args.key) == bool(args.x509_key):
+        raise UsageError("contextd sign needs exactly one of --key (SSH) and --x509-key (X.509)",
+                         "see contextd sign --help")
+    if args.cert and not args.key:
+        raise UsageError("--cert goes with --key (the SSH certificate of that key)")
+    if args.x509_key and not args.x509_cert:
+        raise UsageError("--x509-key needs --x509-cert, the signer certificate")
+    if (args.x509_cert or args.x509_chain) and not args.x509_key:
+        raise UsageError("--x509-cert and --x509-chain go with --x509-key")
     source = _read_input(args.payload, "payload")
     existing = None
     if args.output and os.path.exists(args.output):
         existing = _read_input(args.output, "bundle")
-    data = signing.sign(key, source, existing=existing, key_name=args.key)
+    if args.key:
+        cert = _read_input(args.cert, "certificate") if args.cert else None
+        data = signing.sign(_read_input(args.key, "key"), source, existing=existing,
+                            key_name=args.key, certificate=cert,
+                            certificate_name=args.cert or "certificate")
+    else:
+        certs = [(path, _read_input(path, "certificate"))
+                 for path in [args.x509_cert] + list(args.x509_chain)]
+        data = signing.sign_x509(_read_input(args.x509_key, "key"), certs, source,
+                                 existing=existing, key_name=args.x509_key)
     if args.output:
         filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
         print("contextd: signed %s -> %s" % (args.payload, args.output), file=sys.stderr)
@@ -172,20 +190,22 @@ def policy_check(args: Any) -> int:
 
 def status(args: Any) -> int:
     run_dir = args.run_dir or filesystem.under_root(args.root, "/run/contextd")
-    deadline = None if args.timeout is None else time.monotonic() + args.timeout
-    boot = _boot_time()
+    deadline = None if args.timeout is None else time.monotonic() + max(args.timeout, 0.0)
+    boot = _this_boot()
     while True:
         rep = report.read(run_dir)
         if rep is not None and rep.get("finished_at") and (
-                not args.wait or _started_after(rep, boot)):
+                not args.wait or _from_this_boot(rep, boot)):
             break
         if not args.wait:
             raise SourceError("no finished contextd run recorded in %s" % run_dir,
                               "contextd run has not run yet on this boot")
         if deadline is not None and time.monotonic() >= deadline:
-            raise ContextdError("timed out after %gs waiting for this boot's contextd run"
-                                % args.timeout)
-        time.sleep(0.2)
+            raise ContextdError("timed out after %gs waiting for this boot's contextd run to "
+                                "finish (report %s)" % (args.timeout, os.path.join(
+                                    run_dir, report.NAME)),
+                                "is contextd.service running? see journalctl -u contextd")
+        time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
     if args.json:
         _print_json(rep)
     else:
@@ -199,6 +219,10 @@ def status(args: Any) -> int:
     return report.EXIT_CODES.get(rep.get("outcome", ""), 1)
 
 
+def _this_boot() -> Dict[str, Any]:
+    return {"boot_id": report.boot_id(), "btime": _boot_time()}
+
+
 def _boot_time() -> float:
     try:
         with open("/proc/stat") as f:
@@ -210,11 +234,35 @@ def _boot_time() -> float:
     return 0.0
 
 
-def _started_after(rep: Dict[str, Any], boot: float) -> bool:
+def _from_this_boot(rep: Dict[str, Any], boot: Dict[str, Any]) -> bool:
+    """The kernel's boot id when both sides have one: the wall clock may be stepped (NTP)
+    after the run, which moves /proc/stat's btime but not the boot id. Else the clock."""
+    recorded = (rep.get("host") or {}).get("boot_id")
+    if recorded and boot["boot_id"]:
+        return bool(recorded == boot["boot_id"])
     try:
         started = datetime.datetime.strptime(rep["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
     except (KeyError, TypeError, ValueError):
         return False
-    return started.replace(tzinfo=datetime.timezone.utc).timestamp() >= boot
+    return started.replace(tzinfo=datetime.timezone.utc).timestamp() >= boot["btime"]
 
 
+def report_flush(args: Any) -> int:
+    """Send the spool; exit 0 when nothing is left in it (delivered or moved aside), else 1."""
+    from contextd import delivery
+
+    spool = args.spool_dir or filesystem.under_root(args.root, delivery.DEFAULT_SPOOL)
+    try:
+        result = delivery.flush(spool)
+    except OSError as exc:
+        raise delivery.DeliveryError("cannot use spool %s: %s" % (spool, exc.strerror or exc))
+    for item in result.refused:
+        print("refused, moved aside: %s -> %s: %s" % (
+            delivery.shown(item.url), item.spool_file, item.message))
+    for item in result.remaining:
+        print("still spooled: %s -> %s: %s" % (
+            delivery.shown(item.url), item.spool_file, item.message))
+    print("contextd: %d delivered, %d refused (moved to %s), %d still spooled" % (
+        len(result.delivered), len(result.refused), os.path.join(spool, delivery.FAILED),
+        len(result.remaining)))
+    return 1 if result.remaining else 0

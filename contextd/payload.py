@@ -54,6 +54,9 @@ def parse_time(r: Reader, key: str) -> datetime.datetime:
 def parse(verified: Verified) -> Payload:
     if not isinstance(verified, Verified):
         raise TypeError("payload.parse takes the value made by verify.verify")
+    if getattr(verified, "unsigned", False):
+        raise TypeError("payload.parse takes signed payloads only; unsigned legacy user-data "
+                        "is read by contextd.legacy")
     doc = strictyaml.load(verified.data, "payload", PayloadError)
     r = Reader(doc, "", PayloadError)
     if doc.get("contextd") != "payload/v1":

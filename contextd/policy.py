@@ -81,6 +81,7 @@ class Policy:
     x509: Mapping[str, Any]
     legacy: Mapping[str, Any]
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
+    report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
 
 
 def duration(reader: Reader, key: str, default: int) -> int:
@@ -162,13 +163,16 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     trust = _trust(r.mapping("trust"))
 
     report_urls: Tuple[str, ...] = ()
-    ca_bundle = None
+    ca_bundle = hmac_key_file = None
     rr = r.mapping("report")
     if rr is not None:
-        rr.only(["urls", "ca_bundle"])
+        rr.only(["urls", "ca_bundle", "hmac_key_file"])
         report_urls = tuple(rr.str_list("urls", pattern=re.compile(r"^https?://\S+$"), what="URL")
                             or ())
-        ca_bundle = rr.str("ca_bundle", pattern=re.compile(r"^/"), what="absolute path")
+        abs_path = re.compile(r"/[^\x00-\x1f]*")   # whole value (fullmatch): no control chars
+        ca_bundle = rr.str("ca_bundle", pattern=abs_path, what="absolute path")
+        # the site's own key for signing its copies (the VO's report.token never signs them)
+        hmac_key_file = rr.str("hmac_key_file", pattern=abs_path, what="absolute path")
 
     return Policy(
         path=path, sha256=sha256, site=site,
@@ -178,7 +182,8 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         clock_skew=duration(r, "clock_skew", 300),
         max_validity=duration(r, "max_validity", 31 * 86400),
         trust=trust, site_settings=site_settings,
-        report_urls=report_urls, report_ca_bundle=ca_bundle, file_source=file_source,
+        report_urls=report_urls, report_ca_bundle=ca_bundle,
+        report_hmac_key_file=hmac_key_file, file_source=file_source,
         ec2=ec2, x509=x509, legacy=legacy, document=doc,
     )
 
@@ -204,7 +209,7 @@ def _x509(r: Optional[Reader]) -> Dict[str, Any]:
     if crl not in ("required", "if-present", "off"):
         raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
     return {"ca_dir": r.str("ca_dir", default="/etc/grid-security/certificates",
-                            pattern=re.compile(r"^/"), what="absolute path"),
+                            pattern=re.compile(r"/[^\x00-\x1f]*"), what="absolute path"),
             "crl": crl, "crl_max_stale": duration(r, "crl_max_stale", 2 * 86400)}
 
 
@@ -332,7 +337,9 @@ def _signer(r: Reader) -> Signer:
     xr = r.mapping("x509", required=True)
     assert xr is not None
     xr.only(["subject", "issuer"])
-    dn = re.compile(r"^(/[A-Za-z0-9.]+=[^/]*)+$")
+    # Compared as strings with the certificate's DN in slash form, never parsed: a value may
+    # hold '/' (CN=host/foo.cern.ch), so only the leading "/KEY=" is checked.
+    dn = re.compile(r"^/[A-Za-z0-9.]+=[^\x00-\x1f\x7f]*$")
     return Signer(id=sid, kind=kind, scopes=scopes,
                   x509_subject=xr.str("subject", required=True, pattern=dn, what="DN in /A=B form"),
                   x509_issuer=xr.str("issuer", required=True, pattern=dn, what="DN in /A=B form"))
@@ -354,7 +361,8 @@ def normalised(policy: Policy) -> Dict[str, Any]:
                  "signers": [_signer_doc(s) for s in t.signers],
                  "allowed_sections": sorted(t.allow)}
             for vo, t in policy.trust.items()},
-        "report": {"urls": list(policy.report_urls)},
+        "report": {"urls": list(policy.report_urls), "ca_bundle": policy.report_ca_bundle,
+                   "hmac_key_file": policy.report_hmac_key_file},
     }
 
 

@@ -8,6 +8,7 @@ import datetime
 import json
 import os
 import socket
+import uuid
 from typing import Any, Dict, Optional
 
 from contextd import __version__, filesystem
@@ -15,6 +16,7 @@ from contextd import __version__, filesystem
 SCHEMA = "contextd.report/v1"
 NAME = "report.json"
 EXIT_CODES = {"applied": 0, "unchanged": 0, "skipped": 0, "rejected": 1, "failed": 3}
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
 def iso_time(t: datetime.datetime) -> str:
@@ -34,10 +36,21 @@ def os_release(root: str) -> Dict[str, Optional[str]]:
     return values
 
 
+def boot_id() -> Optional[str]:
+    """The running kernel's boot id (a random UUID per boot), or None where there is none."""
+    try:
+        data = filesystem.read_limited(BOOT_ID, 64)
+    except OSError:
+        return None
+    value = (data or b"").decode("ascii", "replace").strip()
+    return value or None
+
+
 def new(started: datetime.datetime, site: Optional[str], root: str,
         policy_sha256: Optional[str]) -> Dict[str, Any]:
     return {
         "schema": SCHEMA,
+        "report_id": uuid.uuid4().hex,     # receivers deduplicate on it (delivery is at least once)
         "outcome": None,
         "started_at": iso_time(started),
         "finished_at": None,
@@ -49,6 +62,7 @@ def new(started: datetime.datetime, site: Optional[str], root: str,
         "denied": [],
         "overridden": [],
         "host": {"hostname": socket.gethostname(), "instance_id": None, "site": site,
+                 "boot_id": boot_id(),     # `status --wait` tells this boot's run by it
                  "image": dict(os_release(root), image_id=None)},
         "contextd_version": __version__,
     }

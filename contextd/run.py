@@ -6,16 +6,20 @@ once-per-instance state and makes sure every run that got past the policy leaves
 
 import datetime
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from contextd import apply, authorize, filesystem, payload, plan, policy, report, sources
+from contextd import apply, authorize, delivery, filesystem, logs, payload, plan, policy, report
+from contextd import sources
 from contextd.errors import ContextdError
 from contextd.plugin import PlanContext
-from contextd.verify import verify
+from contextd.schema import glob_match
+from contextd.verify import Verified, verify
 
 APPLIED = "applied.json"
+log = logging.getLogger("contextd.run")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class Options:
     source: Optional[str] = None
     state_dir: Optional[str] = None
     run_dir: Optional[str] = None
+    spool_dir: Optional[str] = None
     run_commands: bool = False
     dry_run: bool = False
 
@@ -35,6 +40,10 @@ class Options:
     @property
     def run(self) -> str:
         return self.run_dir or filesystem.under_root(self.root, "/run/contextd")
+
+    @property
+    def spool(self) -> str:
+        return self.spool_dir or filesystem.under_root(self.root, delivery.DEFAULT_SPOOL)
 
 
 @dataclass
@@ -64,35 +73,63 @@ def execute(opts: Options) -> Result:
     pol = policy.load(opts.policy)
     rep = report.new(started, pol.site, opts.root, pol.sha256)
     stage = "recover"
+    vo_url: Optional[str] = None            # the payload's report URL, once it is trusted
+    token: Optional[str] = None             # its report.token: a secret, never in `rep`
     try:
         if not opts.dry_run and os.path.isdir(opts.state):
             rolled = apply.recover(opts.state)
             if rolled:
                 rep["recovered"] = rolled
         stage = "fetch"
-        ctx = _fetch(opts, pol)
+        ctx = _fetch(opts, pol, rep)
         if ctx is None:
-            return _done(opts, rep, "skipped", started, "fetch", "no context found in sources %s"
-                         % (", ".join(pol.sources) or "(none configured)"))
+            why = "".join("; %s" % note for note in rep.get("detection", ()))
+            return _done(opts, rep, "skipped", started, "fetch", "no context found in sources %s%s"
+                         % (", ".join(pol.sources) or "(none configured)", why), pol=pol)
         rep["source"] = {"kind": ctx.kind, "location": ctx.location}
+        rep["source"].update(ctx.details)
+        if ctx.scripts:
+            from contextd import legacy
+            rep["legacy_scripts"] = legacy.check_scripts(ctx.scripts, pol)
         facts = facts_for(pol, ctx.facts, rep["host"]["hostname"])
         rep["host"].update(instance_id=facts["instance_id"])
         rep["host"]["image"]["image_id"] = facts["image_id"]
 
         stage = "verify"
-        verified = verify(ctx.payload, ctx.signatures, pol)
+        if ctx.legacy:              # unsigned: only where the policy opted in, else this raises
+            from contextd.verify import accept_unsigned_legacy
+            verified = accept_unsigned_legacy(ctx.payload, pol, ctx.legacy)
+        else:
+            verified = verify(ctx.payload, ctx.signatures, pol)
         stage = "parse"
-        doc = payload.parse(verified)
+        if verified.unsigned:
+            from contextd import legacy
+            doc, rep["legacy"] = legacy.parse_amiconfig(
+                verified, pol.legacy["amiconfig"]["as_vo"], started)
+        else:
+            doc = payload.parse(verified)
+        logs.add_secret(doc.report_token)
+        vo_url, token = _vo_report_url(pol, doc, verified), doc.report_token
         rep["payload"] = {"sha256": doc.sha256, "vo": doc.vo, "serial": doc.serial,
-                          "signers": sorted(m.label for m in verified.signers.get(doc.vo, ()))}
+                          "signers": sorted(m.label for m in verified.signers.get(doc.vo, ())),
+                          "signer_details": sorted((m.details() for m in verified.signers.get(
+                              doc.vo, ())), key=lambda d: d["label"])}
+        if verified.unsigned:
+            rep["payload"]["unsigned"] = True
         instance = _instance_key(opts, facts)
         if not opts.dry_run and _already_applied(opts, instance, doc.sha256):
-            return _done(opts, rep, "unchanged", started)
+            return _done(opts, rep, "unchanged", started, "apply", "payload already applied "
+                         "on this instance; nothing changed", pol=pol, vo_url=vo_url,
+                         token=token)
 
         stage = "fetch"
         sources.check_listed_files(ctx, doc.files)
         stage = "authorize"
-        auth = authorize.authorize(doc, verified, pol, facts, started)
+        if verified.unsigned:
+            from contextd import legacy
+            auth = legacy.authorize_unsigned(doc, verified, pol)
+        else:
+            auth = authorize.authorize(doc, verified, pol, facts, started)
         rep["overridden"] = authorize.finding_dicts(auth.overridden)
         stage = "plan"
         pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
@@ -107,6 +144,10 @@ def execute(opts: Options) -> Result:
             report.finish(rep, "applied", started)
             return Result(rep, planned=planned)
         stage = "apply"
+        if ctx.scripts:
+            from contextd import legacy
+            legacy.run_pinned("prolog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
+                              opts.run_commands, opts.state)
         try:
             rep["actions"] = apply.execute(actions, opts.root, opts.state, opts.run_commands)
         except apply.ApplyFailed as exc:
@@ -115,33 +156,65 @@ def execute(opts: Options) -> Result:
             rep["not_undone"] = exc.not_undone
             raise
         _remember(opts, instance, doc.sha256, doc.serial)
-        return _done(opts, rep, "applied", started)
+        if ctx.scripts:
+            from contextd import legacy
+            legacy.run_pinned("epilog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
+                              opts.run_commands, opts.state)
+        return _done(opts, rep, "applied", started, pol=pol, vo_url=vo_url, token=token)
     except ContextdError as exc:
         if getattr(exc, "violations", None):
             rep["denied"] = [{"reason": v} for v in exc.violations]  # type: ignore[attr-defined]
         outcome = "failed" if exc.exit_code == 3 else "rejected"
-        result = _done(opts, rep, outcome, started, exc.stage or stage, exc.one_line())
+        result = _done(opts, rep, outcome, started, exc.stage or stage, exc.one_line(), pol=pol,
+                       vo_url=vo_url, token=token)
         result.error = exc
         return result
 
 
-def _fetch(opts: Options, pol: policy.Policy) -> Optional[sources.Context]:
+def _fetch(opts: Options, pol: policy.Policy, rep: Dict[str, Any]) -> Optional[sources.Context]:
+    """The named source, or detection in the policy's order; why not, in rep["detection"]."""
     if opts.source:
-        return sources.fetch(opts.source)
-    for name in pol.sources:
-        if name == "file" and pol.file_source:
-            path = filesystem.under_root(opts.root, pol.file_source)
-            if os.path.exists(path):
-                return sources.fetch("file:" + path)
-    return None
+        ctx, why = sources.open_source(opts.source, pol)
+        notes = (why,) if why else ()
+    else:
+        found = sources.detect(pol, opts.root)
+        ctx, notes = found.context, found.notes
+    if notes:
+        rep["detection"] = list(notes)
+    return ctx
 
 
 def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.datetime,
-          stage: Optional[str] = None, message: Optional[str] = None) -> Result:
+          stage: Optional[str] = None, message: Optional[str] = None, *, pol: policy.Policy,
+          vo_url: Optional[str] = None, token: Optional[str] = None) -> Result:
+    """Finish the report, write it (status --wait sees it now), log it, then deliver it."""
     report.finish(rep, outcome, started, stage, message)
     if not opts.dry_run:
         report.write(rep, opts.run)
+        p = rep.get("payload") or {}
+        logs.event(log, _LEVELS.get(outcome, logging.ERROR), "run %s%s%s" % (
+            outcome, " at %s" % stage if stage else "", ": %s" % message if message else ""),
+            terminal=False, stage=rep.get("stage", "done"), outcome=outcome,
+            payload_sha256=p.get("sha256"), vo=p.get("vo"), serial=p.get("serial"),
+            report_id=rep["report_id"], source=(rep.get("source") or {}).get("location"))
+        delivery.deliver(rep, delivery.destinations(pol, opts.root, vo_url, token), opts.spool)
     return Result(rep)
+
+
+_LEVELS = {"applied": logging.INFO, "unchanged": logging.INFO, "skipped": logging.INFO,
+           "rejected": logging.WARNING, "failed": logging.ERROR}
+
+
+def _vo_report_url(pol: policy.Policy, doc: payload.Payload,
+                   verified: Verified) -> Optional[str]:
+    """The payload's report URL when its VO signed it and may name one (the rule authorize
+    applies too); known right after parse, so a rejected payload still reports to its VO."""
+    trust = pol.trust.get(doc.vo)
+    if not doc.report_url or trust is None or "report" not in trust.allow:
+        return None
+    if len(verified.signers.get(doc.vo, ())) < max(trust.threshold, 1):
+        return None
+    return doc.report_url if glob_match(doc.report_url, trust.report_urls) else None
 
 
 def _instance_key(opts: Options, facts: Mapping[str, Optional[str]]) -> str:

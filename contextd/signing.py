@@ -1,23 +1,26 @@
 """The VO side: sign a payload into a bundle, or add a signature to an existing bundle.
 
 It refuses to sign what a site would refuse to read (not a payload/v1 document, invalid
-YAML, duplicate keys), so a VO finds out at signing time, not at boot.
+YAML, duplicate keys), so a VO finds out at signing time, not at boot. Signatures are SSH
+(a plain key, or a key with its SSH user certificate embedded) or X.509 (a robot
+certificate's key, with the certificate and its intermediates).
 """
 
-from typing import Optional
+import datetime
+from typing import Optional, Sequence, Tuple
 
 from contextd import bundle, sshsig, strictyaml
 from contextd.errors import BundleError, PayloadError, SignatureError, SigningError
 from contextd.verify import TYPE_TAG
 
 
-def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
-         key_name: str = "key") -> bytes:
-    """A bundle for `source` (a payload or a bundle) with one more signature by the key."""
-    signatures = ()
+def _collect(source: bytes, existing: Optional[bytes]
+             ) -> Tuple[bytes, Tuple[bundle.Signature, ...]]:
+    """(payload, signatures already there) from the input and an existing output bundle."""
+    signatures: Tuple[bundle.Signature, ...] = ()
     if source.startswith(bundle.MAGIC.encode()) or bundle.is_gzip(source):
         parsed = bundle.decode(source, what="input bundle")
-        payload, signatures = parsed.payload, parsed.ssh_signatures
+        payload, signatures = parsed.payload, parsed.signatures
     else:
         payload = source
     if existing is not None:
@@ -28,20 +31,71 @@ def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
         if current.payload != payload:
             raise SigningError("the existing output bundle holds a different payload",
                                "write to a new file, or sign the same payload.yaml")
-        signatures = current.ssh_signatures + tuple(
-            s for s in signatures if s not in current.ssh_signatures)
+        signatures = current.signatures + tuple(
+            s for s in signatures if s not in current.signatures)
     check_payload(payload)
-    blob = sshsig.sign(key_data, payload, key_name=key_name)
-    new_key = sshsig.parse(blob).public_key
+    return payload, signatures
+
+
+def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
+         key_name: str = "key", certificate: Optional[bytes] = None,
+         certificate_name: str = "certificate",
+         now: Optional[datetime.datetime] = None) -> bytes:
+    """A bundle for `source` (a payload or a bundle) with one more SSH signature by the key.
+
+    With `certificate` (a KEY-cert.pub file's content) the signature embeds that SSH user
+    certificate, exactly as `ssh-keygen -Y sign -f KEY-cert.pub` does.
+    """
+    payload, signatures = _collect(source, existing)
+    cert = None
+    if certificate is not None:
+        cert = sshsig.load_certificate(certificate, certificate_name)
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        if cert.cert_type != "user":
+            raise SigningError("%s is a %s certificate; sign with a user certificate"
+                               % (certificate_name, cert.cert_type))
+        if cert.valid_before < 2 ** 64 - 1 and now.timestamp() >= cert.valid_before:
+            raise SigningError("%s (key id %r) expired at %s" % (
+                certificate_name, cert.key_id, datetime.datetime.fromtimestamp(
+                    cert.valid_before, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")),
+                "ask the VO CA for a new certificate")
+        if not cert.principals:
+            raise SigningError("%s (key id %r) lists no principals; sites accept a certificate "
+                               "only for the principals they name" % (certificate_name,
+                                                                     cert.key_id),
+                               "re-issue it with 'ssh-keygen -s CA -n PRINCIPAL'")
+    blob = sshsig.sign(key_data, payload, key_name=key_name, certificate=cert)
+    new_key = sshsig.parse(blob).signing_key
     for old in signatures:
+        if isinstance(old, bundle.X509Signature):
+            continue
         try:
-            old_key = sshsig.parse(old).public_key
+            old_key = sshsig.parse(old).signing_key
         except SignatureError:
             continue
         if old_key == new_key:
             raise SigningError("the bundle is already signed by this key (%s)"
                                % sshsig.fingerprint(new_key))
     return bundle.encode(payload, bundle.armor_signatures(tuple(signatures) + (blob,)))
+
+
+def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source: bytes,
+              existing: Optional[bytes] = None, key_name: str = "key",
+              now: Optional[datetime.datetime] = None) -> bytes:
+    """A bundle for `source` with one more X.509 signature (robot key + certificate chain).
+
+    `certificates` are (file name, PEM data): the signer certificate first, then any
+    intermediates, which are all shipped after the signature block.
+    """
+    from contextd import x509sig
+
+    payload, signatures = _collect(source, existing)
+    new = x509sig.sign(key_pem, certificates, payload, key_name=key_name, now=now)
+    for old in signatures:
+        if isinstance(old, bundle.X509Signature) and old.certificates[:1] == new.certificates[:1]:
+            raise SigningError("the bundle is already signed with this certificate (%s)"
+                               % x509sig.parse(new).subject)
+    return bundle.encode(payload, bundle.armor_signatures(tuple(signatures) + (new,)))
 
 
 def check_payload(payload: bytes) -> None:

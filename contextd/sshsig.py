@@ -15,14 +15,23 @@ What it must never do:
   bounds-checked and trailing bytes are an error;
 - decide trust: it says "this key signed these bytes", the policy says whether the key counts;
 - run a subprocess, touch files or talk to ssh-agent.
+
+SSH certificates (`ssh-keygen -Y sign -f key-cert.pub` embeds the user certificate as the
+signature's public key) are parsed with cryptography's SSHCertificate API, which needs
+cryptography >= 41.0.2 (40 introduced it; 41.0.2 fixed critical-option parsing,
+CVE-2023-38325). On older versions a certificate signature is a SignatureError naming both
+versions, never an AttributeError. `verify` checks the CA's signature over the certificate;
+`certificate_problem` checks type, principals, validity and critical options against values
+the caller takes from the policy; whether the CA is trusted is the caller's decision.
 """
 
 import base64
 import binascii
+import datetime
 import hashlib
 import struct
-from dataclasses import dataclass
-from typing import Callable, Dict, NoReturn, Optional, Tuple, Type
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, NoReturn, Optional, Tuple, Type
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -70,6 +79,14 @@ RSA_MIN_BITS = 2048
 RSA_MAX_BITS = 16384
 
 _CERT_SUFFIX = "-cert-v01@openssh.com"
+# cryptography's SSHCertificate API: added in 40.0, critical options parsed correctly since
+# 41.0.2 (CVE-2023-38325). Below that, certificate signatures are refused with this message.
+CERT_MIN_CRYPTOGRAPHY = (41, 0, 2)
+# Critical options OpenSSH defines (PROTOCOL.certkeys). They restrict SSH logins, which do not
+# apply to a payload signature; any other critical option makes the certificate unusable, as
+# OpenSSH itself refuses certificates with critical options it does not know.
+KNOWN_CRITICAL_OPTIONS = ("force-command", "source-address", "verify-required")
+_FOREVER = 0xFFFFFFFFFFFFFFFF
 _OPENSSH_KEY_MAGIC = b"openssh-key-v1\x00"
 _PRIVATE_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
 _PRIVATE_END = b"-----END OPENSSH PRIVATE KEY-----"
@@ -85,6 +102,42 @@ class SshSig:
     namespace: str
     hash_alg: str  # "sha256" | "sha512"
     signature: bytes  # the inner signature blob: string sig-type + string sig
+    # For `ssh-keygen -Y sign -f key-cert.pub`: the embedded certificate (public_key is then
+    # the certificate blob and key_type its type, e.g. "ssh-ed25519-cert-v01@openssh.com").
+    certificate: Optional["SshCertificate"] = None
+
+    @property
+    def signing_key(self) -> bytes:
+        """The wire blob of the plain key that made the signature (the certified key)."""
+        return self.certificate.key_blob if self.certificate else self.public_key
+
+
+@dataclass(frozen=True)
+class SshCertificate:
+    """An OpenSSH user/host certificate, parsed; its CA signature is checked by `verify`."""
+
+    blob: bytes = field(repr=False)      # the whole certificate, SSH wire format
+    key_blob: bytes = field(repr=False)  # the certified public key, wire format (canonical)
+    key_type: str                        # the certified key's plain type, e.g. "ssh-ed25519"
+    ca_blob: bytes = field(repr=False)   # the CA's public key, wire format (canonical)
+    ca_signature_type: str       # e.g. "ssh-ed25519", "rsa-sha2-512"
+    serial: int
+    cert_type: str               # "user" | "host"
+    key_id: str
+    principals: Tuple[str, ...]
+    valid_after: int             # seconds since the epoch
+    valid_before: int            # seconds since the epoch; 2**64-1 means forever
+    critical_options: Tuple[str, ...]
+    extensions: Tuple[str, ...]
+    _parsed: object = field(default=None, repr=False, compare=False)  # cryptography's object
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key_blob)
+
+    @property
+    def ca_fingerprint(self) -> str:
+        return fingerprint(self.ca_blob)
 
 
 # --- SSH wire format ---------------------------------------------------------------------
@@ -264,6 +317,223 @@ def fingerprint(blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
+# --- certificates ------------------------------------------------------------------------
+
+
+def cryptography_version() -> str:
+    import cryptography
+
+    return str(getattr(cryptography, "__version__", "unknown"))
+
+
+def version_tuple(version: str) -> Tuple[int, ...]:
+    """(41, 0, 2) from "41.0.2" (or "41.0.2.dev1"); unparsable parts count as 0."""
+    out = []
+    for part in version.split(".")[:3]:
+        digits = ""
+        for ch in part:
+            if not ch.isdigit():
+                break
+            digits += ch
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def _show_version(version: Tuple[int, ...]) -> str:
+    return ".".join(str(n) for n in version)
+
+
+def certificate_support_problem() -> Optional[Tuple[str, str]]:
+    """(message, hint) when this cryptography cannot handle SSH certificates, else None."""
+    from cryptography.hazmat.primitives import serialization
+
+    installed = cryptography_version()
+    if (version_tuple(installed) >= CERT_MIN_CRYPTOGRAPHY
+            and hasattr(serialization, "load_ssh_public_identity")):
+        return None
+    return ("SSH certificate signatures need python cryptography >= %s, but %s is installed"
+            % (_show_version(CERT_MIN_CRYPTOGRAPHY), installed),
+            "install a newer python3-cryptography, or sign with the plain key "
+            "('ssh-keygen -Y sign -f KEY') for a site that pins it as an ssh_key signer")
+
+
+def _skip_key_fields(reader: _WireReader, key_type: str) -> None:
+    """Step over the certified key's fields in a certificate (PROTOCOL.certkeys)."""
+    if key_type == ED25519:
+        reader.string("certified key")
+    elif key_type == RSA:
+        reader.string("certified key e")
+        reader.string("certified key n")
+    else:
+        reader.string("certified key curve")
+        reader.string("certified key point")
+
+
+def _certificate_signature_type(blob: bytes, key_type: str) -> str:
+    """The CA signature's type, from our own strict walk over the certificate; _Malformed.
+
+    cryptography accepts a CA signature made with SHA-1 ("ssh-rsa"); OpenSSH no longer does,
+    and neither do we, so we need the type it does not expose.
+    """
+    reader = _WireReader(blob, "SSH certificate")
+    reader.text("certificate type")
+    reader.string("nonce")
+    _skip_key_fields(reader, key_type)
+    reader.raw(8, "serial")
+    reader.uint32("certificate kind")
+    reader.string("key id")
+    reader.string("principals")
+    reader.raw(16, "validity")
+    reader.string("critical options")
+    reader.string("extensions")
+    reader.string("reserved")
+    reader.string("signature key")
+    signature = reader.string("signature")
+    reader.end()
+    return _WireReader(signature, "CA signature").text("signature type")
+
+
+def _names(values: Iterable[bytes], what: str) -> Tuple[str, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(bytes(value).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise _Malformed("certificate %s is not valid UTF-8" % what) from None
+    return tuple(out)
+
+
+def _parse_certificate(blob: bytes, cert_type_name: str) -> SshCertificate:
+    """A certificate from its wire blob. SignatureError if unsupported; _Malformed if bad."""
+    key_type = cert_type_name[:-len(_CERT_SUFFIX)]
+    if key_type not in SUPPORTED_KEY_TYPES:
+        raise SignatureError("SSH certificates for key type %s are not supported"
+                             % _show(key_type), "use an Ed25519, ECDSA or RSA key")
+    problem = certificate_support_problem()
+    if problem:
+        raise SignatureError(*problem)
+    from cryptography.hazmat.primitives.serialization import (
+        SSHCertificate,
+        SSHCertificateType,
+        load_ssh_public_identity,
+    )
+
+    ca_signature_type = _certificate_signature_type(blob, key_type)
+    line = cert_type_name.encode("ascii") + b" " + base64.b64encode(blob)
+    try:
+        cert = load_ssh_public_identity(line)
+    # Hostile input reaches a third-party parser; whatever it raises means "invalid".
+    except Exception as exc:  # noqa: BLE001 - any failure here means "invalid certificate"
+        raise _Malformed("SSH certificate is invalid (%s)" % exc) from None
+    if not isinstance(cert, SSHCertificate):
+        raise _Malformed("public key says it is a certificate but is not one")
+    try:
+        key_blob = _wire_blob(cert.public_key())
+        ca_blob = _wire_blob(cert.signature_key())
+        fields = (cert.type, cert.key_id, cert.serial, cert.valid_principals, cert.valid_after,
+                  cert.valid_before, cert.critical_options, cert.extensions)
+    # Some parts are parsed lazily, on first access: same hostile input, same rule.
+    except Exception as exc:  # noqa: BLE001 - any failure here means "invalid certificate"
+        raise _Malformed("SSH certificate is invalid (%s)" % exc) from None
+    cert_kind, raw_key_id, serial, principals, valid_after, valid_before, options, exts = fields
+    inner_type, _ = _load_public_key(key_blob)
+    if inner_type != key_type:
+        raise _Malformed("certificate type %s holds a %s key" % (_show(cert_type_name),
+                                                                 inner_type))
+    ca_type, _ = _load_public_key(ca_blob)
+    if ca_type == RSA:
+        if ca_signature_type == "ssh-rsa":
+            raise SignatureError("SSH certificate is signed by its CA with SHA-1 ('ssh-rsa'), "
+                                 "which is not accepted",
+                                 "re-issue it with a current 'ssh-keygen -s' (rsa-sha2-512)")
+        if ca_signature_type not in _RSA_SIG_HASHES:
+            raise _Malformed("CA signature type %s does not fit an RSA CA key"
+                             % _show(ca_signature_type))
+    elif ca_signature_type != ca_type:
+        raise _Malformed("CA signature type %s does not fit the %s CA key"
+                         % (_show(ca_signature_type), ca_type))
+    kind = {SSHCertificateType.USER: "user", SSHCertificateType.HOST: "host"}.get(cert_kind)
+    if kind is None:
+        raise _Malformed("unknown certificate type %r" % cert_kind)
+    try:
+        key_id = bytes(raw_key_id).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Malformed("certificate key id is not valid UTF-8") from None
+    return SshCertificate(
+        blob=bytes(blob), key_blob=key_blob, key_type=key_type, ca_blob=ca_blob,
+        ca_signature_type=ca_signature_type, serial=int(serial), cert_type=kind,
+        key_id=key_id, principals=_names(principals, "principal"),
+        valid_after=int(valid_after), valid_before=int(valid_before),
+        critical_options=_names(sorted(options), "critical option"),
+        extensions=_names(sorted(exts), "extension"), _parsed=cert)
+
+
+def _wire_blob(key: object) -> bytes:
+    line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)  # type: ignore[attr-defined]
+    return base64.b64decode(line.split(b" ")[1])
+
+
+def load_certificate(line: bytes, name: str = "certificate") -> SshCertificate:
+    """An SSH certificate from a `KEY-cert.pub` file's content (the VO side); SigningError."""
+    fields = bytes(line).split()
+    if len(fields) < 2 or not fields[0].endswith(_CERT_SUFFIX.encode()):
+        raise SigningError("%s is not an OpenSSH certificate (KEY-cert.pub)" % name,
+                           "make one with 'ssh-keygen -s CA -I KEY_ID -n PRINCIPAL KEY.pub'")
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+        type_name = fields[0].decode("ascii")
+        if _wire_key_type(blob) != type_name:
+            raise _Malformed("the line says %s but the data is another type" % _show(type_name))
+        return _parse_certificate(blob, type_name)
+    except (ValueError, binascii.Error, _Malformed) as exc:
+        raise SigningError("%s is not a valid OpenSSH certificate: %s" % (name, exc)) from None
+    except SignatureError as exc:
+        raise SigningError("%s: %s" % (name, exc.message), exc.hint) from None
+
+
+def _utc(seconds: int) -> str:
+    if seconds >= _FOREVER:
+        return "forever"
+    try:
+        when = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return "forever"
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def certificate_problem(cert: SshCertificate, principals: Iterable[str],
+                        now: datetime.datetime, clock_skew: int = 0) -> Optional[str]:
+    """Why `cert` cannot vouch for a signer accepting `principals` at `now`, or None.
+
+    The same checks as `ssh-keygen -Y verify` with a cert-authority line: a user certificate,
+    one of the principals, valid now (give or take `clock_skew` seconds); and, as sshd does,
+    no critical option this code does not know. Extensions are ignored.
+    """
+    name = "SSH certificate %s (serial %d)" % (_show(cert.key_id), cert.serial)
+    if cert.cert_type != "user":
+        return "%s is a %s certificate; a user certificate is needed" % (name, cert.cert_type)
+    wanted = tuple(principals)
+    if not cert.principals:
+        return "%s lists no principals; it needs one of %s" % (
+            name, ", ".join(_show(p) for p in wanted))
+    if not set(cert.principals) & set(wanted):
+        return "%s is for principals %s, the site accepts %s" % (
+            name, ", ".join(_show(p) for p in cert.principals),
+            ", ".join(_show(p) for p in wanted))
+    unknown = [o for o in cert.critical_options if o not in KNOWN_CRITICAL_OPTIONS]
+    if unknown:
+        return "%s has unknown critical option%s %s" % (
+            name, "" if len(unknown) == 1 else "s", ", ".join(_show(o) for o in unknown))
+    at = int(now.timestamp())
+    window = "valid %s .. %s, now %s" % (_utc(cert.valid_after), _utc(cert.valid_before),
+                                          _utc(at))
+    if at + clock_skew < cert.valid_after:
+        return "%s is not valid yet (%s; is time synced?)" % (name, window)
+    if cert.valid_before != _FOREVER and at - clock_skew >= cert.valid_before:
+        return "%s has expired (%s)" % (name, window)
+    return None
+
+
 # --- parsing and verifying ---------------------------------------------------------------
 
 
@@ -304,7 +574,8 @@ def parse(blob: bytes) -> SshSig:
     """Parse a raw (base64-decoded) SSHSIG blob; raises SignatureError if it is malformed.
 
     Checks structure, the hash allow-list and that the signature type fits the key type;
-    the namespace and the signature itself are checked by `verify`.
+    the namespace and the signature itself are checked by `verify`. An embedded SSH
+    certificate is parsed too (cryptography >= 41.0.2, else a SignatureError saying so).
     """
     if bytes(blob[:len(MAGIC)]) != MAGIC:
         raise SignatureError("not an SSH signature (it does not start with 'SSHSIG')",
@@ -326,15 +597,21 @@ def parse(blob: bytes) -> SshSig:
             raise _Malformed("reserved field is not empty")
         _check_hash_alg(hash_alg)
         key_type = _wire_key_type(public_key)
-        problem = _key_type_problem(key_type)
-        if problem:
-            raise SignatureError(*problem)
-        _split_signature(key_type, signature)
+        certificate = None
+        if key_type.endswith(_CERT_SUFFIX):
+            certificate = _parse_certificate(public_key, key_type)
+            signing_type = certificate.key_type
+        else:
+            problem = _key_type_problem(key_type)
+            if problem:
+                raise SignatureError(*problem)
+            signing_type = key_type
+        _split_signature(signing_type, signature)
     except _Malformed as exc:
         raise SignatureError("malformed SSH signature: %s" % exc,
                              "re-create it with 'ssh-keygen -Y sign'") from None
     return SshSig(public_key=public_key, key_type=key_type, namespace=namespace,
-                  hash_alg=hash_alg, signature=signature)
+                  hash_alg=hash_alg, signature=signature, certificate=certificate)
 
 
 def _ecdsa_signature(raw: bytes) -> bytes:
@@ -363,11 +640,29 @@ def _verify_with(key_type: str, key: object, sig_type: str, raw: bytes, data: by
         key.verify(der, data, ec.ECDSA(_ECDSA[key_type][1]()))  # type: ignore[attr-defined]
 
 
+def _verify_certificate(cert: SshCertificate) -> None:
+    """The CA's signature over the certificate; SignatureError if it does not hold."""
+    if cert._parsed is None:
+        raise _Malformed("certificate was not parsed")
+    try:
+        cert._parsed.verify_cert_signature()  # type: ignore[attr-defined]
+    except InvalidSignature:
+        raise SignatureError("SSH certificate %s: the CA's signature over it does not hold "
+                             "(certificate modified?)" % _show(cert.key_id)) from None
+    # Whatever else a third-party verifier raises on hostile input means "invalid".
+    except Exception as exc:  # noqa: BLE001 - any failure here means "invalid certificate"
+        raise _Malformed("SSH certificate %s cannot be checked (%s)"
+                         % (_show(cert.key_id), exc)) from None
+
+
 def verify(sig: SshSig, message: bytes, namespace: str = NAMESPACE) -> None:
     """Check that `sig` is a valid signature over `message` in `namespace`.
 
     Returns None on success and raises SignatureError otherwise. It says nothing about
-    whether the key is trusted: compare `sig.public_key` with the policy for that.
+    whether the key is trusted: compare `sig.public_key` with the policy for that. With an
+    embedded certificate the certified key must have signed `message` and the certificate's
+    own CA signature must hold; whether that CA is trusted, and `certificate_problem`, are
+    the caller's business.
     """
     if sig.namespace != namespace:
         raise SignatureError("signature is for namespace %s, expected %s"
@@ -375,10 +670,13 @@ def verify(sig: SshSig, message: bytes, namespace: str = NAMESPACE) -> None:
                              "sign with 'ssh-keygen -Y sign -n %s'" % namespace)
     _check_hash_alg(sig.hash_alg)
     try:
-        key_type, key = _load_public_key(sig.public_key)
-        if key_type != sig.key_type:
+        key_type, key = _load_public_key(sig.signing_key)
+        expected = sig.certificate.key_type if sig.certificate else sig.key_type
+        if key_type != expected:
             raise _Malformed("key type %s does not match the public key (%s)"
                              % (_show(sig.key_type), key_type))
+        if sig.certificate is not None:
+            _verify_certificate(sig.certificate)
         sig_type, raw = _split_signature(key_type, sig.signature)
         data = _signed_data(namespace, sig.hash_alg, bytes(message))
         _verify_with(key_type, key, sig_type, raw, data)
@@ -440,11 +738,14 @@ def _private_key_type(key: object) -> Optional[str]:
 
 
 def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
-         hash_alg: str = "sha512", key_name: str = "key") -> bytes:
+         hash_alg: str = "sha512", key_name: str = "key",
+         certificate: Optional[SshCertificate] = None) -> bytes:
     """Sign `message` as `ssh-keygen -Y sign -n NAMESPACE` would; returns the raw SSHSIG blob.
 
     `private_key_data` is the content of an unencrypted OpenSSH private key file; `key_name`
-    (usually its path) only appears in error messages. Raises SigningError.
+    (usually its path) only appears in error messages. With `certificate` (see
+    `load_certificate`) the signature embeds it, as `ssh-keygen -Y sign -f KEY-cert.pub`
+    does; it must certify this very key. Raises SigningError.
     """
     fail = _signing_failure(key_name)
     if hash_alg not in _MESSAGE_HASHES:
@@ -481,6 +782,13 @@ def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
     public = key.public_key().public_bytes(  # type: ignore[union-attr]
         Encoding.OpenSSH, PublicFormat.OpenSSH)
     public_blob = base64.b64decode(public.split(b" ")[1])
+    if certificate is not None:
+        if certificate.key_blob != public_blob:
+            fail("is not the key the certificate %s certifies (it certifies %s, this key is %s)"
+                 % (_show(certificate.key_id), certificate.fingerprint,
+                    fingerprint(public_blob)),
+                 "give the private key whose KEY-cert.pub this is")
+        public_blob = certificate.blob
     signed = _signed_data(namespace, hash_alg, bytes(message))
     signature = _sign_raw(key, key_type, signed)
     return (MAGIC + struct.pack(">I", VERSION) + _string(public_blob)

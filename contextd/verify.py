@@ -1,15 +1,25 @@
 """Signature verification: the only way to obtain a `Verified` payload.
 
-It takes bytes and the policy and does no I/O. It never parses YAML: the payload is
-still opaque here, and only the type tag on its first line is checked after a trusted
-signature holds. Namespace and algorithms are fixed in code, never taken from the input.
+It takes bytes, the policy and the clock and does no I/O of its own; the one exception is
+the site's X.509 CA directory, read through an injectable loader, and only when an X.509
+signature names a signer the policy lists. It never parses YAML: the payload is still opaque
+here, and only the type tag on its first line is checked after a trusted signature holds.
+Namespace and algorithms are fixed in code, never taken from the input.
+
+Each signature is mapped to policy signers of every VO: an SSH key by key equality (a
+certificate signature also counts for an `ssh_key` signer pinning the certified key); an
+SSH certificate by its CA key, then principals, validity and critical options; an X.509
+signature by (issuer DN, subject DN), then chain and CRLs. Revoked ones are dropped. A
+signature that does not count leaves a note saying why.
 """
 
+import datetime
 import hashlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import sshsig
+from contextd.bundle import X509Signature
 from contextd.errors import SignatureError
 from contextd.policy import Policy, Signer
 
@@ -21,11 +31,31 @@ _TOKEN = object()
 class SignerMatch:
     vo: str
     signer: Signer
-    fingerprint: str
+    fingerprint: str               # SSH: the signing key's; X.509: the signer certificate's
+    key_id: Optional[str] = None   # SSH certificate: its key id
+    serial: Optional[int] = None   # SSH certificate or X.509 signer certificate serial
+    ca_fingerprint: Optional[str] = None   # SSH certificate: the CA key's
+    subject: Optional[str] = None  # X.509: the signer's subject DN (slash form)
+    issuer: Optional[str] = None   # X.509: its issuer DN
 
     @property
     def label(self) -> str:
+        """How reports name the signer: the policy id, plus the key id for SSH certificates."""
+        if self.key_id is not None:
+            return "%s:%s" % (self.signer.id, self.key_id)
         return self.signer.id
+
+    def details(self) -> Dict[str, Any]:
+        """The report's structured view of this signer (no secrets: public identifiers)."""
+        out: Dict[str, Any] = {"id": self.signer.id, "kind": self.signer.kind,
+                               "label": self.label, "fingerprint": self.fingerprint}
+        if self.key_id is not None:
+            out.update(key_id=self.key_id, serial=self.serial,
+                       ca_fingerprint=self.ca_fingerprint)
+        if self.subject is not None:
+            out.update(subject=self.subject, issuer=self.issuer,
+                       serial="%X" % self.serial if self.serial is not None else None)
+        return out
 
 
 @dataclass(frozen=True)
@@ -36,6 +66,8 @@ class Verified:
     sha256: str
     signers: Mapping[str, Tuple[SignerMatch, ...]]   # VO -> distinct trusted signers
     notes: Tuple[str, ...]                           # signatures that did not count, and why
+    # True only for legacy user-data let through by accept_unsigned_legacy (signers empty).
+    unsigned: bool = False
     _token: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -43,35 +75,73 @@ class Verified:
             raise TypeError("Verified values are made by contextd.verify.verify only")
 
 
-def verify(payload: bytes, signatures: Sequence[bytes], policy: Policy) -> Verified:
+def accept_unsigned_legacy(data: bytes, policy: Policy, kind: str = "amiconfig") -> Verified:
+    """UNSIGNED: let legacy amiconfig user-data through, only where the site opted in.
+
+    The one way unsigned bytes become a `Verified` value: the policy must say
+    `require_signature: false` *and* `legacy.amiconfig: {as_vo: VO}`. The value has no
+    signers and `unsigned=True`; `payload.parse` refuses it, only `contextd.legacy` reads it.
+    """
+    if kind != "amiconfig":
+        raise SignatureError("unsigned %s context refused: contextd accepts only amiconfig "
+                             "user-data unsigned, and only where the site allows it" % kind)
+    if policy.require_signature:
+        raise SignatureError("unsigned amiconfig user-data refused: the site policy requires "
+                             "signatures (require_signature: true)",
+                             "ask the VO for a signed contextd bundle")
+    if not policy.legacy.get("amiconfig"):
+        raise SignatureError("unsigned amiconfig user-data refused: the site policy has "
+                             "legacy.amiconfig: deny",
+                             "ask the VO for a signed contextd bundle")
+    return Verified(data=data, sha256=hashlib.sha256(data).hexdigest(), signers={},
+                    notes=("unsigned amiconfig user-data, accepted by legacy.amiconfig as VO %s"
+                           % policy.legacy["amiconfig"]["as_vo"],),
+                    unsigned=True, _token=_TOKEN)
+
+
+class _Skip(Exception):
+    """Internal: this signature does not count; the message (a whole note) says why."""
+
+
+def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
+           now: Optional[datetime.datetime] = None,
+           ca_loader: Optional[Callable[[str], Any]] = None) -> Verified:
+    """Check every signature; return the payload with the trusted signers of each VO.
+
+    `signatures` are SSHSIG blobs (bytes) and bundle.X509Signature values as the carriers
+    decode them. `now` (aware UTC; default: the current time) is the clock for certificate
+    validity and CRL freshness. `ca_loader(path)` loads the X.509 CA directory (default
+    x509sig.load_ca_dir); it is called at most once. Raises SignatureError when no
+    signature is trusted.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
     trusted: Dict[str, Dict[str, SignerMatch]] = {}
     notes: List[str] = []
-    for index, blob in enumerate(signatures, start=1):
+    trust_dir: List[Any] = []
+
+    def load_trust() -> Any:
+        if not trust_dir:
+            from contextd import x509sig
+
+            loader = ca_loader or x509sig.load_ca_dir
+            trust_dir.append(loader(str(policy.x509["ca_dir"])))
+        return trust_dir[0]
+
+    for index, sig in enumerate(signatures, start=1):
         where = "signature %d" % index
         try:
-            sig = sshsig.parse(blob)
+            if isinstance(sig, X509Signature):
+                found = _x509(sig, payload, policy, now, load_trust, notes, where)
+            else:
+                found = _ssh(bytes(sig), payload, policy, now, notes, where)
+        except _Skip as exc:
+            notes.append(str(exc))
+            continue
         except SignatureError as exc:
             notes.append("%s: %s" % (where, exc.message))
             continue
-        fp = sshsig.fingerprint(sig.public_key)
-        matches = [(vo, s) for vo, t in policy.trust.items() for s in t.signers
-                   if s.kind == "ssh_key" and s.key_blob == sig.public_key]
-        if not matches:
-            notes.append("%s: key %s is not a trusted signer for any VO" % (where, fp))
-            continue
-        revoked = [vo for vo, _ in matches if fp in policy.trust[vo].revoked.ssh_fingerprints]
-        if revoked:
-            notes.append("%s: key %s (%s) is revoked" % (where, fp, matches[0][1].id))
-            matches = [(vo, s) for vo, s in matches if vo not in revoked]
-            if not matches:
-                continue
-        try:
-            sshsig.verify(sig, payload)
-        except SignatureError as exc:
-            notes.append("%s by %s: %s" % (where, matches[0][1].id, exc.message))
-            continue
-        for vo, signer in matches:
-            trusted.setdefault(vo, {})[signer.id] = SignerMatch(vo, signer, fp)
+        for match in found:
+            trusted.setdefault(match.vo, {}).setdefault(match.signer.id, match)
     if not trusted:
         raise SignatureError("no trusted signature on payload: %s"
                              % "; ".join(notes or ["no signatures"]),
@@ -87,3 +157,80 @@ def verify(payload: bytes, signatures: Sequence[bytes], policy: Policy) -> Verif
         notes=tuple(notes),
         _token=_TOKEN,
     )
+
+
+def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
+         notes: List[str], where: str) -> List[SignerMatch]:
+    sig = sshsig.parse(blob)
+    cert = sig.certificate
+    key_fp = sshsig.fingerprint(sig.signing_key)
+    matches = [(vo, s) for vo, t in policy.trust.items() for s in t.signers
+               if s.kind == "ssh_key" and s.key_blob == sig.signing_key]
+    if cert is not None:
+        matches += [(vo, s) for vo, t in policy.trust.items() for s in t.signers
+                    if s.kind == "ssh_ca" and s.key_blob == cert.ca_blob]
+    if not matches:
+        if cert is None:
+            raise _Skip("%s: key %s is not a trusted signer for any VO" % (where, key_fp))
+        raise _Skip("%s: SSH certificate %r (key %s) is signed by CA %s, which is not a "
+                    "trusted signer for any VO" % (where, cert.key_id, key_fp,
+                                                    cert.ca_fingerprint))
+
+    kept = []
+    for vo, signer in matches:
+        revoked = policy.trust[vo].revoked
+        if key_fp in revoked.ssh_fingerprints:
+            notes.append("%s: key %s (%s) is revoked" % (where, key_fp, signer.id))
+        elif signer.kind == "ssh_ca" and cert is not None and (
+                cert.ca_fingerprint in revoked.ssh_fingerprints):
+            notes.append("%s: CA key %s (%s) is revoked" % (where, cert.ca_fingerprint,
+                                                            signer.id))
+        elif signer.kind == "ssh_ca" and cert is not None and (
+                cert.key_id in revoked.ssh_cert_key_ids):
+            notes.append("%s: SSH certificate %r (%s) is revoked" % (where, cert.key_id,
+                                                                     signer.id))
+        else:
+            kept.append((vo, signer))
+    if not kept:
+        return []
+
+    try:
+        sshsig.verify(sig, payload)
+    except SignatureError as exc:
+        raise _Skip("%s by %s: %s" % (where, kept[0][1].id, exc.message)) from None
+
+    out = []
+    for vo, signer in kept:
+        if signer.kind == "ssh_key":
+            out.append(SignerMatch(vo, signer, key_fp))
+            continue
+        assert cert is not None
+        problem = sshsig.certificate_problem(cert, signer.principals, now, policy.clock_skew)
+        if problem:
+            notes.append("%s: signer %r: %s" % (where, signer.id, problem))
+            continue
+        out.append(SignerMatch(vo, signer, key_fp, key_id=cert.key_id, serial=cert.serial,
+                               ca_fingerprint=cert.ca_fingerprint))
+    return out
+
+
+def _x509(sig: X509Signature, payload: bytes, policy: Policy, now: datetime.datetime,
+          load_trust: Callable[[], Any], notes: List[str], where: str) -> List[SignerMatch]:
+    from contextd import x509sig
+
+    signer_cert = x509sig.parse(sig)
+    matches = [(vo, s) for vo, t in policy.trust.items() for s in t.signers
+               if s.kind == "x509" and s.x509_subject == signer_cert.subject
+               and s.x509_issuer == signer_cert.issuer]
+    if not matches:
+        raise _Skip("%s: X.509 signer %r (issuer %r) is not a trusted signer for any VO"
+                    % (where, signer_cert.subject, signer_cert.issuer))
+    try:
+        x509sig.verify_signer(signer_cert, payload, policy.x509, now, load_trust)
+    except SignatureError as exc:
+        # The remedy ("run fetch-crl", "append the intermediate") belongs with the reason.
+        reason = "%s (%s)" % (exc.message, exc.hint) if exc.hint else exc.message
+        raise _Skip("%s by %s: %s" % (where, matches[0][1].id, reason)) from None
+    return [SignerMatch(vo, s, signer_cert.fingerprint, serial=signer_cert.serial,
+                        subject=signer_cert.subject, issuer=signer_cert.issuer)
+            for vo, s in matches]

@@ -13,6 +13,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+# No test reaches past this machine: HTTP(S) to anything but loopback goes to a proxy port
+# nothing listens on (payloads name https://factory.example.org; reports to it get spooled).
+os.environ.update(HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+                  NO_PROXY="127.0.0.1,localhost,::1")
+for _name in ("http_proxy", "https_proxy", "no_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(_name, None)
+
 
 def utc(delta_days: float = 0) -> str:
     t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=delta_days)
@@ -103,6 +110,7 @@ class Site:
         self.root.mkdir()
         self.run_dir = tmp / "run"
         self.state_dir = tmp / "state"
+        self.spool_dir = tmp / "spool"
         self.policy_path = tmp / "policy.yaml"
         self.policy = base_policy(keys)
         self.write_policy()
@@ -139,7 +147,8 @@ class Site:
     def run(self, source: str, *extra: str) -> Tuple[int, str, str]:
         return run_cli(["run", "--source", source, "--policy", str(self.policy_path),
                         "--root", str(self.root), "--run-dir", str(self.run_dir),
-                        "--state-dir", str(self.state_dir), *extra])
+                        "--state-dir", str(self.state_dir), "--spool-dir", str(self.spool_dir),
+                        *extra])
 
     def snapshot(self) -> Dict[str, Tuple[bytes, int]]:
         return snapshot(self.root)

@@ -42,7 +42,7 @@ def prepare_root(site):
 def run_args(site, bundle):
     return ["run", "--source", "file:%s" % bundle, "--policy", str(site.policy_path),
             "--root", str(site.root), "--run-dir", str(site.run_dir), "--state-dir",
-            str(site.state_dir), "--run-commands"]
+            str(site.state_dir), "--spool-dir", str(site.spool_dir), "--run-commands"]
 
 
 @pytest.mark.parametrize("failing", COMMANDS)

@@ -40,6 +40,7 @@ def run_with_real_puppet(site, iso, tmp_path):
     return subprocess.run([sys.executable, "-m", "contextd", "run", "--source", "iso:%s" % iso,
                            "--policy", str(site.policy_path), "--root", str(site.root),
                            "--run-dir", str(site.run_dir), "--state-dir", str(site.state_dir),
+                           "--spool-dir", str(site.spool_dir),
                            "--run-commands"], capture_output=True, text=True, env=env,
                           timeout=300)
 

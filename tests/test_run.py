@@ -161,7 +161,8 @@ def test_commands_run_with_run_commands_and_failure_rolls_back(site, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
                            "file:%s" % site.bundle(), "--policy", str(site.policy_path),
                            "--root", str(site.root), "--run-dir", str(site.run_dir),
-                           "--state-dir", str(site.state_dir), "--run-commands"],
+                           "--state-dir", str(site.state_dir), "--spool-dir",
+                           str(site.spool_dir), "--run-commands"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 3, proc.stderr
     assert "puppet agent" in proc.stderr and "rolled back" in proc.stderr
@@ -188,7 +189,8 @@ def test_commands_succeed_in_order(site, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
                            "file:%s" % site.bundle(), "--policy", str(site.policy_path),
                            "--root", str(site.root), "--run-dir", str(site.run_dir),
-                           "--state-dir", str(site.state_dir), "--run-commands"],
+                           "--state-dir", str(site.state_dir), "--spool-dir",
+                           str(site.spool_dir), "--run-commands"],
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().splitlines() == [

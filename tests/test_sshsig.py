@@ -154,18 +154,59 @@ def test_keygen_sha256_verifies(key: Key, tmp_path: Path) -> None:
         sshsig.verify(sig, PAYLOAD + b" ")
 
 
-def test_keygen_certificate_signature_rejected(tmp_path: Path, key: Key) -> None:
+CERTS_SUPPORTED = sshsig.certificate_support_problem() is None
+
+
+def test_keygen_certificate_signature(tmp_path: Path, key: Key) -> None:
+    """`-f key-cert.pub` embeds the certificate: parsed and verified with cryptography >=
+    41.0.2, a clear version message below (never an AttributeError)."""
     ca = tmp_path / "ca"
     keygen("-q", "-N", "", "-t", "ed25519", "-f", str(ca))
     pub = tmp_path / "key.pub"
     pub.write_text(key.public_line)
     (tmp_path / "key").write_bytes(key.private)
     (tmp_path / "key").chmod(0o600)
-    keygen("-q", "-s", str(ca), "-I", "id1", "-n", "signer", str(pub))
+    keygen("-q", "-s", str(ca), "-I", "id1", "-n", "signer", "-z", "7", str(pub))
     armored = keygen_sign(key, tmp_path, PAYLOAD, key_file=str(tmp_path / "key-cert.pub"))
-    with pytest.raises(SignatureError) as info:
-        sshsig.parse(dearmor(armored))
-    assert info.value.message == "SSH certificate signatures are not supported yet"
+    if not CERTS_SUPPORTED:
+        with pytest.raises(SignatureError) as info:
+            sshsig.parse(dearmor(armored))
+        assert "need python cryptography >= 41.0.2" in info.value.message
+        assert sshsig.cryptography_version() in info.value.message
+        return
+    sig = sshsig.parse(dearmor(armored))
+    cert = sig.certificate
+    assert cert is not None and sig.key_type == KEY_TYPES[key.name] + "-cert-v01@openssh.com"
+    assert (cert.key_id, cert.serial, cert.principals, cert.cert_type) == (
+        "id1", 7, ("signer",), "user")
+    assert sig.signing_key == key.blob and cert.key_blob == key.blob
+    assert cert.ca_blob == sshsig.public_key_blob(Path(str(ca) + ".pub").read_text())
+    sshsig.verify(sig, PAYLOAD)
+    check_rejected(dearmor(armored), PAYLOAD + b"x")
+
+
+def test_every_bit_flip_in_a_certificate_is_a_signature_error(tmp_path: Path) -> None:
+    ca = tmp_path / "ca"
+    keygen("-q", "-N", "", "-t", "ed25519", "-f", str(ca))
+    keygen("-q", "-N", "", "-t", "ed25519", "-f", str(tmp_path / "key"))
+    keygen("-q", "-s", str(ca), "-I", "id1", "-n", "signer", str(tmp_path / "key.pub"))
+    (tmp_path / "payload.yaml").write_bytes(PAYLOAD)
+    keygen("-Y", "sign", "-n", sshsig.NAMESPACE, "-f", str(tmp_path / "key-cert.pub"),
+           str(tmp_path / "payload.yaml"))
+    blob = dearmor((tmp_path / "payload.yaml.sig").read_text())
+    if not CERTS_SUPPORTED:
+        assert "need python cryptography >= 41.0.2" in check_rejected(blob).message
+        return
+    sig = sshsig.parse(blob)
+    start = blob.index(sig.public_key)
+    for i in range(start, start + len(sig.public_key)):
+        for bit in (0x01, 0x80):
+            bad = bytearray(blob)
+            bad[i] ^= bit
+            check_rejected(bytes(bad))
+    for n in range(start, start + len(sig.public_key), 7):
+        with pytest.raises(SignatureError):
+            sshsig.parse(blob[:n])
 
 
 # --- contextd -> ssh-keygen --------------------------------------------------------------

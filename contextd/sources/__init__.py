@@ -3,11 +3,20 @@
 A source returns a `Context`: the signed payload bytes and signature blobs, what it knows
 about the platform (facts), and a bounded reader for files the payload lists. Sources
 read; they never execute anything they find and never decide trust.
+
+Detection (`detect`) reads only the sources the policy lists, in its order: first one quick
+look at each (CD-ROMs present now, the metadata service within its budget, the file); then,
+when nothing was found and `hepix-cdrom` is listed, it waits for a late CD-ROM until
+`wait_for_source` (counted from the start of detection) runs out. So the policy's order
+decides between contexts that are there, and a slow CD-ROM is still waited for, without
+every EC2 boot first sitting out the CD-ROM wait.
 """
 
 import hashlib
+import os
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd.errors import PayloadError, SourceError, UsageError
 
@@ -23,24 +32,109 @@ class Context:
     facts: Dict[str, Optional[str]] = field(default_factory=dict)
     # Opens a file the payload lists, relative to the carrier; None for bundles.
     open_file: Optional[Callable[[str], bytes]] = field(default=None, repr=False)
+    # "amiconfig": `payload` is unsigned amiconfig INI, usable only through
+    # verify.accept_unsigned_legacy; None: a signed payload.
+    legacy: Optional[str] = None
+    # HEPiX prolog.sh / epilog.sh found on the carrier: bytes, for contextd.legacy to pin-check.
+    scripts: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    # Shown in the report's `source` (carrier variable, IMDS version, ignored MIME parts).
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
-def fetch(spec: str) -> Context:
-    """A context from `--source KIND:PATH`."""
+@dataclass(frozen=True)
+class Detection:
+    context: Optional[Context]
+    notes: Tuple[str, ...]          # why each source tried had no context
+
+
+SPEC_HINT = "use iso:PATH, dir:PATH, file:PATH or ec2:URL"
+
+
+def fetch(spec: str, policy: Any = None) -> Context:
+    """A context from `--source KIND:PATH`; SourceError when that place holds none."""
+    ctx, why = open_source(spec, policy)
+    if ctx is None:
+        raise SourceError(why)
+    return ctx
+
+
+def open_source(spec: str, policy: Any = None) -> Tuple[Optional[Context], str]:
+    """(context, "") or (None, why) for `--source KIND:PATH`.
+
+    Only `ec2:` can find "no context" (a 404 on user-data, or user-data that is not ours);
+    the other kinds name a carrier, and a carrier without a context is an error. `policy`
+    gives the EC2 budget and IMDSv1 rule (defaults without one).
+    """
     kind, sep, where = spec.partition(":")
     if not sep or not where:
-        raise UsageError("--source %r is not KIND:PATH" % spec,
-                         "use iso:PATH, dir:PATH or file:PATH")
+        raise UsageError("--source %r is not KIND:PATH" % spec, SPEC_HINT)
     if kind == "iso":
         from contextd.sources import isosource
-        return isosource.read(where)
+        return isosource.read(where), ""
     if kind == "dir":
         from contextd.sources import directory
-        return directory.read(where)
+        return directory.read(where), ""
     if kind == "file":
         from contextd.sources import bundlefile
-        return bundlefile.read(where)
-    raise UsageError("--source kind %r is not known" % kind, "use iso:, dir: or file:")
+        return bundlefile.read(where), ""
+    if kind == "ec2":
+        from contextd.sources import ec2
+        settings = policy.ec2 if policy is not None else {"imdsv1_fallback": False, "budget": 20}
+        return ec2.look(ec2.check_url(where), settings["budget"], settings["imdsv1_fallback"])
+    raise UsageError("--source kind %r is not known" % kind, SPEC_HINT)
+
+
+def detect(policy: Any, root: str = "/", udev: Any = None,
+           notify: Optional[Callable[[str], Any]] = None,
+           clock: Callable[[], float] = time.monotonic) -> Detection:
+    """The context of the first source in `policy.sources` that has one (see module doc).
+
+    `udev` replaces the real udev (tests). A source that is there but broken raises;
+    "nothing there" becomes a note.
+    """
+    from contextd import filesystem
+
+    started = clock()
+    notes: List[str] = []
+    search = None
+    for name in policy.sources:
+        ctx: Optional[Context] = None
+        why = ""
+        if name == "hepix-cdrom":
+            from contextd.sources import cdrom
+            udev = udev if udev is not None else cdrom.default_udev()
+            search = cdrom.Search()
+            ctx = cdrom.look(udev, search)
+            if ctx is None and not search.notes:
+                why = "no CD-ROM with ISO9660 media yet"
+            notes.extend("hepix-cdrom: %s" % n for n in search.notes)
+            search.notes = []
+        elif name == "ec2":
+            from contextd.sources import ec2
+            try:
+                ctx, why = ec2.look(policy.ec2["url"], policy.ec2["budget"],
+                                    policy.ec2["imdsv1_fallback"])
+            except ec2.NoService as exc:
+                why = exc.one_line()
+        elif name == "file":
+            from contextd.sources import bundlefile
+            path = filesystem.under_root(root, policy.file_source)
+            if os.path.exists(path):
+                ctx = bundlefile.read(path)
+            else:
+                why = "%s does not exist" % path
+        if why:
+            notes.append("%s: %s" % (name, why))
+        if ctx is not None:
+            return Detection(ctx, tuple(notes))
+    if search is not None and not search.context_disc:
+        left = policy.wait_for_source - (clock() - started)
+        if left > 0:
+            from contextd.sources import cdrom, sdnotify
+            ctx = cdrom.wait(udev, left, search, notify or sdnotify.notify, clock)
+            notes.extend("hepix-cdrom: %s" % n for n in search.notes)
+            return Detection(ctx, tuple(notes))
+    return Detection(None, tuple(notes))
 
 
 def check_listed_files(ctx: Context, files: Tuple[Tuple[str, str], ...]) -> None:

@@ -1,27 +1,56 @@
 """A context ISO image file or CD-ROM device, read with pycdlib, never mounted.
 
-Carries the directory layout (`contextd/payload.yaml` + `.sig`). Every read is bounded.
+Two layouts, both read here:
+
+- the contextd directory carrier: `contextd/payload.yaml` + `contextd/payload.yaml.sig`;
+- the HEPiX / OpenNebula layout: `context.sh` (parsed as data by `contextsh`) whose
+  `EC2_USER_DATA` or `USER_DATA`/`USERDATA` carries the bundle (or legacy amiconfig INI),
+  plus the site's `prolog.sh`/`epilog.sh`, handed on as bytes for `contextd.legacy`.
+
+When both are on the disc the directory carrier wins. Every read is bounded. This module
+never executes, sources or mounts anything it finds.
 """
+
+from typing import Any, Dict, Optional, Tuple
 
 from contextd import bundle, iso
 from contextd.errors import SourceError
-from contextd.sources import MAX_LISTED_FILE, Context
+from contextd.sources import MAX_LISTED_FILE, Context, contextsh, userdata
 
 PAYLOAD = "contextd/payload.yaml"
 SIGNATURES = "contextd/payload.yaml.sig"
+CONTEXT_SH = "context.sh"
+SCRIPTS = ("prolog.sh", "epilog.sh")
+MAX_CONTEXT_SH = 1024 * 1024
+MAX_SCRIPT = 1024 * 1024
+LABEL = "CONTEXT"
 
 
 def read(path: str, kind: str = "iso") -> Context:
+    """The context on the image at `path`; SourceError when it holds none."""
     with iso.IsoImage(path) as image:
-        if not image.exists(PAYLOAD):
-            raise SourceError("context ISO %s has no %s" % (path, PAYLOAD),
-                              "build it with contextd pack iso BUNDLE -o FILE")
-        if not image.exists(SIGNATURES):
-            raise SourceError("context ISO %s has no %s (unsigned?)" % (path, SIGNATURES),
-                              "sign the payload and pack the bundle again")
-        payload = image.read(PAYLOAD, limit=bundle.MAX_BUNDLE)
-        sigs = bundle.decode_signatures(image.read(SIGNATURES, limit=bundle.MAX_BUNDLE),
-                                        what="%s on %s" % (SIGNATURES, path))
+        ctx, why = from_image(image, path, kind)
+    if ctx is None:
+        raise SourceError(why, "build it with contextd pack iso BUNDLE -o FILE")
+    return ctx
+
+
+def is_context_disc(image: iso.IsoImage) -> bool:
+    """HEPiX / OpenNebula convention: label CONTEXT, or any label with context.sh or contextd/."""
+    return image.label.upper() == LABEL or image.exists(CONTEXT_SH) or image.exists("contextd")
+
+
+def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Context], str]:
+    """(context, "") or (None, why there is none) for an opened image."""
+    scripts = {name: image.read(name, limit=MAX_SCRIPT) for name in SCRIPTS
+               if image.exists(name)}
+    variables: Dict[str, str] = {}
+    facts: Dict[str, Optional[str]] = {}
+    has_context_sh = image.exists(CONTEXT_SH)
+    if has_context_sh:
+        raw = image.read(CONTEXT_SH, limit=MAX_CONTEXT_SH)
+        variables = contextsh.parse(raw, what="%s on %s" % (CONTEXT_SH, path))
+        facts = contextsh.facts(variables, raw)
 
     def open_file(rel: str) -> bytes:
         with iso.IsoImage(path) as again:
@@ -29,5 +58,35 @@ def read(path: str, kind: str = "iso") -> Context:
                 raise SourceError("payload lists %r but it is not on %s" % (rel, path))
             return again.read(rel, limit=MAX_LISTED_FILE)
 
-    return Context(kind=kind, location=path, payload=payload, signatures=sigs,
-                   open_file=open_file)
+    if image.exists("contextd") or not has_context_sh:
+        if not image.exists(PAYLOAD):
+            return None, "context ISO %s has no %s" % (path, PAYLOAD)
+        if not image.exists(SIGNATURES):
+            raise SourceError("context ISO %s has no %s (unsigned?)" % (path, SIGNATURES),
+                              "sign the payload and pack the bundle again")
+        payload = image.read(PAYLOAD, limit=bundle.MAX_BUNDLE)
+        sigs = bundle.decode_signatures(image.read(SIGNATURES, limit=bundle.MAX_BUNDLE),
+                                        what="%s on %s" % (SIGNATURES, path))
+        return Context(kind=kind, location=path, payload=payload, signatures=sigs,
+                       facts=facts, open_file=open_file, scripts=scripts), ""
+
+    found = contextsh.user_data(variables, what="%s on %s" % (CONTEXT_SH, path))
+    if found is None:
+        return None, ("context ISO %s has no %s, and its %s sets none of %s"
+                      % (path, PAYLOAD, CONTEXT_SH, ", ".join(contextsh.USER_DATA_VARS)))
+    name, data = found
+    what = "%s in %s on %s" % (name, CONTEXT_SH, path)
+    kind_of = userdata.classify(data, what=what)
+    details: Dict[str, Any] = {"variable": name}
+    if kind_of.ignored_parts:
+        details["ignored_parts"] = list(kind_of.ignored_parts)
+    if kind_of.kind == userdata.BUNDLE:
+        parsed = bundle.decode(kind_of.data, what=what)
+        return Context(kind=kind, location=path, payload=parsed.payload,
+                       signatures=parsed.ssh_signatures, facts=facts, open_file=open_file,
+                       scripts=scripts, details=details), ""
+    if kind_of.kind == userdata.AMICONFIG:
+        return Context(kind=kind, location=path, payload=kind_of.data, signatures=(),
+                       facts=facts, open_file=None, scripts=scripts, details=details,
+                       legacy="amiconfig"), ""
+    return None, kind_of.why

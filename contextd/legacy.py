@@ -1,0 +1,316 @@
+"""Migration of today's contexts: amiconfig INI user-data and the HEPiX prolog/epilog scripts.
+
+amiconfig (CernVM, `[cernvm] repositories=...`, `[condor] condor_master=...`): unsigned, so
+it reaches this module only as the `Verified` value `verify.accept_unsigned_legacy` makes
+where the site opted in (`legacy.amiconfig: {as_vo: VO}` and `require_signature: false`).
+A few keys are translated into the settings a signed payload of that VO would carry, and
+are authorized against that VO's `allow` lists and the site's `site_settings`, as a signed
+payload's are; there are no signers, serial, validity or targets to check. Every other
+key is ignored and listed in the report (names only: values may be secrets).
+
+HEPiX `prolog.sh`/`epilog.sh` from a context CD-ROM: run only when their SHA-256 equals the
+site's pin (`legacy.hepix_scripts`), the prolog just before apply and the epilog after a
+successful one, as `/bin/sh <private copy> start` (the HEPiX convention passes the phase
+as $1) with a timeout. Anything else is reported as not run, with the reason.
+
+What this module must never do: read a `Verified` value that is not `unsigned`, pass an
+amiconfig key it does not translate, run a script that does not match its pin, run one
+through a command line string, give it the CD's `context.sh` (a pinned site script that
+sourced it would execute what the VO wrote), or wait for it without a timeout.
+"""
+
+import configparser
+import datetime
+import hashlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from contextd import filesystem, plugin
+from contextd.authorize import Authorization
+from contextd.errors import ApplyError, PayloadError, PolicyViolation
+from contextd.payload import Payload
+from contextd.plugin import Decision, Finding
+from contextd.verify import Verified
+
+log = logging.getLogger("contextd.legacy")
+
+SCRIPTS = ("prolog.sh", "epilog.sh")
+SCRIPT_TIMEOUT = 300.0                 # seconds for one HEPiX script
+SCRIPT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "LC_ALL": "C"}
+MAX_SHOWN_OUTPUT = 2048                # bytes of a script's output that go to the log
+# amiconfig plugin -> contextd plugin it becomes; only these sections are translated.
+SECTIONS = {"cernvm": "cvmfs", "condor": "htcondor", "puppet": "puppet"}
+_SPLIT = re.compile(r"[\s,]+")
+
+
+# --------------------------------------------------------------------------------------
+# amiconfig
+
+
+def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime
+                    ) -> Tuple[Payload, Dict[str, Any]]:
+    """The payload the amiconfig INI amounts to, and what the report says about it."""
+    if not isinstance(verified, Verified) or not verified.unsigned:
+        raise TypeError("legacy.parse_amiconfig takes only accept_unsigned_legacy's value")
+    sections = _read_ini(verified.data)
+    enabled = _enabled(sections)
+    translated: List[str] = []
+    ignored: List[str] = []
+    docs: Dict[str, Dict[str, Any]] = {}
+    for name in sorted(sections):
+        keys = sections[name]
+        if name == "amiconfig":
+            ignored.extend("amiconfig.%s" % _safe(k) for k in sorted(keys)
+                           if k not in ("plugins", "disabled_plugins"))
+            continue
+        if name not in SECTIONS:
+            ignored.extend(["%s.%s" % (_safe(name), _safe(k)) for k in sorted(keys)]
+                           or ["[%s]" % _safe(name)])
+            continue
+        if name not in enabled:
+            ignored.extend("%s.%s (plugin not enabled in [amiconfig])" % (name, _safe(k))
+                           for k in sorted(keys))
+            continue
+        doc, used = _translate(name, keys)
+        translated.extend("%s.%s -> %s" % (name, k, target) for k, target in used)
+        unused = sorted(set(keys) - {k for k, _ in used})
+        ignored.extend("%s.%s" % (name, _safe(k)) for k in unused)
+        if doc is not None:
+            docs[SECTIONS[name]] = doc
+    if not docs:
+        raise PayloadError("amiconfig user-data holds nothing contextd translates "
+                           "(it reads [cernvm] repositories/proxy, [condor] condor_master, "
+                           "[puppet] puppet_server; ignored: %s)" % (", ".join(ignored) or "none"),
+                           "ask the VO for a signed contextd payload")
+    settings: Dict[str, Any] = {}
+    for target, doc in docs.items():
+        try:
+            settings[target] = plugin.load(target).parse_settings(doc)
+        except PayloadError as exc:
+            raise PayloadError("amiconfig user-data, translated to %s: %s"
+                               % (target, exc.message), exc.hint)
+    payload = Payload(sha256=verified.sha256, vo=as_vo, serial=0, not_before=now, expires=now,
+                      targets=(), files=(), sections=settings, report_url=None,
+                      report_token=None)
+    info = {"format": "amiconfig", "as_vo": as_vo, "translated": translated,
+            "ignored": ignored}
+    return payload, info
+
+
+def _read_ini(data: bytes) -> Dict[str, Dict[str, str]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError("amiconfig user-data is not UTF-8 text (byte %d)" % exc.start)
+    parser = configparser.ConfigParser(interpolation=None, strict=True, delimiters=("=", ":"),
+                                       comment_prefixes=("#", ";"), default_section="\0none")
+    try:
+        parser.read_string(text, source="amiconfig user-data")
+    except configparser.Error as exc:
+        raise PayloadError("amiconfig user-data: %s" % _ini_problem(exc),
+                           "amiconfig user-data is [section] lines and key = value lines")
+    out: Dict[str, Dict[str, str]] = {}
+    for section in parser.sections():
+        name = section.strip().lower()
+        if name in out:
+            raise PayloadError("amiconfig user-data: section [%s] appears twice (in other case)"
+                               % _safe(name))
+        out[name] = {key: value for key, value in parser.items(section)}
+    return out
+
+
+def _safe(name: str) -> str:
+    """A section or key name as the report shows it: printable ASCII, at most 40 characters."""
+    text = "".join(c if 0x20 < ord(c) < 0x7F else "?" for c in name)
+    return text[:40] + ("..." if len(text) > 40 else "")
+
+
+def _ini_problem(exc: configparser.Error) -> str:
+    """What configparser found, without echoing a line (it may hold a secret)."""
+    line = getattr(exc, "lineno", None)
+    if isinstance(exc, configparser.ParsingError) and exc.errors:
+        line = exc.errors[0][0]
+        return "line %s is not 'key = value' or a [section]" % line
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return "line %s sets %s.%s a second time" % (line, exc.section[:40], exc.option[:40])
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return "line %s repeats section [%s]" % (line, exc.section[:40])
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return "line %s comes before any [section]" % line
+    return type(exc).__name__
+
+
+def _enabled(sections: Mapping[str, Mapping[str, str]]) -> frozenset:
+    """The translatable sections amiconfig would have run: `[amiconfig] plugins`, if given."""
+    ami = sections.get("amiconfig", {})
+    names = set(SECTIONS)
+    if ami.get("plugins", "").strip():
+        names &= set(_SPLIT.split(ami["plugins"].strip().lower()))
+    if ami.get("disabled_plugins", "").strip():
+        names -= set(_SPLIT.split(ami["disabled_plugins"].strip().lower()))
+    return frozenset(names)
+
+
+def _translate(name: str, keys: Mapping[str, str]
+               ) -> Tuple[Optional[Dict[str, Any]], List[Tuple[str, str]]]:
+    """(settings document for the contextd plugin, [(amiconfig key, contextd field)])."""
+    if name == "cernvm":
+        repos = [r for r in _SPLIT.split(keys.get("repositories", "").strip()) if r]
+        if not repos:
+            return None, []
+        doc: Dict[str, Any] = {"repositories": repos}
+        used = [("repositories", "cvmfs.repositories")]
+        if keys.get("proxy", "").strip():
+            doc["http_proxy"] = keys["proxy"].strip()
+            used.append(("proxy", "cvmfs.http_proxy"))
+        return doc, used
+    if name == "condor":
+        master = keys.get("condor_master", "").strip()
+        if not master:
+            return None, []       # amiconfig made a central manager then: not translated
+        return ({"role": "execute", "central_manager": master},
+                [("condor_master", "htcondor.central_manager (role execute)")])
+    server = keys.get("puppet_server", "").strip()
+    if not server:
+        return None, []
+    return {"server": server}, [("puppet_server", "puppet.server")]
+
+
+def authorize_unsigned(doc: Payload, verified: Verified, policy: Any) -> Authorization:
+    """Translated amiconfig against the VO's allow lists and the site settings only.
+
+    Every violation is collected, and any one rejects the whole, as for signed payloads.
+    """
+    if not isinstance(verified, Verified) or not verified.unsigned:
+        raise TypeError("legacy.authorize_unsigned takes only accept_unsigned_legacy's value")
+    trust = policy.trust.get(doc.vo)
+    if trust is None:
+        raise PolicyViolation(["legacy.amiconfig.as_vo %r is not a VO under the policy's trust"
+                               % doc.vo])
+    violations: List[str] = []
+    decisions: Dict[str, Decision] = {}
+    denied: List[Finding] = []
+    overridden: List[Finding] = []
+    for name, settings in doc.sections.items():
+        if name not in trust.allow:
+            violations.append("site policy does not allow VO %r to configure %s"
+                              % (doc.vo, name))
+            continue
+        decision = plugin.load(name).authorize(settings, trust.allow[name],
+                                               policy.site_settings.get(name))
+        decisions[name] = decision
+        denied.extend(decision.denied)
+        overridden.extend(decision.overridden)
+    violations.extend("%s %s %s" % (f.qualified, f.value, f.reason) for f in denied)
+    if violations:
+        raise PolicyViolation(violations)
+    return Authorization(payload=doc, signers=(), decisions=decisions,
+                         overridden=tuple(overridden), report_url=None)
+
+
+# --------------------------------------------------------------------------------------
+# HEPiX prolog.sh / epilog.sh
+
+
+def check_scripts(scripts: Mapping[str, bytes], policy: Any) -> Dict[str, Dict[str, Any]]:
+    """The report's `legacy_scripts`: for each script on the carrier, whether it may run."""
+    pins = policy.legacy.get("hepix_scripts") or {}
+    out: Dict[str, Dict[str, Any]] = {}
+    for name in SCRIPTS:
+        if name not in scripts:
+            continue
+        digest = hashlib.sha256(scripts[name]).hexdigest()
+        entry: Dict[str, Any] = {"sha256": digest, "status": "not run"}
+        pin = pins.get(name)
+        if pin is None:
+            entry["reason"] = "not pinned in the policy's legacy.hepix_scripts"
+        elif pin != "sha256:" + digest:
+            entry["reason"] = "its sha256 does not match the pin in legacy.hepix_scripts"
+        else:
+            entry["pinned"] = True
+            entry["reason"] = "the run ended before %s" % (
+                "apply" if name == "prolog.sh" else "a successful apply")
+        out[name] = entry
+    return out
+
+
+def run_pinned(name: str, scripts: Mapping[str, bytes], entries: Optional[Dict[str, Any]],
+               root: str, run_commands: bool, work_dir: str,
+               timeout: float = SCRIPT_TIMEOUT) -> None:
+    """Run script `name` if `check_scripts` found it pinned; record what happened.
+
+    A failed prolog raises ApplyError (nothing has been applied yet); a failed epilog is
+    only reported, since the apply before it succeeded and stays.
+    """
+    entry = (entries or {}).get(name)
+    if entry is None or not entry.get("pinned"):
+        return
+    if root not in ("", "/") and not run_commands:
+        entry.update(status="skipped", reason="alternate root %s: scripts need --run-commands"
+                     % root)
+        return
+    data = scripts[name]
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:    # the same bytes, or nothing
+        raise ApplyError("HEPiX %s changed after its pin was checked" % name)
+    started = time.monotonic()
+    status, code, output = _run(name, data, work_dir, timeout)
+    entry.pop("reason", None)
+    entry.update(status=status, exit_code=code, ms=int((time.monotonic() - started) * 1000))
+    shown = output[-MAX_SHOWN_OUTPUT:].decode("utf-8", "replace")
+    log.log(logging.INFO if status == "ok" else logging.WARNING, "HEPiX %s: %s%s%s", name,
+            status, " (exit %s)" % code if code is not None else "",
+            "; output (tail): %s" % shown if shown.strip() else "")
+    if status == "ok":
+        return
+    what = "timed out after %gs" % timeout if status == "timeout" else "exited %s" % code
+    entry["reason"] = what
+    if name == "prolog.sh":
+        raise ApplyError("HEPiX prolog.sh %s; nothing was applied" % what,
+                         "the site's pinned prolog.sh must succeed; its output is in the log")
+
+
+def _run(name: str, data: bytes, work_dir: str, timeout: float
+         ) -> Tuple[str, Optional[int], bytes]:
+    """Run a private copy of the script: (ok|failed|timeout, exit code, output)."""
+    filesystem.private_dir(work_dir)
+    tmp = tempfile.mkdtemp(prefix="hepix-", dir=work_dir)
+    try:
+        path = os.path.join(tmp, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        # Output goes to a file, not a pipe: a child the script leaves behind cannot hold
+        # us waiting for the pipe to close.
+        with tempfile.TemporaryFile(dir=tmp) as out:
+            try:
+                proc = subprocess.Popen(["/bin/sh", path, "start"], cwd=tmp,
+                                        stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, env=dict(SCRIPT_ENV),
+                                        close_fds=True, start_new_session=True)
+            except OSError as exc:
+                raise ApplyError("cannot run HEPiX %s: %s" % (name, exc.strerror or exc))
+            try:
+                code = proc.wait(timeout=timeout)
+                status = "ok" if code == 0 else "failed"
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)   # the script and what it started
+                except OSError:
+                    pass
+                proc.wait()
+                code, status = None, "timeout"
+            out.seek(0, os.SEEK_END)
+            size = out.tell()
+            out.seek(max(0, size - MAX_SHOWN_OUTPUT))
+            output = out.read(MAX_SHOWN_OUTPUT)
+        return status, code, output
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

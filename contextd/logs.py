@@ -1,0 +1,144 @@
+"""Logging: structured journald entries when systemd-python is there, plain stderr lines otherwise.
+
+Every module logs through the standard `logging` loggers; `setup` (called once by the CLI)
+decides where records go. `event` attaches structured fields, which reach the journal as
+`CONTEXTD_<NAME>` (CONTEXTD_STAGE, CONTEXTD_OUTCOME, CONTEXTD_PAYLOAD_SHA256, CONTEXTD_VO, ...)
+so `journalctl CONTEXTD_OUTCOME=rejected` finds every rejected run.
+
+What it must never do: write a secret. Nothing logs a secret on purpose; as a second line of
+defence, every value registered with `add_secret` is replaced by `[secret]` in every message
+and field before any handler sees it.
+
+Where records go:
+- systemd-python importable: the journal gets every record (INFO and up, DEBUG with -v), with
+  its fields. A record the journal refuses (no journald running) is written to stderr instead.
+- stderr: when there is no journal module, or when stderr is not already the journal (an admin
+  at a terminal). WARNING and up, INFO with -v, or when stderr is the unit's journal stream
+  and no native journal is available (so a service still leaves an audit trail).
+- records marked `terminal=False` (the run's outcome, which the CLI prints itself) are not
+  repeated on a terminal unless -v.
+"""
+
+import logging
+import os
+import sys
+from typing import Any, Dict, List, Optional, Set
+
+SYSLOG_IDENTIFIER = "contextd"
+_SECRETS: Set[str] = set()
+_PRIORITY = ((logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))   # syslog levels
+
+
+def add_secret(value: Optional[str]) -> None:
+    """Never let `value` reach a log line, whatever a message or a command's output holds."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "[secret]")
+    return text
+
+
+def event(logger: logging.Logger, level: int, message: str, terminal: bool = True,
+          **fields: Any) -> None:
+    """Log `message` with structured fields (names become CONTEXTD_<NAME>; None is left out)."""
+    logger.log(level, "%s", message, stacklevel=2,     # CODE_FILE/LINE: the caller's
+               extra={"contextd_fields": fields, "contextd_terminal": terminal})
+
+
+def fields_of(record: logging.LogRecord) -> Dict[str, str]:
+    """The record's structured fields as journal fields, redacted."""
+    out: Dict[str, str] = {}
+    for name, value in (getattr(record, "contextd_fields", None) or {}).items():
+        if value is not None:
+            out["CONTEXTD_" + name.upper()] = redact(str(value))
+    return out
+
+
+class _TerminalFilter(logging.Filter):
+    def __init__(self, show_all: bool):
+        super().__init__()
+        self.show_all = show_all
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.show_all or getattr(record, "contextd_terminal", True)
+
+
+class _Formatter(logging.Formatter):
+    """The whole rendered line is redacted: message, traceback (which another handler may
+    already have cached on the record) and stack."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JournalHandler(logging.Handler):
+    """Native journal entries through `systemd.journal.send`, with our fields."""
+
+    def __init__(self, journal: Any, fallback: logging.Handler):
+        super().__init__()
+        self.journal = journal
+        self.fallback = fallback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            priority = next((p for level, p in _PRIORITY if record.levelno >= level), 7)
+            self.journal.send(message, PRIORITY=str(priority),
+                              SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER, LOGGER=record.name,
+                              CODE_FILE=record.pathname, CODE_LINE=str(record.lineno),
+                              CODE_FUNC=record.funcName, **fields_of(record))
+        except Exception:  # noqa: BLE001 - no journald (early boot, container): keep the line
+            self.fallback.handle(record)
+
+
+def _journal_module() -> Any:
+    try:
+        from systemd import journal  # type: ignore[import]  # optional: systemd-python
+    except ImportError:
+        return None
+    return journal if callable(getattr(journal, "send", None)) else None
+
+
+def _stderr_is_journal() -> bool:
+    """True when systemd connected our stderr to the journal ($JOURNAL_STREAM is dev:inode)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stream == "%d:%d" % (st.st_dev, st.st_ino)
+
+
+_installed: List[logging.Handler] = []
+
+
+def setup(verbose: bool = False) -> None:
+    """Route every record as the module docstring says. Safe to call again (tests do)."""
+    root = logging.getLogger()
+    for handler in _installed:
+        root.removeHandler(handler)
+    del _installed[:]
+    journal = _journal_module()
+    service = _stderr_is_journal()
+
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(_Formatter("contextd: %(message)s"))
+    stderr.addFilter(_TerminalFilter(show_all=verbose or service))
+    stderr.setLevel(logging.INFO if verbose or (service and journal is None) else logging.WARNING)
+    if journal is not None:
+        native = JournalHandler(journal, fallback=stderr)
+        native.setFormatter(_Formatter("%(message)s"))
+        native.setLevel(logging.DEBUG if verbose else logging.INFO)
+        _installed.append(native)
+    if journal is None or not service:
+        _installed.append(stderr)
+    for handler in _installed:
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # urllib3 says "Retrying (Retry(total=1 ...))" at WARNING on every retry; delivery reports
+    # the result itself, once. With -v its lines are kept as debugging aid.
+    logging.getLogger("urllib3").setLevel(logging.WARNING if verbose else logging.CRITICAL)

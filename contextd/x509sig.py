@@ -1,0 +1,548 @@
+"""X.509 signatures (DESIGN section 5): a grid robot certificate's raw signature over the payload.
+
+A VO makes one with `openssl dgst -sha256 -sign robotkey.pem payload.yaml` (RSA PKCS#1 v1.5
+or ECDSA, SHA-256) or `openssl pkeyutl -sign -rawin -inkey robotkey.pem -in payload.yaml`
+(Ed25519), and ships it with the signer certificate and any intermediates. This module parses
+that, checks the signature over the exact payload bytes, names the signer in grid slash form
+(/DC=ch/DC=cern/CN=...), validates the certificate chain against the site's IGTF-style CA
+directory and checks CRLs; it also makes such signatures for `contextd sign`.
+
+Chain validation: cryptography.x509.verification (cryptography >= 45, for custom extension
+policies; older versions get a SignatureError naming the installed and needed versions). We
+decided against a hand-written chain check that would also run on EL9's cryptography 36:
+path building, name chaining, basicConstraints/pathLen, key usage, critical-extension and
+algorithm rules are exactly what hand-written verifiers get subtly wrong, and a mistake there
+is a root compromise on every VM of the site; the maintained verifier is the safer trade. EL9
+sites keep the SSH path, which needs nothing newer than cryptography 36 for pinned keys.
+Revocation is ours: the verifier does none, so CRLs (`*.r0`, as fetch-crl writes them) are
+checked per the policy's `crl` setting (required | if-present | off) and `crl_max_stale`.
+
+What it must never do:
+- take the hash, padding or scheme from the input (SHA-256 with PKCS#1 v1.5 for RSA, ECDSA
+  with SHA-256 on NIST curves, pure Ed25519; nothing else);
+- parse a slash DN from the policy into a Name: the certificate's Name is turned into the
+  slash string one fixed way and the two strings are compared exactly;
+- abort on one unreadable file in the CA directory: anchors and CRLs load one by one, and
+  what cannot load is skipped with a warning naming the file;
+- let anything but SignatureError (SigningError when signing) out on hostile input.
+"""
+
+import datetime
+import hashlib
+import logging
+import os
+import re
+import stat
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from contextd.bundle import X509Signature
+from contextd.errors import SignatureError, SigningError
+from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
+
+log = logging.getLogger("contextd")
+
+# ExtensionPolicy (custom end-entity rules, so an IGTF robot certificate without a SAN and
+# with EKU clientAuth/emailProtection validates) arrived in cryptography 45.0.
+X509_MIN_CRYPTOGRAPHY = (45,)
+RSA_MIN_BITS = 2048
+MAX_CHAIN_DEPTH = 8
+MAX_CA_FILE = 1024 * 1024
+MAX_CA_FILES = 5000
+_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+# An EKU, when the signer certificate has one, must allow one of these (signing a document
+# as a person or robot). A serverAuth-only host certificate cannot sign payloads.
+SIGNING_EKUS = {
+    ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.CODE_SIGNING: "codeSigning",
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+}
+# OpenSSL's short names, as `openssl x509 -noout -subject -nameopt compat` prints them.
+_SHORT_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
+    "2.5.4.11": "OU", "2.5.4.5": "serialNumber", "2.5.4.4": "SN", "2.5.4.42": "GN",
+    "2.5.4.12": "title", "2.5.4.43": "initials", "2.5.4.44": "generationQualifier",
+    "2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym", "2.5.4.9": "street",
+    "2.5.4.17": "postalCode", "0.9.2342.19200300.100.1.25": "DC",
+    "0.9.2342.19200300.100.1.1": "UID", "1.2.840.113549.1.9.1": "emailAddress",
+}
+_RDN_INSIDE = re.compile(r"/[A-Za-z0-9.]+=")
+_CERT_FILE = re.compile(r"^[^.].*\.(pem|[0-9]+)$")     # <hash>.0, <hash>.1, <Alias>.pem
+_CRL_FILE = re.compile(r"^[^.].*\.r[0-9]+$")           # <hash>.r0 (fetch-crl)
+_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)"
+                       rb"-----END CERTIFICATE-----")
+
+
+@dataclass(frozen=True)
+class X509Signer:
+    """A parsed X.509 signature: who claims to have signed; nothing verified yet."""
+
+    signature: bytes = field(repr=False)
+    leaf: Any = field(repr=False)                   # x509.Certificate
+    intermediates: Tuple[Any, ...] = field(repr=False)
+    subject: str                                    # slash DN of the signer certificate
+    issuer: str                                     # slash DN of its issuer
+    serial: int
+    fingerprint: str                                # SHA256:<hex> of the signer cert DER
+
+    @property
+    def serial_hex(self) -> str:
+        return "%X" % self.serial
+
+
+@dataclass(frozen=True)
+class TrustDir:
+    """The site's CA directory as loaded: anchors and CRLs, and what was skipped."""
+
+    path: str
+    anchors: Tuple[Any, ...] = field(repr=False)                  # x509.Certificate
+    crls: Tuple[Tuple[str, Any], ...] = field(repr=False)         # (file name, CRL)
+    warnings: Tuple[str, ...] = ()
+
+
+# --- names and versions ------------------------------------------------------------------
+
+
+def slash_dn(name: Any) -> str:
+    """A Name in OpenSSL's legacy slash form, most significant RDN first (`-nameopt compat`)."""
+    parts = []
+    for rdn in name.rdns:
+        attrs = []
+        for attr in rdn:
+            oid = attr.oid.dotted_string
+            value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+            attrs.append("%s=%s" % (_SHORT_NAMES.get(oid, oid), value))
+        parts.append("+".join(attrs))
+    return "".join("/" + p for p in parts)
+
+
+def _ambiguous(name: Any) -> bool:
+    """True when a value holds what reads as another RDN ("CN=a/CN=b" vs /CN=a/CN=b)."""
+    return any(isinstance(attr.value, str) and _RDN_INSIDE.search(attr.value)
+               for attr in name)
+
+
+def support_problem() -> Optional[Tuple[str, str]]:
+    """(message, hint) when this cryptography cannot validate chains, else None."""
+    installed = cryptography_version()
+    ok = version_tuple(installed) >= X509_MIN_CRYPTOGRAPHY
+    if ok:
+        try:
+            from cryptography.x509.verification import ExtensionPolicy  # noqa: F401
+        except ImportError:
+            ok = False
+    if ok:
+        return None
+    return ("X.509 signatures need python cryptography >= %s for certificate path "
+            "validation, but %s is installed"
+            % (".".join(str(n) for n in X509_MIN_CRYPTOGRAPHY), installed),
+            "install a newer python3-cryptography, or have the VO sign with an SSH key "
+            "or SSH certificate")
+
+
+def _when(t: datetime.datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _not_before(cert: Any) -> datetime.datetime:
+    t = getattr(cert, "not_valid_before_utc", None)
+    return t if t is not None else cert.not_valid_before.replace(tzinfo=datetime.timezone.utc)
+
+
+def _not_after(cert: Any) -> datetime.datetime:
+    t = getattr(cert, "not_valid_after_utc", None)
+    return t if t is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# --- parsing and the signature over the payload -------------------------------------------
+
+
+def _load_der(der: bytes, what: str) -> Any:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return x509.load_der_x509_certificate(bytes(der))
+    # Hostile input reaches a third-party parser whose exception types vary by version.
+    except Exception as exc:  # noqa: BLE001 - any failure here means "invalid certificate"
+        raise SignatureError("%s is not a valid X.509 certificate (%s)" % (what, _short(exc)),
+                             "ship the signer certificate as written by the CA (PEM)") from None
+
+
+def parse(sig: X509Signature) -> X509Signer:
+    """The signer certificate and intermediates of an X.509 signature; SignatureError."""
+    if not sig.certificates:
+        raise SignatureError("X.509 signature has no signer certificate")
+    certs = [_load_der(der, "certificate %d of the X.509 signature" % (i + 1))
+             for i, der in enumerate(sig.certificates)]
+    leaf = certs[0]
+    for name in (leaf.subject, leaf.issuer):
+        if _ambiguous(name):
+            raise SignatureError("X.509 signer certificate DN %r has '/KEY=' inside a value, "
+                                 "so its slash form is ambiguous; it is not accepted"
+                                 % slash_dn(name))
+    return X509Signer(signature=bytes(sig.signature), leaf=leaf,
+                      intermediates=tuple(certs[1:]), subject=slash_dn(leaf.subject),
+                      issuer=slash_dn(leaf.issuer), serial=leaf.serial_number,
+                      fingerprint="SHA256:" + hashlib.sha256(sig.certificates[0]).hexdigest())
+
+
+def _check_key(key: Any, fail: Callable[[str], NoReturn]) -> None:
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < RSA_MIN_BITS:
+            fail("RSA key of %d bits is too small (minimum %d)" % (key.key_size, RSA_MIN_BITS))
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, _CURVES):
+            fail("elliptic curve %s is not supported (P-256, P-384, P-521)" % key.curve.name)
+        return
+    fail("key type %s is not supported (RSA, ECDSA or Ed25519)" % type(key).__name__)
+
+
+def verify_payload(signer: X509Signer, payload: bytes) -> None:
+    """The raw signature over `payload`, by the signer certificate's key; SignatureError."""
+    def fail(problem: str) -> NoReturn:
+        raise SignatureError("X.509 signer %r: %s" % (signer.subject, problem))
+
+    try:
+        key = signer.leaf.public_key()
+    except Exception as exc:  # noqa: BLE001 - unsupported or broken key: cannot verify
+        fail("the certificate's public key cannot be used (%s)" % _short(exc))
+    _check_key(key, fail)
+    data = bytes(payload)
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signer.signature, data)
+        elif isinstance(key, rsa.RSAPublicKey):
+            key.verify(signer.signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            key.verify(signer.signature, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise SignatureError(BAD_SIGNATURE, "sign with 'openssl dgst -sha256 -sign KEY' "
+                             "(Ed25519: 'openssl pkeyutl -sign -rawin')") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. a malformed DER ECDSA signature
+        fail("the signature is malformed (%s)" % _short(exc))
+
+
+# --- the CA directory --------------------------------------------------------------------
+
+
+def _read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError("not a regular file")
+        data = f.read(MAX_CA_FILE + 1)
+    if len(data) > MAX_CA_FILE:
+        raise OSError("larger than %d bytes" % MAX_CA_FILE)
+    return data
+
+
+def _load_anchor(data: bytes) -> Any:
+    if b"-----BEGIN" in data:
+        cert = x509.load_pem_x509_certificate(data)
+    else:
+        cert = x509.load_der_x509_certificate(data)
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise ValueError("not a CA certificate (basicConstraints CA:TRUE missing)")
+    return cert
+
+
+def _load_crl(data: bytes) -> Any:
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
+
+
+def load_ca_dir(path: str) -> TrustDir:
+    """Anchors (`*.0`, `*.<n>`, `*.pem`) and CRLs (`*.r0`) of an IGTF-style CA directory.
+
+    Each file loads on its own; one that cannot (garbage, not a CA, too large) is skipped
+    with a warning naming it. Loading warnings (e.g. cryptography's deprecation warning for
+    the IGTF roots with serial number 0) are passed on as warnings too, and the file is kept.
+    """
+    try:
+        names = sorted(os.listdir(path))
+    except OSError as exc:
+        raise SignatureError("cannot read the X.509 CA directory %s: %s"
+                             % (path, exc.strerror or exc),
+                             "install the IGTF CA bundle there or fix x509.ca_dir in the policy"
+                             ) from None
+    anchors: List[Any] = []
+    seen = set()
+    crls: List[Tuple[str, Any]] = []
+    notes: List[str] = []
+    for name in names[:MAX_CA_FILES]:
+        is_cert, is_crl = bool(_CERT_FILE.match(name)), bool(_CRL_FILE.match(name))
+        if not is_cert and not is_crl:
+            continue
+        full = os.path.join(path, name)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                data = _read(full)
+                loaded = _load_anchor(data) if is_cert else _load_crl(data)
+            # One bad file must not take the whole directory down; it is named, not hidden.
+            except Exception as exc:  # noqa: BLE001 - skip this file with a warning
+                notes.append("skipped %s: %s" % (full, _short(exc, 120)))
+                continue
+        for w in caught:
+            notes.append("%s: %s" % (full, _short(w.message, 160)))
+        if is_crl:
+            crls.append((name, loaded))
+            continue
+        der = loaded.public_bytes(Encoding.DER)
+        if der not in seen:           # <hash>.0 and <Alias>.pem are usually the same CA
+            seen.add(der)
+            anchors.append(loaded)
+    if len(names) > MAX_CA_FILES:
+        notes.append("only the first %d files of %s were read" % (MAX_CA_FILES, path))
+    for note in notes:
+        log.warning("CA directory: %s", note)
+    return TrustDir(path=path, anchors=tuple(anchors), crls=tuple(crls), warnings=tuple(notes))
+
+
+# --- chain and revocation -----------------------------------------------------------------
+
+
+def _ee_policy() -> Any:
+    """Extension rules for the signer certificate: a signing end entity, SAN optional."""
+    from cryptography.x509.verification import Criticality, ExtensionPolicy
+
+    def basic_constraints(_policy: Any, _cert: Any, value: Any) -> None:
+        if value is not None and value.ca:
+            raise ValueError("the signer certificate is a CA certificate")
+
+    def key_usage(_policy: Any, _cert: Any, value: Any) -> None:
+        if value is not None and not value.digital_signature:
+            raise ValueError("the signer certificate's keyUsage lacks digitalSignature")
+        if value is not None and value.key_cert_sign:
+            raise ValueError("the signer certificate's keyUsage asserts keyCertSign")
+
+    def extended_key_usage(_policy: Any, _cert: Any, value: Any) -> None:
+        if value is not None and not any(oid in SIGNING_EKUS for oid in value):
+            raise ValueError("the signer certificate's extendedKeyUsage allows none of %s"
+                             % ", ".join(sorted(SIGNING_EKUS.values())))
+
+    agnostic = Criticality.AGNOSTIC
+    return (ExtensionPolicy.permit_all()
+            .may_be_present(x509.BasicConstraints, agnostic, basic_constraints)
+            .may_be_present(x509.KeyUsage, agnostic, key_usage)
+            .may_be_present(x509.ExtendedKeyUsage, agnostic, extended_key_usage))
+
+
+def _check_dates(signer: X509Signer, now: datetime.datetime) -> None:
+    start, end = _not_before(signer.leaf), _not_after(signer.leaf)
+    window = "valid %s .. %s, now %s" % (_when(start), _when(end), _when(now))
+    if now < start:
+        raise SignatureError("X.509 certificate %r is not valid yet (%s; is time synced?)"
+                             % (signer.subject, window))
+    if now > end:
+        raise SignatureError("X.509 certificate %r has expired (%s)" % (signer.subject, window),
+                             "the VO must renew the robot certificate and re-sign")
+
+
+def validate_chain(signer: X509Signer, trust: TrustDir, now: datetime.datetime) -> List[Any]:
+    """The validated chain (signer first, trust anchor last); SignatureError otherwise."""
+    problem = support_problem()
+    if problem:
+        raise SignatureError(*problem)
+    from cryptography.x509.verification import (
+        ExtensionPolicy,
+        PolicyBuilder,
+        Store,
+        VerificationError,
+    )
+
+    _check_dates(signer, now)
+    if not trust.anchors:
+        raise SignatureError("no CA certificate could be loaded from %s" % trust.path,
+                             "install the IGTF CA bundle there or fix x509.ca_dir in the policy")
+    builder = (PolicyBuilder().store(Store(list(trust.anchors))).time(now)
+               .max_chain_depth(MAX_CHAIN_DEPTH)
+               .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
+                                   ee_policy=_ee_policy()))
+    try:
+        verified = builder.build_client_verifier().verify(signer.leaf,
+                                                          list(signer.intermediates))
+    except VerificationError as exc:
+        text = str(exc)
+        if "candidates exhausted with no interior errors" in text:
+            raise SignatureError(
+                "X.509 signer %r: its issuer %r is not among the trusted CAs in %s nor the "
+                "certificates shipped with the signature" % (signer.subject, signer.issuer,
+                                                            trust.path),
+                "install that CA in x509.ca_dir, or append the intermediate certificate "
+                "after the signer's") from None
+        text = re.sub(r"\s*\(encountered processing <Certificate\(.*$", "", text)
+        raise SignatureError("X.509 signer %r: certificate chain does not validate against %s: "
+                             "%s" % (signer.subject, trust.path, _short(text))) from None
+    return list(verified.chain)
+
+
+def _crl_dates(crl: Any) -> Tuple[Optional[datetime.datetime], Optional[datetime.datetime]]:
+    last = getattr(crl, "last_update_utc", None) or crl.last_update.replace(
+        tzinfo=datetime.timezone.utc)
+    nxt = getattr(crl, "next_update_utc", None)
+    if nxt is None and crl.next_update is not None:
+        nxt = crl.next_update.replace(tzinfo=datetime.timezone.utc)
+    return last, nxt
+
+
+def check_revocation(chain: Sequence[Any], trust: TrustDir, now: datetime.datetime,
+                     mode: str, max_stale: int) -> None:
+    """Every certificate in `chain` below the anchor against its issuer's CRL; SignatureError.
+
+    mode: `off` checks nothing; `if-present` checks where the directory has a CRL for the
+    issuer; `required` also rejects when it has none. A CRL must verify with the issuer's
+    key and be no more than `max_stale` seconds past its nextUpdate ("run fetch-crl").
+    """
+    if mode == "off":
+        return
+    for cert, issuer in zip(chain, chain[1:]):
+        ca = slash_dn(issuer.subject)
+        candidates = [(n, c) for n, c in trust.crls if c.issuer == issuer.subject]
+        good = []
+        for name, crl in candidates:
+            try:
+                ok = crl.is_signature_valid(issuer.public_key())
+            except Exception:  # noqa: BLE001 - an unusable CRL counts as a bad one
+                ok = False
+            if ok:
+                good.append((name, crl))
+        if not good:
+            if candidates:
+                raise SignatureError("the CRL for CA %r (%s) does not verify with the CA's key"
+                                     % (ca, ", ".join(n for n, _ in candidates)),
+                                     "run fetch-crl to replace it")
+            if mode == "required":
+                raise SignatureError("no CRL for CA %r in %s (x509.crl is required)"
+                                     % (ca, trust.path), "run fetch-crl")
+            continue
+        name, crl = max(good, key=lambda item: _crl_dates(item[1])[0])
+        _, next_update = _crl_dates(crl)
+        if next_update is not None and (
+                now - next_update).total_seconds() > max_stale:
+            raise SignatureError(
+                "the CRL for CA %r (%s) is stale: its next update was due %s (now %s, "
+                "x509.crl_max_stale %ds)" % (ca, name, _when(next_update), _when(now),
+                                             max_stale), "run fetch-crl")
+        revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if revoked is not None:
+            since = getattr(revoked, "revocation_date_utc", None) or revoked.revocation_date
+            raise SignatureError("X.509 certificate %r (serial %X) is revoked by CA %r since %s"
+                                 % (slash_dn(cert.subject), cert.serial_number, ca,
+                                    _when(since)))
+
+
+def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any],
+                  now: datetime.datetime, trust: Callable[[], TrustDir]) -> None:
+    """Everything about one X.509 signature: version, payload signature, chain, CRLs.
+
+    `settings` is the policy's `x509` section; `trust` loads the CA directory (once).
+    """
+    problem = support_problem()
+    if problem:
+        raise SignatureError(*problem)
+    if not settings.get("ca_dir"):
+        raise SignatureError("the site policy has no x509 section, so X.509 signatures "
+                             "cannot be checked",
+                             "add x509: {ca_dir: /etc/grid-security/certificates} to the policy")
+    verify_payload(signer, payload)
+    trusted = trust()
+    chain = validate_chain(signer, trusted, now)
+    check_revocation(chain, trusted, now, str(settings.get("crl", "if-present")),
+                     int(settings.get("crl_max_stale", 2 * 86400)))
+
+
+# --- signing (VO side) -------------------------------------------------------------------
+
+
+def _pem_certificates(data: bytes, name: str) -> List[Any]:
+    import base64
+
+    found = _PEM_CERT.findall(bytes(data))
+    if not found:
+        raise SigningError("%s holds no PEM certificate (BEGIN CERTIFICATE)" % name)
+    out = []
+    for body in found:
+        try:
+            out.append(x509.load_der_x509_certificate(base64.b64decode(b"".join(body.split()))))
+        except Exception as exc:  # noqa: BLE001 - any failure means "not a certificate"
+            raise SigningError("%s holds an invalid certificate (%s)"
+                               % (name, _short(exc))) from None
+    return out
+
+
+def _spki(key: Any) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def sign(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], payload: bytes,
+         key_name: str = "key", now: Optional[datetime.datetime] = None) -> X509Signature:
+    """An X.509 signature over `payload`, as `openssl dgst -sha256 -sign` / `pkeyutl` make it.
+
+    `certificates` are (name, PEM data) of files: the first certificate found is the signer,
+    every further one an intermediate, in order. Raises SigningError.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(bytes(key_pem), password=None)
+    except TypeError:
+        raise SigningError("private key '%s' is passphrase-protected, which contextd cannot use"
+                           % key_name, "sign with an unencrypted copy kept safe, or with "
+                           "'openssl dgst -sha256 -sign KEY' and cat (see README)") from None
+    except Exception as exc:  # noqa: BLE001 - any failure means "not a usable key file"
+        raise SigningError("private key '%s' is not a PEM private key (%s)"
+                           % (key_name, _short(exc)),
+                           "give the robot certificate's key, e.g. robotkey.pem") from None
+    certs: List[Any] = []
+    for name, data in certificates:
+        certs.extend(_pem_certificates(data, name))
+    if not certs:
+        raise SigningError("no signer certificate given", "pass --x509-cert CERT.pem")
+    leaf = certs[0]
+    subject = slash_dn(leaf.subject)
+
+    def fail(problem: str) -> NoReturn:
+        raise SigningError("private key '%s': %s" % (key_name, problem))
+
+    if _spki(key.public_key()) != _spki(leaf.public_key()):
+        raise SigningError("private key '%s' does not belong to certificate %r"
+                           % (key_name, subject), "give the key of the signer certificate")
+    _check_key(leaf.public_key(), fail)
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now > _not_after(leaf):
+        raise SigningError("certificate %r expired at %s" % (subject, _when(_not_after(leaf))),
+                           "renew the robot certificate first")
+    data = bytes(payload)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.sign(data)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        raw = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        raw = key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr,call-arg]
+    return X509Signature(signature=raw,
+                         certificates=tuple(c.public_bytes(Encoding.DER) for c in certs))

@@ -1,0 +1,16 @@
+# A real boot (DESIGN section 1: contextd runs at every boot of a VM): `make e2e-vm` boots the
+# RPM's payload in a Debian bookworm VM under qemu (software emulation, no network device) with
+# a signed context ISO, a tampered one and none, and checks outcome, files and HTCondor.
+# See packaging/e2e/run-e2e.sh. The image is cached in E2E_CACHE, keyed by its package list.
+#   make e2e-vm E2E_SCENARIOS="signed"     one scenario;  E2E_SOURCE=iso  without detection
+E2E_APT       := debootstrap qemu-system-x86 e2fsprogs cpio rpm openssh-client python3 coreutils
+E2E_SCENARIOS ?=
+export E2E_CACHE E2E_OUT E2E_BOOT_TIMEOUT E2E_SOURCE
+
+.PHONY: e2e-vm
+RPM_LINK ?= build/rpm/contextd.rpm
+e2e-vm: $(RPM_LINK)
+	@packaging/ci/apt-ensure $(E2E_APT)
+	packaging/e2e/run-e2e.sh $(RPM_LINK) $(E2E_SCENARIOS)
+
+CI_TARGETS += e2e-vm

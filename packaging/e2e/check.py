@@ -1,0 +1,162 @@
+"""check.py SCENARIO DIR: judge one e2e boot from what the guest said and what is on its disk.
+
+DIR holds result.log (the guest's JSON, base64 between marker lines on ttyS1), console.log
+(the kernel console, where contextd.service's output also goes) and disk.img (the guest's
+root file system after power-off, read with debugfs: evidence that does not depend on the
+guest telling the truth about itself). Prints one line per check; exit 1 when any failed.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+SECRET = "e2e-secret-token-never-in-a-report"
+CONDOR_CONF = "/etc/condor/config.d/50-contextd.conf"
+TOKEN = "/etc/condor/tokens.d/contextd.token"
+CVMFS = "/etc/cvmfs/default.local"
+CONDOR_MARK = "/var/lib/fake-condor/started"
+CVMFS_LOG = "/var/log/fake-cvmfs_config.log"
+WAIT_FOR_SOURCE_MS = 10000
+
+
+class Checks:
+    def __init__(self, scenario):
+        self.scenario = scenario
+        self.failed = 0
+
+    def check(self, ok, what, detail=""):
+        print("  %s %s%s" % ("ok  " if ok else "FAIL", what, "" if ok else ": %s" % detail))
+        self.failed += 0 if ok else 1
+
+
+def guest_result(path):
+    text = open(path, "rb").read().decode("ascii", "replace").replace("\r", "")
+    m = re.search(r"E2E-RESULT-BEGIN\n(.*?)E2E-RESULT-END", text, re.S)
+    if not m:
+        raise SystemExit("  FAIL no E2E-RESULT block in %s: the guest never reported" % path)
+    return json.loads(base64.b64decode("".join(m.group(1).split())))
+
+
+def debugfs(disk, request):
+    p = subprocess.run(["debugfs", "-R", request, disk], capture_output=True, timeout=60)
+    return p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+def on_disk(disk, path):
+    """(mode, uid, content) of a file in the image, or None when it is not there."""
+    out, err = debugfs(disk, "stat %s" % path)
+    if "File not found" in err or not out:
+        return None
+    text = out.decode("utf-8", "replace")
+    mode = re.search(r"Mode:\s+(\d+)", text)
+    uid = re.search(r"User:\s+(\d+)", text)
+    content, _ = debugfs(disk, "cat %s" % path)
+    return (int(mode.group(1), 8) if mode else None, int(uid.group(1)) if uid else None, content)
+
+
+def main(scenario, directory):
+    c = Checks(scenario)
+    res = guest_result(os.path.join(directory, "result.log"))
+    console = open(os.path.join(directory, "console.log"), "rb").read().decode("utf-8", "replace")
+    disk = os.path.join(directory, "disk.img")
+    files = res["files"]
+    ctx = res["units"]["contextd.service"]
+    condor = res["units"]["condor.service"]
+    try:
+        report = json.loads(files["/run/contextd/report.json"]["text"])
+    except (KeyError, ValueError):
+        report = {}
+    print("e2e %s: outcome %s%s" % (scenario, report.get("outcome"),
+                                    " (%s: %s)" % (report.get("stage"), report.get("message"))
+                                    if report.get("message") else ""))
+    wait = res["status_wait"]
+
+    # Every scenario: contextd ran once, said so on the console, leaked no secret, and the
+    # generator left contextd.service alone (this policy does not read ec2).
+    c.check(ctx.get("ConditionResult") == "yes", "contextd.service ran (conditions met)", ctx)
+    c.check("contextd:" in console, "contextd's output reached the console")
+    everything = json.dumps(res) + console
+    c.check(SECRET not in everything, "the HTCondor token appears in no report, log or console")
+    c.check(not res["generator_dropin"], "no network-online drop-in (policy has no ec2)")
+    c.check("network-online.target" not in ctx.get("Wants", ""),
+            "contextd.service does not pull in network-online.target", ctx.get("Wants"))
+    c.check(res["units"]["contextd-report.timer"].get("UnitFileState") == "enabled",
+            "contextd-report.timer enabled by the preset")
+
+    if scenario == "signed":
+        c.check(report.get("outcome") == "applied", "outcome applied", report.get("message"))
+        c.check(wait["exit"] == 0, "contextd status --wait exits 0", wait)
+        c.check((ctx.get("Result"), ctx.get("ExecMainStatus")) == ("success", "0"),
+                "contextd.service succeeded", ctx)
+        c.check(report.get("source", {}).get("kind") in ("hepix-cdrom", "iso"),
+                "source is the CD-ROM", report.get("source"))
+        conf = files[CONDOR_CONF]
+        c.check(conf.get("exists") and conf["mode"] == "0644" and conf["uid"] == 0,
+                "%s written 0644 root" % CONDOR_CONF, conf)
+        c.check("atlas-cm.cern.ch" in conf.get("text", "")
+                and "e2e-signed-worker" in conf.get("text", ""),
+                "HTCondor config has the payload's central manager and VMType")
+        tok = files[TOKEN]
+        c.check(tok.get("exists") and tok["mode"] == "0600" and tok["uid"] == 0,
+                "%s written 0600 root" % TOKEN, tok)
+        c.check(tok.get("sha256") == hashlib.sha256(SECRET.encode()).hexdigest()
+                or tok.get("sha256") == hashlib.sha256((SECRET + "\n").encode()).hexdigest(),
+                "token file holds the payload's token")
+        cv = files[CVMFS]
+        c.check(cv.get("exists") and "atlas.cern.ch" in cv.get("text", ""),
+                "%s lists the repositories" % CVMFS, cv)
+        c.check("cvmfs_config setup" in files[CVMFS_LOG].get("text", ""),
+                "cvmfs_config setup ran", files[CVMFS_LOG])
+        c.check(files[CONDOR_MARK].get("exists") and condor.get("ActiveState") == "active"
+                and condor.get("UnitFileState") == "enabled",
+                "condor enabled and started", condor)
+        exited = int(ctx.get("ExecMainExitTimestampMonotonic") or 0)
+        started = int(condor.get("ActiveEnterTimestampMonotonic") or 0)
+        c.check(exited and started >= exited, "condor started only after contextd finished",
+                "contextd exited at %s, condor active at %s" % (exited, started))
+        d = on_disk(disk, TOKEN)
+        c.check(d is not None and d[0] & 0o7777 == 0o600 and d[1] == 0,
+                "on disk: token 0600 root", d and d[:2])
+        d = on_disk(disk, CONDOR_CONF)
+        c.check(d is not None and hashlib.sha256(d[2]).hexdigest() == conf.get("sha256"),
+                "on disk: HTCondor config as the guest saw it")
+        c.check(on_disk(disk, CONDOR_MARK) is not None, "on disk: condor's start recorded")
+    elif scenario == "tampered":
+        c.check(report.get("outcome") == "rejected", "outcome rejected", report.get("outcome"))
+        c.check(report.get("stage") == "verify", "rejected at the verify stage",
+                report.get("stage"))
+        c.check(wait["exit"] == 1, "contextd status --wait exits 1", wait)
+        c.check((ctx.get("Result"), ctx.get("ExecMainStatus")) == ("exit-code", "1"),
+                "contextd.service failed with exit 1", ctx)
+        for path in (CONDOR_CONF, TOKEN, CVMFS, CVMFS_LOG, CONDOR_MARK,
+                     "/var/lib/contextd/applied.json"):
+            c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
+            c.check(on_disk(disk, path) is None, "on disk: nothing at %s" % path)
+        c.check((condor.get("ActiveState"), condor.get("UnitFileState")) == ("inactive", "disabled"),
+                "HTCondor never enabled or started", condor)
+        c.check("systemctl" not in json.dumps(report.get("actions", [])),
+                "no systemctl action attempted", report.get("actions"))
+    elif scenario == "nocd":
+        c.check(report.get("outcome") == "skipped", "outcome skipped", report.get("outcome"))
+        c.check(wait["exit"] == 0, "contextd status --wait exits 0", wait)
+        c.check((ctx.get("Result"), ctx.get("ExecMainStatus")) == ("success", "0"),
+                "contextd.service succeeded", ctx)
+        c.check(int(report.get("duration_ms") or 0) >= WAIT_FOR_SOURCE_MS - 500,
+                "waited wait_for_source (10s) for a late CD-ROM",
+                "%s ms" % report.get("duration_ms"))
+        for path in (CONDOR_CONF, TOKEN, CVMFS, CONDOR_MARK):
+            c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
+        c.check(condor.get("ActiveState") == "inactive", "HTCondor not started", condor)
+    else:
+        raise SystemExit("unknown scenario %s" % scenario)
+    if c.failed:
+        print("  contextd's journal:\n    " + res.get("journal", "").replace("\n", "\n    "))
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2]))

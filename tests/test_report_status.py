@@ -1,0 +1,88 @@
+"""`contextd status --wait`: pilots block until this boot's run has finished and get its exit
+code; a report left from an earlier boot does not count, whatever the clock did."""
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+from contextd import report
+
+
+def status_waiting(site, *extra):
+    return subprocess.Popen([sys.executable, "-m", "contextd", "status", "--run-dir",
+                             str(site.run_dir), "--wait", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def old_report(site, **host):
+    """A finished report as an earlier run left it."""
+    site.run_dir.mkdir(parents=True, exist_ok=True)
+    rep = {"schema": report.SCHEMA, "report_id": uuid.uuid4().hex, "outcome": "applied",
+           "started_at": "2020-01-01T00:00:00.000000Z",
+           "finished_at": "2020-01-01T00:00:01.000000Z", "host": host}
+    (site.run_dir / "report.json").write_text(json.dumps(rep))
+    return rep
+
+
+def test_wait_blocks_until_the_run_finishes(site):
+    waiter = status_waiting(site, "--timeout", "60")
+    time.sleep(1.0)
+    assert waiter.poll() is None                      # nothing to report yet: still waiting
+    code, out, err = site.run("file:%s" % site.bundle())
+    assert code == 0, err
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 0, err
+    assert out.startswith("applied at ") and "VO atlas serial 2026112401" in out
+
+
+def test_wait_returns_the_runs_exit_code_and_json(site, payload_doc):
+    old_report(site, boot_id="not-this-boot")
+    waiter = status_waiting(site, "--timeout", "60", "--json")
+    time.sleep(1.0)
+    assert waiter.poll() is None                      # the earlier boot's report does not count
+    payload_doc["cvmfs"]["repositories"] = ["evil.example.com"]
+    assert site.run("file:%s" % site.bundle(payload_doc))[0] == 1
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 1, err
+    rep = json.loads(out)
+    assert rep["outcome"] == "rejected" and rep["host"]["boot_id"] == report.boot_id()
+
+
+def test_earlier_boot_times_out_with_one_line(site):
+    old_report(site, boot_id="not-this-boot")
+    started = time.monotonic()
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+                              "--timeout", "1")
+    assert code == 1 and time.monotonic() - started < 20
+    assert "timed out after 1s" in err and len(err.strip().splitlines()) == 1
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir))   # no --wait: last run
+    assert code == 0 and out.startswith("applied at 2020-01-01")
+
+
+def test_this_boot_counts_even_when_the_clock_moved_past_it(site):
+    """The run wrote its report before NTP stepped the clock: btime moved, the boot id not."""
+    old_report(site, boot_id=report.boot_id())
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+                              "--timeout", "5")
+    assert code == 0 and out.startswith("applied at 2020-01-01"), err
+
+
+def test_report_without_boot_id_falls_back_to_the_clock(site):
+    old_report(site)                                  # from 2020: before this boot
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+                              "--timeout", "0.5")
+    assert code == 1 and "timed out" in err
+    rep = json.loads((site.run_dir / "report.json").read_text())
+    rep["started_at"] = report.iso_time(report.datetime.datetime.now(
+        report.datetime.timezone.utc))
+    (site.run_dir / "report.json").write_text(json.dumps(rep))
+    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+                              "--timeout", "5")
+    assert code == 0, err
+
+
+def test_boot_id_is_this_kernels():
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        assert report.boot_id() == f.read().strip()
