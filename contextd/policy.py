@@ -25,6 +25,7 @@ _DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _VO = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+_ABSOLUTE = re.compile(r"/[^\x00-\x1f]*")      # an absolute path, no control characters
 _SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
@@ -152,7 +153,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     fr = r.mapping("file")
     if fr is not None:
         fr.only(["path"])
-        file_source = fr.str("path", required=True, pattern=re.compile(r"^/"), what="absolute path")
+        file_source = fr.str("path", required=True, pattern=_ABSOLUTE, what="absolute path")
     if "file" in sources and file_source is None:
         raise r.fail("sources", "lists 'file' but the policy has no file.path")
 

@@ -265,3 +265,26 @@ def test_unchanged_does_not_recheck_the_clock(site, payload_doc, tmp_path):
     code, _, err = site.run("file:%s" % bundle)
     assert code == 0, err
     assert site.report()["outcome"] == "unchanged"
+
+
+def test_detection_reads_the_file_source_named_in_the_policy(site):
+    bundle = site.bundle()
+    target = site.root / "var/lib/contextd-input/user-data"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(gzip.compress(bundle.read_bytes()))
+    site.policy["sources"] = ["file"]
+    site.policy["file"] = {"path": "/var/lib/contextd-input/user-data"}
+    site.write_policy()
+    code, out, err = subprocess_run(site, "--json")
+    assert code == 0, err
+    assert json.loads(out)["outcome"] == "applied"
+    target.unlink()
+    code, out, err = subprocess_run(site)
+    assert code == 0, err
+    assert site.report()["outcome"] == "skipped"
+
+
+def subprocess_run(site, *extra):
+    from conftest import run_cli
+    return run_cli(["run", "--policy", str(site.policy_path), "--root", str(site.root),
+                    "--run-dir", str(site.run_dir), "--state-dir", str(site.state_dir), *extra])
