@@ -6,23 +6,24 @@ decides where records go. `event` attaches structured fields, which reach the jo
 so `journalctl CONTEXTD_OUTCOME=rejected` finds every rejected run.
 
 What it must never do: write a secret. Nothing logs a secret on purpose; as a second line of
-defence, every value registered with `add_secret` is replaced by `[secret]` in every message
-and field before any handler sees it.
+defence, every value registered with `add_secret` (the run registers the payload's secret
+fields) is replaced by `[secret]` in every line, traceback and field this module writes.
 
 Where records go:
-- systemd-python importable: the journal gets every record (INFO and up, DEBUG with -v), with
-  its fields. A record the journal refuses (no journald running) is written to stderr instead.
-- stderr: when there is no journal module, or when stderr is not already the journal (an admin
-  at a terminal). WARNING and up, INFO with -v, or when stderr is the unit's journal stream
-  and no native journal is available (so a service still leaves an audit trail).
-- records marked `terminal=False` (the run's outcome, which the CLI prints itself) are not
-  repeated on a terminal unless -v.
+- The journal, when systemd-python is importable: every record, INFO and up (DEBUG with -v),
+  with its fields. A record the journal refuses (no journald running) goes to stderr instead.
+- stderr, unless the journal gets the records and stderr is the journal too (a service):
+  WARNING and up at a terminal, INFO and up with -v or when stderr is the unit's journal
+  stream (a service without systemd-python still leaves its audit trail).
+- At a terminal, records marked `terminal=False` (the run's outcome, which the CLI prints
+  itself; deliveries, which the journal and `report flush` tell) need -v.
 """
 
+import dataclasses
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Set
 
 SYSLOG_IDENTIFIER = "contextd"
 _SECRETS: Set[str] = set()
@@ -33,6 +34,24 @@ def add_secret(value: Optional[str]) -> None:
     """Never let `value` reach a log line, whatever a message or a command's output holds."""
     if value and len(value) >= 4:
         _SECRETS.add(value)
+
+
+def add_secrets_of(value: Any) -> None:
+    """Register every string field that a dataclass marks `repr=False` (contextd's mark for a
+    secret: the payload's report.token, a plugin's token), in `value` and what it holds."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name, None)
+            if not f.repr and isinstance(item, str):
+                add_secret(item)
+            else:
+                add_secrets_of(item)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            add_secrets_of(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            add_secrets_of(item)
 
 
 def redact(text: str) -> str:

@@ -108,7 +108,7 @@ def execute(opts: Options) -> Result:
                 verified, pol.legacy["amiconfig"]["as_vo"], started)
         else:
             doc = payload.parse(verified)
-        logs.add_secret(doc.report_token)
+        logs.add_secrets_of(doc)            # report.token, htcondor.token, ...: never logged
         vo_url, token = _vo_report_url(pol, doc, verified), doc.report_token
         rep["payload"] = {"sha256": doc.sha256, "vo": doc.vo, "serial": doc.serial,
                           "signers": sorted(m.label for m in verified.signers.get(doc.vo, ())),

@@ -194,3 +194,11 @@ def test_stderr_is_journal_compares_device_and_inode(monkeypatch, tmp_path):
         assert not logs._stderr_is_journal()
         monkeypatch.delenv("JOURNAL_STREAM")
         assert not logs._stderr_is_journal()
+
+
+def test_the_payloads_secret_fields_are_registered_by_the_run(site, no_journal, capsys):
+    assert run_in_process(site, site.bundle(), "-v") == 0
+    logging.getLogger("contextd.apply").warning("puppet said: %s and %s", TOKEN, REPORT_TOKEN)
+    err = capsys.readouterr().err
+    assert TOKEN not in err and REPORT_TOKEN not in err
+    assert "puppet said: [secret] and [secret]" in err

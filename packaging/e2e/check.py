@@ -75,10 +75,8 @@ def main(scenario, directory):
                                     if report.get("message") else ""))
     wait = res["status_wait"]
 
-    # Every scenario: contextd ran once, said so on the console, leaked no secret, and the
-    # generator left contextd.service alone (this policy does not read ec2).
-    c.check(ctx.get("ConditionResult") == "yes", "contextd.service ran (conditions met)", ctx)
-    c.check("contextd:" in console, "contextd's output reached the console")
+    # Every scenario: leaked no secret, left contextd.service alone in the generator (this
+    # policy does not read ec2), and the report timer's service works.
     everything = json.dumps(res) + console
     c.check(SECRET not in everything, "the HTCondor token appears in no report, log or console")
     c.check(not res["generator_dropin"], "no network-online drop-in (policy has no ec2)")
@@ -86,6 +84,16 @@ def main(scenario, directory):
             "contextd.service does not pull in network-online.target", ctx.get("Wants"))
     c.check(res["units"]["contextd-report.timer"].get("UnitFileState") == "enabled",
             "contextd-report.timer enabled by the preset")
+    flush = res["units"]["contextd-report.service"]
+    if scenario == "killswitch":
+        c.check(res["report_flush"]["exit"] == 0, "systemctl start contextd-report.service ran",
+                res["report_flush"])
+    else:
+        c.check(res["report_flush"]["exit"] == 0 and flush.get("Result") == "success",
+                "contextd-report.service (contextd report flush) succeeded",
+                (res["report_flush"], flush))
+        c.check(ctx.get("ConditionResult") == "yes", "contextd.service ran (conditions met)", ctx)
+        c.check("contextd:" in console, "contextd's output reached the console")
 
     if scenario == "signed":
         c.check(report.get("outcome") == "applied", "outcome applied", report.get("message"))
@@ -151,6 +159,17 @@ def main(scenario, directory):
         for path in (CONDOR_CONF, TOKEN, CVMFS, CONDOR_MARK):
             c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
         c.check(condor.get("ActiveState") == "inactive", "HTCondor not started", condor)
+    elif scenario == "killswitch":
+        # contextd=off on the kernel command line, the signed ISO in the drive: nothing runs.
+        c.check(ctx.get("ConditionResult") == "no", "contextd.service skipped by its condition",
+                ctx)
+        c.check(not files["/run/contextd/report.json"].get("exists"), "no report: no run")
+        for path in (CONDOR_CONF, TOKEN, CVMFS, CONDOR_MARK):
+            c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
+        c.check(condor.get("ActiveState") == "inactive", "HTCondor not started", condor)
+        c.check(res["units"]["contextd-report.timer"].get("ActiveState") == "inactive",
+                "contextd-report.timer not armed either",
+                res["units"]["contextd-report.timer"])
     else:
         raise SystemExit("unknown scenario %s" % scenario)
     if c.failed:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make e2e-vm: boot the contextd RPM's payload in a real VM, three times.
 #
-# usage: run-e2e.sh RPM [SCENARIO...]     scenarios: signed tampered nocd (default: all)
+# usage: run-e2e.sh RPM [SCENARIO...]     scenarios: signed tampered nocd killswitch (default: all)
 #
 # The image is Debian bookworm from debootstrap (build-image.sh, cached by its package list)
 # with Debian's own python3 libraries. contextd goes in from the RPM's payload, unchanged, at
@@ -22,7 +22,7 @@ repo=$(cd "$here/../.." && pwd)
 rpm=$(readlink -f "${1:?usage: run-e2e.sh RPM [SCENARIO...]}")
 shift
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd killswitch)
 cache=${E2E_CACHE:-/var/cache/contextd-e2e}
 out=$(mkdir -p "${E2E_OUT:-$repo/build/e2e}" && cd "${E2E_OUT:-$repo/build/e2e}" && pwd)
 boot_timeout=${E2E_BOOT_TIMEOUT:-420}
@@ -34,13 +34,12 @@ log() { echo "e2e: $*"; }
 # After a failed boot: contextd's journal from the disk (persistent journal in the image).
 post_mortem() {
     local dir=$1
-    rm -rf "$dir/journal" && mkdir -p "$dir/journal"
-    debugfs -R "rdump /var/log/journal $dir/journal" "$dir/disk.img" >/dev/null 2>&1 || return 0
+    rm -rf "$dir/journal"
+    debugfs -R "rdump /var/log/journal $dir" "$dir/disk.img" >/dev/null 2>&1 || return 0
     echo "e2e: the guest's journal for contextd, condor, e2e-report (from its disk):" >&2
-    journalctl -D "$dir/journal" -b -o short-monotonic --no-pager \
-        -u contextd.service -u condor.service -u e2e-report.service 2>/dev/null | tail -n 60 >&2 || true
+    journalctl -D "$dir/journal" -o short-monotonic --no-pager \
+        -u contextd.service -u condor.service -u e2e-report.service 2>&1 | tail -n 60 >&2 || true
 }
-fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
 t0=$(date +%s)
 
 image=$("$here/build-image.sh" "$cache")
@@ -111,10 +110,11 @@ if [ "$source_mode" = iso ]; then
     printf '[Service]\nExecStart=\nExecStart=/usr/bin/contextd run --source iso:/dev/sr0\n' \
         >"$tree/etc/systemd/system/contextd.service.d/e2e-source.conf"
 fi
-install -m 0644 "$here/guest/condor.service" "$here/guest/e2e-report.service" "$tree/etc/systemd/system/"
+install -m 0644 "$here/guest/condor.service" "$here/guest/e2e-report.service" \
+    "$here/guest/e2e-watchdog.service" "$here/guest/e2e-watchdog.timer" "$tree/etc/systemd/system/"
 install -m 0755 "$here/guest/cvmfs_config" "$tree/usr/local/bin/cvmfs_config"
-install -m 0755 "$here/guest/e2e-report" "$tree/usr/local/sbin/e2e-report"
-chroot "$tree" systemctl enable e2e-report.service >/dev/null 2>&1
+install -m 0755 "$here/guest/e2e-report" "$here/guest/e2e-watchdog" "$tree/usr/local/sbin/"
+chroot "$tree" systemctl enable e2e-report.service e2e-watchdog.timer >/dev/null 2>&1
 [ "$(chroot "$tree" systemctl is-enabled condor.service)" = disabled ] || fail "condor.service must start disabled"
 mkfs.ext4 -q -F -L e2e-root -d "$tree" "$out/root.img" 2G
 rm -rf "$tree"
@@ -128,11 +128,14 @@ for scenario in "${scenarios[@]}"; do
     mkdir -p "$dir"
     cp --sparse=always "$out/root.img" "$dir/disk.img"
     cdrom=()
+    append=""
     case "$scenario" in
         signed)   cdrom=(-drive "file=$out/payload/signed.iso,format=raw,media=cdrom,if=ide,readonly=on") ;;
         tampered) cdrom=(-drive "file=$out/payload/tampered.iso,format=raw,media=cdrom,if=ide,readonly=on") ;;
         nocd)     [ "$source_mode" = detect ] || fail "nocd needs E2E_SOURCE=detect: --source iso: has no wait" ;;
-        *) fail "unknown scenario $scenario (signed, tampered, nocd)" ;;
+        killswitch) cdrom=(-drive "file=$out/payload/signed.iso,format=raw,media=cdrom,if=ide,readonly=on")
+                    append=" contextd=off" ;;
+        *) fail "unknown scenario $scenario (signed, tampered, nocd, killswitch)" ;;
     esac
     log "boot $scenario (limit ${boot_timeout}s; console: $dir/console.log)"
     start=$(date +%s)
@@ -141,7 +144,7 @@ for scenario in "${scenarios[@]}"; do
         -machine pc -accel tcg -smp 2 -m 1024 \
         -nodefaults -display none -no-reboot -nic none \
         -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \
-        -append "root=/dev/vda rw console=ttyS0,115200 panic=-1 systemd.firstboot=off" \
+        -append "root=/dev/vda rw console=ttyS0,115200 panic=-1 systemd.firstboot=off$append" \
         -drive "file=$dir/disk.img,format=raw,if=virtio" \
         "${cdrom[@]}" \
         -serial "file:$dir/console.log" -serial "file:$dir/result.log" \
@@ -149,7 +152,7 @@ for scenario in "${scenarios[@]}"; do
     took=$(( $(date +%s) - start ))
     times+=("$scenario=${took}s")
     if [ "$code" != 0 ]; then
-        tail -n 40 "$dir/console.log" >&2 || true
+        tail -n 60 "$dir/console.log" >&2 || true
         cat "$dir/qemu.log" >&2
         post_mortem "$dir"
         [ "$code" = 124 ] || [ "$code" = 137 ] && fail "$scenario: no power-off within ${boot_timeout}s"
