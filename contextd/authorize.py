@@ -13,7 +13,7 @@ from contextd import plugin
 from contextd.errors import PolicyViolation
 from contextd.payload import Payload
 from contextd.plugin import Decision, Finding
-from contextd.policy import Policy
+from contextd.policy import Policy, VoTrust
 from contextd.schema import glob_match
 from contextd.verify import SignerMatch, Verified
 
@@ -102,8 +102,7 @@ def review(payload: Payload, verified: Verified, policy: Policy,
         overridden.extend(decision.overridden)
 
     report_url = payload.report_url
-    if report_url is not None and not (
-            "report" in trust.allow and glob_match(report_url, trust.report_urls)):
+    if report_url is not None and not report_url_allowed(report_url, trust):
         denied.append(Finding("report", "url", repr(report_url),
                               "not allowed by allow.report.urls %s" % list(trust.report_urls)))
         report_url = None
@@ -112,6 +111,11 @@ def review(payload: Payload, verified: Verified, policy: Policy,
     result = Authorization(payload=payload, signers=tuple(signers), decisions=decisions,
                            overridden=tuple(overridden), report_url=report_url)
     return result, violations, denied
+
+
+def report_url_allowed(url: str, trust: VoTrust) -> bool:
+    """May this VO's payload name `url` for its reports? (allow.report.urls globs)"""
+    return "report" in trust.allow and glob_match(url, trust.report_urls)
 
 
 def authorize(payload: Payload, verified: Verified, policy: Policy,

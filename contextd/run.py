@@ -15,7 +15,6 @@ from contextd import apply, authorize, delivery, filesystem, logs, payload, plan
 from contextd import sources
 from contextd.errors import ContextdError
 from contextd.plugin import PlanContext
-from contextd.schema import glob_match
 from contextd.verify import Verified, verify
 
 APPLIED = "applied.json"
@@ -210,11 +209,11 @@ def _vo_report_url(pol: policy.Policy, doc: payload.Payload,
     """The payload's report URL when its VO signed it and may name one (the rule authorize
     applies too); known right after parse, so a rejected payload still reports to its VO."""
     trust = pol.trust.get(doc.vo)
-    if not doc.report_url or trust is None or "report" not in trust.allow:
+    if not doc.report_url or trust is None:
         return None
     if len(verified.signers.get(doc.vo, ())) < max(trust.threshold, 1):
         return None
-    return doc.report_url if glob_match(doc.report_url, trust.report_urls) else None
+    return doc.report_url if authorize.report_url_allowed(doc.report_url, trust) else None
 
 
 def _instance_key(opts: Options, facts: Mapping[str, Optional[str]]) -> str:
