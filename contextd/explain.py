@@ -21,7 +21,7 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
     out: Dict[str, Any] = {"source": {"kind": ctx.kind, "location": ctx.location},
                            "policy": pol.path, "verdict": "rejected"}
     try:
-        verified = verify(ctx.payload, ctx.signatures, pol)
+        verified = verify(ctx.payload, ctx.signatures, pol, now=now)
     except ContextdError as exc:
         out["signature"] = {"ok": False, "reason": exc.one_line()}
         return out

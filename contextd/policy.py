@@ -170,10 +170,9 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         rr.only(["urls", "ca_bundle", "hmac_key_file"])
         report_urls = tuple(rr.str_list("urls", pattern=re.compile(r"^https?://\S+$"), what="URL")
                             or ())
-        abs_path = re.compile(r"/[^\x00-\x1f]*")   # whole value (fullmatch): no control chars
-        ca_bundle = rr.str("ca_bundle", pattern=abs_path, what="absolute path")
+        ca_bundle = rr.str("ca_bundle", pattern=_ABSOLUTE, what="absolute path")
         # the site's own key for signing its copies (the VO's report.token never signs them)
-        hmac_key_file = rr.str("hmac_key_file", pattern=abs_path, what="absolute path")
+        hmac_key_file = rr.str("hmac_key_file", pattern=_ABSOLUTE, what="absolute path")
 
     return Policy(
         path=path, sha256=sha256, site=site,
@@ -210,7 +209,7 @@ def _x509(r: Optional[Reader]) -> Dict[str, Any]:
     if crl not in ("required", "if-present", "off"):
         raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
     return {"ca_dir": r.str("ca_dir", default="/etc/grid-security/certificates",
-                            pattern=re.compile(r"/[^\x00-\x1f]*"), what="absolute path"),
+                            pattern=_ABSOLUTE, what="absolute path"),
             "crl": crl, "crl_max_stale": duration(r, "crl_max_stale", 2 * 86400)}
 
 

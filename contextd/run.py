@@ -99,7 +99,7 @@ def execute(opts: Options) -> Result:
             from contextd.verify import accept_unsigned_legacy
             verified = accept_unsigned_legacy(ctx.payload, pol, ctx.legacy)
         else:
-            verified = verify(ctx.payload, ctx.signatures, pol)
+            verified = verify(ctx.payload, ctx.signatures, pol, now=started)
         stage = "parse"
         if verified.unsigned:
             from contextd import legacy

@@ -28,7 +28,7 @@ class Context:
     kind: str                                    # iso | dir | file | hepix-cdrom | ec2
     location: str
     payload: bytes = field(repr=False)
-    signatures: Tuple[bytes, ...] = field(repr=False)
+    signatures: Tuple[Any, ...] = field(repr=False)   # bundle.Signature values
     facts: Dict[str, Optional[str]] = field(default_factory=dict)
     # Opens a file the payload lists, relative to the carrier; None for bundles.
     open_file: Optional[Callable[[str], bytes]] = field(default=None, repr=False)
