@@ -32,6 +32,8 @@ class Context:
     facts: Dict[str, Optional[str]] = field(default_factory=dict)
     # Opens a file the payload lists, relative to the carrier; None for bundles.
     open_file: Optional[Callable[[str], bytes]] = field(default=None, repr=False)
+    # The SHA-256 of such a file, streamed (memory stays flat for big files); None: read it.
+    hash_file: Optional[Callable[[str], str]] = field(default=None, repr=False)
     # "amiconfig": `payload` is unsigned amiconfig INI, usable only through
     # verify.accept_unsigned_legacy; None: a signed payload.
     legacy: Optional[str] = None
@@ -140,7 +142,10 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
 def check_listed_files(ctx: Context, files: Tuple[Tuple[str, str], ...]) -> None:
     """Every file the signed payload lists must be on the carrier with that SHA-256."""
     for path, digest in files:
-        _listed(ctx, path, digest)
+        if ctx.hash_file is None:
+            _listed(ctx, path, digest)
+        else:
+            _compare(path, ctx.hash_file(path), digest)
 
 
 def listed_reader(ctx: Context, files: Tuple[Tuple[str, str], ...]) -> Callable[[str], bytes]:
@@ -160,8 +165,11 @@ def _listed(ctx: Context, path: str, digest: str) -> bytes:
         raise SourceError("payload lists file %r but a %s carries no files" % (path, ctx.kind),
                           "ship it on a context ISO next to contextd/payload.yaml")
     data = ctx.open_file(path)
-    actual = hashlib.sha256(data).hexdigest()
+    _compare(path, hashlib.sha256(data).hexdigest(), digest)
+    return data
+
+
+def _compare(path: str, actual: str, digest: str) -> None:
     if actual != digest:
         raise SourceError("listed file %r has sha256 %s, the payload says %s"
                           % (path, actual, digest), "the carrier was modified; rebuild it")
-    return data

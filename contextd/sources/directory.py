@@ -4,6 +4,7 @@
 Listed files are read relative to the directory holding `contextd/`, size-limited.
 """
 
+import hashlib
 import os
 
 from contextd import bundle
@@ -41,5 +42,24 @@ def read(path: str) -> Context:
     def open_file(rel: str) -> bytes:
         return _read(os.path.join(base, rel), MAX_LISTED_FILE)
 
+    def hash_file(rel: str) -> str:
+        return _sha256(os.path.join(base, rel), MAX_LISTED_FILE)
+
     return Context(kind="dir", location=base, payload=payload, signatures=sigs,
-                   open_file=open_file)
+                   open_file=open_file, hash_file=hash_file)
+
+
+def _sha256(path: str, limit: int) -> str:
+    """Streamed, so memory stays flat; refuses files over `limit`."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1024 * 1024), b""):
+                size += len(chunk)
+                if size > limit:
+                    raise SourceError("%s is larger than %d bytes" % (path, limit))
+                digest.update(chunk)
+    except OSError as exc:
+        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
+    return digest.hexdigest()

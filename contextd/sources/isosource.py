@@ -58,6 +58,12 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
                 raise SourceError("payload lists %r but it is not on %s" % (rel, path))
             return again.read(rel, limit=MAX_LISTED_FILE)
 
+    def hash_file(rel: str) -> str:
+        with iso.IsoImage(path) as again:
+            if not again.exists(rel):
+                raise SourceError("payload lists %r but it is not on %s" % (rel, path))
+            return again.sha256(rel, limit=MAX_LISTED_FILE)
+
     if image.exists("contextd") or not has_context_sh:
         if not image.exists(PAYLOAD):
             return None, "context ISO %s has no %s" % (path, PAYLOAD)
@@ -68,7 +74,8 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
         sigs = bundle.decode_signatures(image.read(SIGNATURES, limit=bundle.MAX_BUNDLE),
                                         what="%s on %s" % (SIGNATURES, path))
         return Context(kind=kind, location=path, payload=payload, signatures=sigs,
-                       facts=facts, open_file=open_file, scripts=scripts), ""
+                       facts=facts, open_file=open_file, hash_file=hash_file,
+                       scripts=scripts), ""
 
     found = contextsh.user_data(variables, what="%s on %s" % (CONTEXT_SH, path))
     if found is None:
@@ -84,6 +91,7 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
         parsed = bundle.decode(kind_of.data, what=what)
         return Context(kind=kind, location=path, payload=parsed.payload,
                        signatures=parsed.ssh_signatures, facts=facts, open_file=open_file,
+                       hash_file=hash_file,
                        scripts=scripts, details=details), ""
     if kind_of.kind == userdata.AMICONFIG:
         return Context(kind=kind, location=path, payload=kind_of.data, signatures=(),
