@@ -24,7 +24,9 @@ class FileState:
 
 def under_root(root: str, path: str) -> str:
     """`path` (absolute on the target system) as seen from here, under `root`."""
-    return os.path.join(root, path.lstrip("/")) if root not in ("", "/") else path
+    if root in ("", "/"):
+        return path
+    return os.path.join(os.path.abspath(root), path.lstrip("/"))
 
 
 def read_limited(path: str, limit: int) -> Optional[bytes]:
@@ -66,7 +68,7 @@ def ensure_dir(path: str, mode: int = 0o755) -> List[str]:
     """Create `path` and missing parents; returns the directories created, outermost first."""
     created: List[str] = []
     missing = []
-    current = path
+    current = os.path.abspath(path)
     while not os.path.isdir(current):
         missing.append(current)
         parent = os.path.dirname(current)

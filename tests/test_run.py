@@ -288,3 +288,13 @@ def subprocess_run(site, *extra):
     from conftest import run_cli
     return run_cli(["run", "--policy", str(site.policy_path), "--root", str(site.root),
                     "--run-dir", str(site.run_dir), "--state-dir", str(site.state_dir), *extra])
+
+
+def test_relative_root_and_dirs_work(site):
+    bundle = site.bundle()
+    code, out, err = __import__("conftest").run_cli(
+        ["run", "--source", "file:%s" % bundle, "--policy", str(site.policy_path),
+         "--root", os.path.relpath(site.root), "--spool-dir", str(site.tmp / "spool")])
+    assert code == 0, err
+    assert (site.root / "etc/cvmfs/default.local").is_file()
+    assert (site.root / "run/contextd/report.json").is_file()
