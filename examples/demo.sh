@@ -28,14 +28,26 @@ chmod 600 "$out/vo-key"
 today=$(date -u +%Y-%m-%dT00:00:00Z)
 later=$(date -u -d '+14 days' +%Y-%m-%dT00:00:00Z)
 serial=$(date -u +%Y%m%d01)
+# Reports go to a receiver on 127.0.0.1 that checks their HMAC; the demo contacts nothing else.
+token=$(sed -n 's/^  token: \([0-9a-f]*\)$/\1/p' examples/payload.yaml)
+.venv/bin/python examples/receiver.py "$token" "$out/receiver.port" > "$out/receiver.log" &
+receiver=$!
+trap 'kill $receiver 2>/dev/null' EXIT
+for _ in $(seq 50); do [ -s "$out/receiver.port" ] && break; sleep 0.1; done
+port=$(cat "$out/receiver.port")
 sed -e "s/^not_before: .*/not_before: $today/" -e "s/^expires: .*/expires: $later/" \
-    -e "s/^serial: .*/serial: $serial/" examples/payload.yaml > "$out/payload.yaml"
+    -e "s/^serial: .*/serial: $serial/" \
+    -e "s|^  url: https://pilot-factory.example.org/|  url: http://127.0.0.1:$port/|" \
+    examples/payload.yaml > "$out/payload.yaml"
 "$contextd" sign --key "$out/vo-key" "$out/payload.yaml" -o "$out/bundle"
 "$contextd" pack iso "$out/bundle" -o "$out/context.iso"
 
 step "Site side: the example policy, trusting the demo key"
 pub=$(cut -d' ' -f1,2 "$out/vo-key.pub")
-sed -e "s|ssh_key: \".*\"|ssh_key: \"$pub demo-vo-key\"|" examples/policy.yaml > "$out/policy.yaml"
+sed -e "s|ssh_key: \".*\"|ssh_key: \"$pub demo-vo-key\"|" \
+    -e "s|report: {urls: \[\"https://\*.example.org/\*\"\]}|report: {urls: [\"http://127.0.0.1:$port/*\"]}|" \
+    -e "s|urls: \[\"https://monitor.example.org/contextd\"\]|urls: [\"http://127.0.0.1:$port/site\"]|" \
+    examples/policy.yaml > "$out/policy.yaml"
 chmod 644 "$out/policy.yaml"
 "$contextd" policy check "$out/policy.yaml" >/dev/null && echo "policy $out/policy.yaml is valid"
 
@@ -49,7 +61,8 @@ step "The report ($out/root/run/contextd/report.json)"
 cat "$out/root/run/contextd/report.json"
 
 step "The files it wrote under $out/root"
-find "$out/root" -type f ! -path '*/run/contextd/*' ! -path '*/var/lib/contextd/*' | sort |
+find "$out/root" -type f ! -path '*/run/contextd/*' ! -path '*/var/lib/contextd/*' \
+    ! -path '*/var/spool/contextd/*' | sort |
 while read -r f; do
     printf -- '--- %s (mode %s)\n' "${f#"$out/root"}" "$(stat -c %a "$f")"
     case "$f" in *.token) echo "(secret: not shown)" ;; *) cat "$f" ;; esac
@@ -57,3 +70,6 @@ done
 
 step "contextd status"
 "$contextd" status --root "$out/root"
+
+step "What the report receiver on 127.0.0.1 got (the VO's copy signed with its report token)"
+cat "$out/receiver.log"
