@@ -88,6 +88,27 @@ def review(payload: Payload, verified: Verified, policy: Policy,
                 violations.append("signer %r may not set %s (its scopes: %s)" % (
                     match.label, ", ".join(outside), ", ".join(scopes) or "none"))
 
+    decisions, overridden = authorize_sections(payload, trust, policy, violations, denied)
+
+    report_url = payload.report_url
+    if report_url is not None and not report_url_allowed(report_url, trust):
+        denied.append(Finding("report", "url", repr(report_url),
+                              "not allowed by allow.report.urls %s" % list(trust.report_urls)))
+        report_url = None
+
+    violations.extend("%s %s %s" % (f.qualified, f.value, f.reason) for f in denied)
+    result = Authorization(payload=payload, signers=tuple(signers), decisions=decisions,
+                           overridden=tuple(overridden), report_url=report_url)
+    return result, violations, denied
+
+
+def authorize_sections(payload: Payload, trust: VoTrust, policy: Policy, violations: List[str],
+                       denied: List[Finding]) -> Tuple[Dict[str, Decision], List[Finding]]:
+    """Each section through its plugin against the VO's allow rules and the site settings.
+
+    A section the VO may not set at all goes to `violations`, refused values to `denied`;
+    returns the decisions and what the site overrode.
+    """
     decisions: Dict[str, Decision] = {}
     overridden: List[Finding] = []
     for name, settings in payload.sections.items():
@@ -100,17 +121,7 @@ def review(payload: Payload, verified: Verified, policy: Policy,
         decisions[name] = decision
         denied.extend(decision.denied)
         overridden.extend(decision.overridden)
-
-    report_url = payload.report_url
-    if report_url is not None and not report_url_allowed(report_url, trust):
-        denied.append(Finding("report", "url", repr(report_url),
-                              "not allowed by allow.report.urls %s" % list(trust.report_urls)))
-        report_url = None
-
-    violations.extend("%s %s %s" % (f.qualified, f.value, f.reason) for f in denied)
-    result = Authorization(payload=payload, signers=tuple(signers), decisions=decisions,
-                           overridden=tuple(overridden), report_url=report_url)
-    return result, violations, denied
+    return decisions, overridden
 
 
 def report_url_allowed(url: str, trust: VoTrust) -> bool:

@@ -25,7 +25,7 @@ import re
 import stat
 import struct
 import tempfile
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Iterator, List, Mapping, Optional, Tuple
 
 from contextd.errors import SigningError, SourceError
 

@@ -33,10 +33,10 @@ import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from contextd import filesystem, plugin
-from contextd.authorize import Authorization
+from contextd.authorize import Authorization, authorize_sections
 from contextd.errors import ApplyError, PayloadError, PolicyViolation
 from contextd.payload import Payload
-from contextd.plugin import Decision, Finding
+from contextd.plugin import Finding
 from contextd.verify import Verified
 
 log = logging.getLogger("contextd.legacy")
@@ -195,19 +195,8 @@ def authorize_unsigned(doc: Payload, verified: Verified, policy: Any) -> Authori
         raise PolicyViolation(["legacy.amiconfig.as_vo %r is not a VO under the policy's trust"
                                % doc.vo])
     violations: List[str] = []
-    decisions: Dict[str, Decision] = {}
     denied: List[Finding] = []
-    overridden: List[Finding] = []
-    for name, settings in doc.sections.items():
-        if name not in trust.allow:
-            violations.append("site policy does not allow VO %r to configure %s"
-                              % (doc.vo, name))
-            continue
-        decision = plugin.load(name).authorize(settings, trust.allow[name],
-                                               policy.site_settings.get(name))
-        decisions[name] = decision
-        denied.extend(decision.denied)
-        overridden.extend(decision.overridden)
+    decisions, overridden = authorize_sections(doc, trust, policy, violations, denied)
     violations.extend("%s %s %s" % (f.qualified, f.value, f.reason) for f in denied)
     if violations:
         raise PolicyViolation(violations)

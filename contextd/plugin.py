@@ -9,6 +9,7 @@ Built-in plugins and site plugins alike are found through the `contextd.plugins`
 group, and only the plugins a policy or payload names are imported.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -56,6 +57,33 @@ class PlanContext:
     read_file: Callable[[str], Optional[bytes]]  # current content on the target, or None
     # A file the signed payload lists under `files`, read from the carrier, digest checked.
     listed_file: Callable[[str], bytes] = field(default=lambda rel: _not_listed(rel))
+
+
+    def provenance(self) -> str:
+        """`payload sha256 <hex> (VO <vo>, serial <n>)`, checked: it goes into config files."""
+        if not (isinstance(self.payload_sha256, str) and _SHA256.fullmatch(self.payload_sha256)):
+            raise PayloadError("payload sha256 %s is not a hex digest" % show(self.payload_sha256))
+        if not (isinstance(self.vo, str) and _VO.fullmatch(self.vo)):
+            raise PayloadError("vo %s cannot be written into a configuration file" % show(self.vo))
+        if isinstance(self.serial, bool) or not isinstance(self.serial, int) or self.serial < 0:
+            raise PayloadError("serial %s is not a non-negative integer" % show(self.serial))
+        return "payload sha256 %s (VO %s, serial %d)" % (self.payload_sha256, self.vo,
+                                                          self.serial)
+
+    def file_header(self) -> str:
+        """The comment lines that open every file a plugin owns outright."""
+        return ("# Written by contextd from %s.\n"
+                "# Do not edit: the next contextd run replaces this file.\n" % self.provenance())
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_VO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """A short repr of a (possibly hostile) value for messages and findings."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _not_listed(rel: str) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
-from contextd.plugin import Decision, Finding, PlanContext, Plugin
+from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
 
 NAME = "cvmfs"
@@ -36,8 +36,6 @@ PROXY_HINT = ("groups separated by ';', proxies in a group by '|', each DIRECT, 
               "http://host[:port]; no spaces")
 _SEP = re.compile(r"([;|])")
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
-_VO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def _host_ok(value: str) -> bool:
@@ -123,11 +121,6 @@ def _check_quota(value: Optional[int]) -> None:
         raise ValueError("cvmfs settings: invalid quota_limit_mb")
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _rule(key: str, globs: Optional[Sequence[str]]) -> str:
     if globs is None:
         return "allow.cvmfs.%s (not set: nothing allowed)" % key
@@ -137,21 +130,9 @@ def _rule(key: str, globs: Optional[Sequence[str]]) -> str:
 def _read_proxy(r: Reader) -> Optional[str]:
     value = r.str("http_proxy")
     if value is not None and not proxy_ok(value):
-        raise r.fail("http_proxy", "%s is not a valid CVMFS proxy list" % _show(value),
+        raise r.fail("http_proxy", "%s is not a valid CVMFS proxy list" % show(value),
                      PROXY_HINT)
     return value
-
-
-def _header(ctx: PlanContext) -> str:
-    if not (isinstance(ctx.payload_sha256, str) and _SHA256_RE.match(ctx.payload_sha256)):
-        raise PayloadError("payload sha256 %s is not a hex digest" % _show(ctx.payload_sha256))
-    if not (isinstance(ctx.vo, str) and _VO_RE.match(ctx.vo)):
-        raise PayloadError("vo %s cannot be written into a configuration file" % _show(ctx.vo))
-    if isinstance(ctx.serial, bool) or not isinstance(ctx.serial, int) or ctx.serial < 0:
-        raise PayloadError("serial %s is not a non-negative integer" % _show(ctx.serial))
-    return ("# Written by contextd from payload sha256 %s (VO %s, serial %d).\n"
-            "# Do not edit: the next contextd run replaces this file.\n"
-            % (ctx.payload_sha256, ctx.vo, ctx.serial))
 
 
 def _quoted(value: str) -> str:
@@ -209,32 +190,32 @@ class CvmfsPlugin(Plugin):
         check_quota, check_proxy = quota is not None, proxy is not None
         if site is not None and site.http_proxy is not None:
             if check_proxy:
-                overridden.append(Finding(NAME, "http_proxy", _show(proxy),
+                overridden.append(Finding(NAME, "http_proxy", show(proxy),
                                           "site_settings.cvmfs.http_proxy wins"))
             proxy, check_proxy = site.http_proxy, False
         if site is not None and site.quota_limit_mb is not None:
             if check_quota:
-                overridden.append(Finding(NAME, "quota_limit_mb", _show(quota),
+                overridden.append(Finding(NAME, "quota_limit_mb", show(quota),
                                           "site_settings.cvmfs.quota_limit_mb wins"))
             quota, check_quota = site.quota_limit_mb, False
 
         for i, repo in enumerate(settings.repositories):
             if not glob_match(repo, allow.repositories or ()):
-                denied.append(Finding(NAME, "repositories[%d]" % i, _show(repo),
+                denied.append(Finding(NAME, "repositories[%d]" % i, show(repo),
                                       "not allowed by " + _rule("repositories",
                                                                 allow.repositories)))
         if check_quota:
             assert quota is not None
             if allow.max_quota_mb is None:
-                denied.append(Finding(NAME, "quota_limit_mb", _show(quota),
+                denied.append(Finding(NAME, "quota_limit_mb", show(quota),
                                       "not allowed: allow.cvmfs.max_quota_mb is not set"))
             elif quota > allow.max_quota_mb:
-                denied.append(Finding(NAME, "quota_limit_mb", _show(quota),
+                denied.append(Finding(NAME, "quota_limit_mb", show(quota),
                                       "above allow.cvmfs.max_quota_mb %d" % allow.max_quota_mb))
         if check_proxy:
             assert proxy is not None
             if not proxy_allowed(proxy, allow.http_proxies or ()):
-                denied.append(Finding(NAME, "http_proxy", _show(proxy),
+                denied.append(Finding(NAME, "http_proxy", show(proxy),
                                       "not allowed by " + _rule("http_proxies",
                                                                 allow.http_proxies)))
         return Decision(
@@ -244,7 +225,7 @@ class CvmfsPlugin(Plugin):
         )
 
     def plan(self, settings: Settings, ctx: PlanContext) -> List[Action]:
-        lines = [_header(ctx),
+        lines = [ctx.file_header(),
                  "CVMFS_REPOSITORIES=%s\n" % _quoted(",".join(settings.repositories))]
         if settings.http_proxy is not None:
             lines.append("CVMFS_HTTP_PROXY=%s\n" % _quoted(settings.http_proxy))

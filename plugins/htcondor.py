@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
-from contextd.plugin import Decision, Finding, PlanContext, Plugin
+from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, kind, plain
 
 NAME = "htcondor"
@@ -59,8 +59,6 @@ RESERVED_PREFIX = "CONTEXTD_"
 TOKEN_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
 GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!:-]+\Z")
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
-_VO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 Value = Union[str, int, bool]
 Attributes = Tuple[Tuple[str, Value], ...]
@@ -167,15 +165,10 @@ class Site:
         _check_attributes(self.attributes)
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _read_cm(r: Reader, required: bool) -> Optional[str]:
     value = r.str("central_manager", required=required)
     if value is not None and not central_manager_ok(value):
-        raise r.fail("central_manager", "%s is not a valid host name[:port]" % _show(value))
+        raise r.fail("central_manager", "%s is not a valid host name[:port]" % show(value))
     return value
 
 
@@ -188,29 +181,17 @@ def _read_attributes(r: Reader) -> Attributes:
     for name, value in sub.data.items():
         problem = attr_name_problem(name)
         if problem:
-            raise sub.err("%s key %s %s" % (sub.where, _show(name), problem))
+            raise sub.err("%s key %s %s" % (sub.where, show(name), problem))
         first = seen.get(name.upper())
         if first is not None:
             raise sub.fail(name, "is the same HTCondor knob as %s (names ignore case)" % first)
         seen[name.upper()] = name
         problem = attr_value_problem(value)
         if problem:
-            shown = "" if not isinstance(value, (str, int)) else _show(value) + " "
+            shown = "" if not isinstance(value, (str, int)) else show(value) + " "
             raise sub.fail(name, shown + problem)
         out.append((name, value))
     return tuple(out)
-
-
-def _header(ctx: PlanContext) -> str:
-    if not (isinstance(ctx.payload_sha256, str) and _SHA256_RE.match(ctx.payload_sha256)):
-        raise PayloadError("payload sha256 %s is not a hex digest" % _show(ctx.payload_sha256))
-    if not (isinstance(ctx.vo, str) and _VO_RE.match(ctx.vo)):
-        raise PayloadError("vo %s cannot be written into a configuration file" % _show(ctx.vo))
-    if isinstance(ctx.serial, bool) or not isinstance(ctx.serial, int) or ctx.serial < 0:
-        raise PayloadError("serial %s is not a non-negative integer" % _show(ctx.serial))
-    return ("# Written by contextd from payload sha256 %s (VO %s, serial %d).\n"
-            "# Do not edit: the next contextd run replaces this file.\n"
-            % (ctx.payload_sha256, ctx.vo, ctx.serial))
 
 
 def _names(names: Sequence[str]) -> str:
@@ -227,7 +208,7 @@ class HTCondorPlugin(Plugin):
         raw_role = r.str("role", required=True)
         role = role_of(raw_role)
         if role is None:
-            raise r.fail("role", "%s is not a valid role" % _show(raw_role), ROLE_HINT)
+            raise r.fail("role", "%s is not a valid role" % show(raw_role), ROLE_HINT)
         cm = _read_cm(r, required=True)
         assert cm is not None
         token = r.raw("token")
@@ -246,7 +227,7 @@ class HTCondorPlugin(Plugin):
         for i, raw in enumerate(r.str_list("roles") or ()):
             role = role_of(raw)
             if role is None:
-                raise r.fail("roles[%d]" % i, "%s is not a valid role" % _show(raw), ROLE_HINT)
+                raise r.fail("roles[%d]" % i, "%s is not a valid role" % show(raw), ROLE_HINT)
             roles.append(role)
         cms = r.str_list("central_managers", pattern=GLOB_RE, what="host glob")
         names = r.str_list("attributes", pattern=ATTR_NAME_RE, what="attribute name")
@@ -267,7 +248,7 @@ class HTCondorPlugin(Plugin):
 
         cm, check_cm = settings.central_manager, True
         if site.central_manager is not None:
-            overridden.append(Finding(NAME, "central_manager", _show(cm),
+            overridden.append(Finding(NAME, "central_manager", show(cm),
                                       "site_settings.htcondor.central_manager wins"))
             cm, check_cm = site.central_manager, False
 
@@ -277,7 +258,7 @@ class HTCondorPlugin(Plugin):
         for name, value in settings.attributes:
             if name.upper() in site_attrs:
                 site_name, site_value = site_attrs.pop(name.upper())
-                overridden.append(Finding(NAME, "attributes." + name, _show(value),
+                overridden.append(Finding(NAME, "attributes." + name, show(value),
                                           "site_settings.htcondor.attributes.%s wins"
                                           % site_name))
                 attributes.append((site_name, site_value))
@@ -288,18 +269,18 @@ class HTCondorPlugin(Plugin):
         attributes.extend((n, v) for n, v in site.attributes if n.upper() in site_attrs)
 
         if settings.role not in allow.roles:
-            denied.append(Finding(NAME, "role", _show(ROLE_NAMES[settings.role]),
+            denied.append(Finding(NAME, "role", show(ROLE_NAMES[settings.role]),
                                   "not allowed by allow.htcondor.roles %s"
                                   % _names([ROLE_NAMES[r] for r in allow.roles])))
         if check_cm and not glob_match(cm, allow.central_managers or ()):
             rule = ("allow.htcondor.central_managers (not set: nothing allowed)"
                     if allow.central_managers is None else
                     "allow.htcondor.central_managers %s" % _names(allow.central_managers))
-            denied.append(Finding(NAME, "central_manager", _show(cm), "not allowed by " + rule))
+            denied.append(Finding(NAME, "central_manager", show(cm), "not allowed by " + rule))
         allowed_names = {n.upper() for n in allow.attributes}
         for name, value in own:
             if name.upper() not in allowed_names:
-                denied.append(Finding(NAME, "attributes." + name, _show(value),
+                denied.append(Finding(NAME, "attributes." + name, show(value),
                                       "not allowed by allow.htcondor.attributes %s"
                                       % _names(allow.attributes)))
         return Decision(
@@ -310,7 +291,7 @@ class HTCondorPlugin(Plugin):
         )
 
     def plan(self, settings: Settings, ctx: PlanContext) -> List[Action]:
-        header = _header(ctx)
+        header = ctx.file_header()
         lines = [header,
                  # The role first: its metaknob sets defaults (ROLE:Personal even sets
                  # CONDOR_HOST) that the explicit lines below must override.

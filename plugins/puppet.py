@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
-from contextd.plugin import Decision, Finding, PlanContext, Plugin
+from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
 
 NAME = "puppet"
@@ -37,8 +37,6 @@ CONFIG_RE = re.compile(r"(?:/[A-Za-z0-9_.-]+)+\Z")
 GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
 MAX_WAITFORCERT = 86400
 
-_SHA256_RE = re.compile(r"[0-9a-f]{64}\Z")
-_VO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 # puppet.conf lines, as Puppet's own ini writer (Puppet::Settings::IniFile) reads them.
 _SECTION_RE = re.compile(r"(\s*)\[(\w+)\](\s*)\Z", re.ASCII)
@@ -104,25 +102,20 @@ class Site:
                  config=self.config or DEFAULT_CONFIG)
 
 
-def _show(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _read_server(r: Reader) -> Optional[str]:
     value = r.str("server")
     if value is None or _host_ok(value):
         return value
     if ":" in value and _host_ok(value.split(":", 1)[0]):
-        raise r.fail("server", "%s must be a host name without a port" % _show(value),
+        raise r.fail("server", "%s must be a host name without a port" % show(value),
                      "Puppet takes the port from its own serverport setting")
-    raise r.fail("server", "%s is not a valid host name" % _show(value))
+    raise r.fail("server", "%s is not a valid host name" % show(value))
 
 
 def _read_environment(r: Reader) -> Optional[str]:
     value = r.str("environment")
     if value is not None and not ENVIRONMENT_RE.match(value):
-        raise r.fail("environment", "%s is not a valid Puppet environment name" % _show(value),
+        raise r.fail("environment", "%s is not a valid Puppet environment name" % show(value),
                      "lower-case letters, digits and '_'")
     return value
 
@@ -134,15 +127,8 @@ def _rule(key: str, globs: Optional[Sequence[str]]) -> str:
 
 
 def _marker(ctx: PlanContext, keys: Sequence[str]) -> str:
-    if not (isinstance(ctx.payload_sha256, str) and _SHA256_RE.match(ctx.payload_sha256)):
-        raise PayloadError("payload sha256 %s is not a hex digest" % _show(ctx.payload_sha256))
-    if not (isinstance(ctx.vo, str) and _VO_RE.match(ctx.vo)):
-        raise PayloadError("vo %s cannot be written into a configuration file" % _show(ctx.vo))
-    if isinstance(ctx.serial, bool) or not isinstance(ctx.serial, int) or ctx.serial < 0:
-        raise PayloadError("serial %s is not a non-negative integer" % _show(ctx.serial))
-    return ("%s %s in [agent] written by contextd from payload sha256 %s (VO %s, serial %d); "
-            "the next contextd run sets them again" % (
-                MARKER, ", ".join(keys), ctx.payload_sha256, ctx.vo, ctx.serial))
+    return ("%s %s in [agent] written by contextd from %s; the next contextd run sets them "
+            "again" % (MARKER, ", ".join(keys), ctx.provenance()))
 
 
 def _split_lines(text: str) -> List[Tuple[str, str]]:
@@ -240,7 +226,7 @@ class PuppetPlugin(Plugin):
         r.only(("server", "environment", "run", "certname", "waitforcert", "manifest"))
         run = r.str("run", default="agent-once")
         if run not in RUNS:
-            raise r.fail("run", "%s is not a valid run" % _show(run),
+            raise r.fail("run", "%s is not a valid run" % show(run),
                          "agent-once, apply or none")
         manifest = r.str("manifest", pattern=MANIFEST_RE,
                          what="manifest path (relative, listed under files)")
@@ -248,7 +234,7 @@ class PuppetPlugin(Plugin):
             raise r.fail("manifest", "is required with run: apply and only allowed with it")
         certname = r.str("certname")
         if certname is not None and not CERTNAME_RE.match(certname):
-            raise r.fail("certname", "%s is not a valid certificate name" % _show(certname),
+            raise r.fail("certname", "%s is not a valid certificate name" % show(certname),
                          "lower-case letters, digits, '.', '_', '-'")
         return Settings(
             server=_read_server(r),
@@ -277,7 +263,7 @@ class PuppetPlugin(Plugin):
         r.only(("server", "environment", "config"))
         config = r.str("config")
         if config is not None and not config_ok(config):
-            raise r.fail("config", "%s is not a valid absolute path" % _show(config))
+            raise r.fail("config", "%s is not a valid absolute path" % show(config))
         return Site(server=_read_server(r), environment=_read_environment(r), config=config)
 
     def authorize(self, settings: Settings, allow: Allow, site: Optional[Site]) -> Decision:
@@ -290,21 +276,21 @@ class PuppetPlugin(Plugin):
             site_value = getattr(site, key)
             if site_value is not None:
                 if value is not None:
-                    overridden.append(Finding(NAME, key, _show(value),
+                    overridden.append(Finding(NAME, key, show(value),
                                               "site_settings.puppet.%s wins" % key))
                 final[key] = site_value
                 continue
             final[key] = value
             if value is not None and not glob_match(value, globs or ()):
-                denied.append(Finding(NAME, key, _show(value),
+                denied.append(Finding(NAME, key, show(value),
                                       "not allowed by " + _rule(key + "s", globs)))
         wait = settings.waitforcert
         if wait and wait > allow.max_waitforcert:
-            denied.append(Finding(NAME, "waitforcert", _show(wait),
+            denied.append(Finding(NAME, "waitforcert", show(wait),
                                   "above allow.puppet.max_waitforcert %d"
                                   % allow.max_waitforcert))
         if settings.run == "apply" and not allow.masterless:
-            denied.append(Finding(NAME, "run", _show(settings.run),
+            denied.append(Finding(NAME, "run", show(settings.run),
                                   "not allowed: allow.puppet.masterless is not true"))
         return Decision(
             settings=Settings(server=final["server"], environment=final["environment"],
@@ -321,7 +307,7 @@ class PuppetPlugin(Plugin):
             certname = str(ctx.hostname).lower()
             if not CERTNAME_RE.match(certname):
                 raise PayloadError("puppet.certname is not set and the host name %s is not a "
-                                   "valid certificate name" % _show(ctx.hostname),
+                                   "valid certificate name" % show(ctx.hostname),
                                    "set puppet.certname in the payload")
         values = [(k, v) for k, v in (("server", settings.server),
                                       ("environment", settings.environment),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count, snapshot
+from conftest import count
 
 COMMANDS = ("cvmfs_config", "puppet", "systemctl")
 FILES = ("etc/cvmfs/default.local", "etc/condor/config.d/50-contextd.conf",

@@ -1,7 +1,6 @@
 """Size bombs: huge or endless input ends in bounded time and memory with a clear message."""
 
 import hashlib
-import os
 import subprocess
 import sys
 import zlib
