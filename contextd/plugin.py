@@ -121,45 +121,52 @@ class Plugin:
         raise NotImplementedError
 
 
+# The built-in plugins are imported by name: scanning every installed distribution's
+# entry points costs ~20 ms of a ~250 ms boot run. Site plugins (other names) still come from
+# the entry-point group, and cannot shadow a built-in section.
+BUILTIN = {"cvmfs": "contextd_plugins.cvmfs", "htcondor": "contextd_plugins.htcondor",
+           "puppet": "contextd_plugins.puppet"}
+
 _loaded: Dict[str, Plugin] = {}
+_entry_points_found: Optional[Dict[str, Any]] = None
 
 
 def _entry_points() -> Dict[str, Any]:
-    from importlib import metadata
+    global _entry_points_found
+    if _entry_points_found is None:
+        from importlib import metadata
 
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):          # Python 3.10+
-        found = eps.select(group=GROUP)
-    else:                               # Python 3.9: a dict of groups
-        found = eps.get(GROUP, [])
-    return {ep.name: ep for ep in found}
-
-
-_available: Optional[Dict[str, Any]] = None
+        eps = metadata.entry_points()
+        if hasattr(eps, "select"):          # Python 3.10+
+            found = eps.select(group=GROUP)
+        else:                               # Python 3.9: a dict of groups
+            found = eps.get(GROUP, [])
+        _entry_points_found = {ep.name: ep for ep in found if ep.name not in BUILTIN}
+    return _entry_points_found
 
 
 def available() -> List[str]:
-    global _available
-    if _available is None:
-        _available = _entry_points()
-    return sorted(_available)
+    return sorted(set(BUILTIN) | set(_entry_points()))
 
 
 def load(name: str, for_policy: bool = False) -> Plugin:
     """The plugin for section `name`; a missing one is an error of whoever named it."""
     if name in _loaded:
         return _loaded[name]
-    available()
-    assert _available is not None
-    ep = _available.get(name)
-    if ep is None:
-        err = PolicyError if for_policy else PayloadError
-        raise err(
-            "no contextd plugin handles section %r" % name,
-            "installed plugins: %s" % (", ".join(available()) or "none"),
-        )
-    plugin = ep.load()
+    if name in BUILTIN:
+        import importlib
+
+        plugin = getattr(importlib.import_module(BUILTIN[name]), "PLUGIN", None)
+    else:
+        ep = _entry_points().get(name)
+        if ep is None:
+            err = PolicyError if for_policy else PayloadError
+            raise err(
+                "no contextd plugin handles section %r" % name,
+                "installed plugins: %s" % ", ".join(available()),
+            )
+        plugin = ep.load()
     if not isinstance(plugin, Plugin) or plugin.name != name:
-        raise PolicyError("entry point %r in group %s is not a contextd plugin" % (name, GROUP))
+        raise PolicyError("plugin %r (group %s) is not a contextd plugin" % (name, GROUP))
     _loaded[name] = plugin
     return plugin
