@@ -6,7 +6,7 @@ strings so the caller parses them with its own strict rule ('Z' required). It ne
 constructs anything but str, int, float, bool, None, list and dict.
 """
 
-from typing import Any, Type
+from typing import Any, Dict, Type
 
 from contextd.errors import ContextdError
 
@@ -40,16 +40,19 @@ class _Refused(Exception):
     pass
 
 
-_cache = []
+_cache: Dict[bool, Any] = {}
 
 
-def _loader_class() -> Any:
-    if _cache:
-        return _cache[0]
+def _loader_class(libyaml: bool = True) -> Any:
+    """The strict loader; on libyaml's C parser when PyYAML has it (EL9's does)."""
+    if libyaml in _cache:
+        return _cache[libyaml]
     import yaml
     from yaml.constructor import ConstructorError
 
-    class StrictLoader(yaml.SafeLoader):
+    class Strict:
+        """The checks, mixed into a loader before its composer and constructor."""
+
         depth = 0
 
         def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
@@ -95,10 +98,24 @@ def _loader_class() -> Any:
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep=deep)
 
+    if libyaml and getattr(yaml, "__with_libyaml__", False):
+        # libyaml scans and parses (the costly part, in C); the composer and constructor
+        # stay Python, so the checks above see every event.
+        class StrictLoader(Strict, yaml.composer.Composer, yaml.cyaml.CParser,  # type: ignore
+                           yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+            def __init__(self, stream):  # type: ignore[no-untyped-def]
+                yaml.cyaml.CParser.__init__(self, stream)
+                yaml.composer.Composer.__init__(self)
+                yaml.constructor.SafeConstructor.__init__(self)
+                yaml.resolver.Resolver.__init__(self)
+    else:
+        class StrictLoader(Strict, yaml.SafeLoader):  # type: ignore[no-redef]
+            pass
+
     # Timestamps stay strings: the payload's own rule (UTC, 'Z') decides, not YAML 1.1's.
     StrictLoader.yaml_implicit_resolvers = {
         first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
-    _cache.append(StrictLoader)
+    _cache[libyaml] = StrictLoader
     return StrictLoader

@@ -49,3 +49,31 @@ def test_strict_yaml_refuses(text, needle):
 def test_timestamps_stay_strings():
     doc = strictyaml.load(b"t: 2026-11-24T00:00:00Z\nd: 2026-11-24\n", "x", PayloadError)
     assert doc == {"t": "2026-11-24T00:00:00Z", "d": "2026-11-24"}
+
+
+SAMPLES = [
+    b"a: 1\nb: [x, 'y', \"z\", 2026-11-24T00:00:00Z]\nc: {d: null, e: yes, f: 0x10}\n",
+    b"a: 1\na: 2\n", b"a: &x 1\nb: *x\n", b"a: [\n", b"<<: {a: 1}\n", b"[" * 70 + b"]" * 70,
+    b"a: !!binary aGk=\n", b"- |\n  multi\n  line\n", b"\xef\xbb\xbfa: 1\n", b"a: '\\x'\n",
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_libyaml_and_pure_python_loaders_agree(text):
+    import yaml
+    if not yaml.__with_libyaml__:
+        pytest.fail("PyYAML without libyaml: the fast path is not tested here")
+
+    def outcome(libyaml):
+        try:
+            loader = strictyaml._loader_class(libyaml)(text)
+            try:
+                return ("ok", loader.get_single_data())
+            finally:
+                loader.dispose()
+        except Exception as exc:  # noqa: BLE001 - comparing what each raises
+            return ("error", type(exc).__name__ in ("_Refused",), str(exc).split(" at ")[0][:30])
+    c, py = outcome(True), outcome(False)
+    assert c[0] == py[0] and c[:2] == py[:2], (c, py)
+    if c[0] == "ok":
+        assert c == py
