@@ -70,7 +70,7 @@ def main(scenario, directory):
         report = json.loads(files["/run/contextd/report.json"]["text"])
     except (KeyError, ValueError):
         report = {}
-    print("e2e %s: outcome %s%s" % (scenario, report.get("outcome"),
+    print("e2e %s: outcome %s%s" % (scenario, report.get("outcome", "(no run, no report)"),
                                     " (%s: %s)" % (report.get("stage"), report.get("message"))
                                     if report.get("message") else ""))
     wait = res["status_wait"]

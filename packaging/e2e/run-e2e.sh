@@ -31,6 +31,7 @@ py=/usr/bin/python3
 sitelib=/usr/lib/python3.9/site-packages
 
 log() { echo "e2e: $*"; }
+fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
 # After a failed boot: contextd's journal from the disk (persistent journal in the image).
 post_mortem() {
     local dir=$1
@@ -68,8 +69,8 @@ htcondor:
   attributes: {VMType: e2e-signed-worker}
   token: e2e-secret-token-never-in-a-report
 EOF
-host_contextd sign --key "$out/payload/vo-key" "$out/payload/payload.yaml" -o "$out/payload/bundle" 2>/dev/null
-host_contextd pack iso "$out/payload/bundle" -o "$out/payload/signed.iso" 2>/dev/null
+host_contextd sign --key "$out/payload/vo-key" "$out/payload/payload.yaml" -o "$out/payload/bundle"
+host_contextd pack iso "$out/payload/bundle" -o "$out/payload/signed.iso"
 # Tampered: the same disc with one byte of the signed payload changed on it, as an attacker
 # (or a broken copy) would; the signature no longer matches.
 "$py" - "$out/payload/signed.iso" "$out/payload/tampered.iso" <<'PY'
@@ -162,6 +163,7 @@ for scenario in "${scenarios[@]}"; do
         post_mortem "$dir"
         fail "$scenario (console: $dir/console.log, result: $dir/result.log)"
     fi
+    rm -f "$dir/disk.img"                   # 800 MB each; kept only when a scenario fails
     log "$scenario passed in ${took}s"
 done
 log "all passed: image $((t_image - t0))s, prepare $((t_prep - t_image))s, ${times[*]}"

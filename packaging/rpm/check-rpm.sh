@@ -7,6 +7,7 @@
 #   5. the installed payload works: --version, policy check, a run with the default policy
 #      ("skipped": it trusts nobody), and the generator with and without the ec2 source
 #   6. systemd-analyze verify on the units, inside the scratch root
+#   7. erase: scriptlets run, a policy the site edited is kept as policy.yaml.rpmsave
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 rpmfile=$(readlink -f "${1:?usage: check-rpm.sh RPM}")
@@ -15,7 +16,7 @@ step() { echo "rpm-check: $*"; }
 
 sitelib=/usr/lib/python3.9/site-packages
 py=/usr/bin/python3          # Debian's, with Debian's libraries: what an EL9 host has, newer
-scratch=$(mktemp -d /tmp/contextd-rpm-check.XXXXXX)
+scratch=$(mktemp -d "${TMPDIR:-/var/tmp}/contextd-rpm-check.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 
 step "rpmlint (rpmlintrc: $here/contextd.rpmlintrc)"
@@ -65,12 +66,15 @@ EOF
 )
 rpm -qp --qf '[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]' "$rpmfile" |
     sort >"$scratch/actual"
-grep -v -E "^$sitelib/(contextd|contextd_plugins)/.*\.py[c]? |^$sitelib/contextd/(.*/)?__pycache__ |^$sitelib/contextd-[^/]*\.dist-info" \
+grep -v -E "^$sitelib/(contextd|contextd_plugins)/.*\.py[c]? |^$sitelib/(contextd|contextd_plugins)/(.*/)?__pycache__ |^$sitelib/contextd-[^/]*\.dist-info" \
     "$scratch/actual" >"$scratch/actual.core" || true
 echo "$expected" | sort >"$scratch/expected"
 if ! diff -u "$scratch/expected" "$scratch/actual.core"; then
     fail "packaged files differ from the expected list (above: - expected, + packaged)"
 fi
+# Bytecode only for EL9's Python (brp-python-bytecompile there); none from the build host's.
+foreign_pyc=$(grep -E '\.pyc ' "$scratch/actual" | grep -v '\.cpython-39\.pyc ' || true)
+[ -z "$foreign_pyc" ] || fail "bytecode of another Python in the package: $foreign_pyc"
 bad_py=$(grep -E "^$sitelib/.*\.py " "$scratch/actual" | grep -v -- '-rw-r--r-- root:root$' || true)
 [ -z "$bad_py" ] || fail "Python files not 0644 root: $bad_py"
 for f in contextd/__init__.py contextd/cli.py contextd_plugins/htcondor.py; do
@@ -87,7 +91,7 @@ rpm -qp --scripts "$rpmfile" | grep -q 'systemd-update-helper install-system-uni
 
 step "the installed payload runs (Debian's python3 on EL9's paths)"
 root="$scratch/root"
-export PYTHONPATH="$root$sitelib"
+export PYTHONPATH="$root$sitelib" PYTHONDONTWRITEBYTECODE=1
 run_contextd() { "$py" -s "$root/usr/bin/contextd" "$@"; }
 head -n1 "$root/usr/bin/contextd" | grep -qx '#!/usr/bin/python3 -s' || fail "bad shebang in /usr/bin/contextd"
 head -n1 "$root/usr/lib/systemd/system-generators/contextd-generator" | grep -qx '#!/usr/bin/python3 -s' ||
@@ -142,5 +146,14 @@ if grep -v "^$" "$scratch/verify.log" | grep -v "condor.service\|puppet.service\
     cat "$scratch/verify.log" >&2
     fail "systemd-analyze verify complained"
 fi
+
+step "erase"
+echo "# edited by the site" >>"$root/etc/contextd/policy.yaml"
+rpm --root "$root" -e --nodeps contextd 2>&1 | grep -v "use Alien instead\|assuming you know what you are doing" |
+    tee "$scratch/erase.log" || true
+grep -qi "scriptlet failed\|error" "$scratch/erase.log" && fail "rpm -e printed errors"
+[ -f "$root/etc/contextd/policy.yaml.rpmsave" ] || fail "the edited policy was not kept as .rpmsave"
+[ ! -e "$root/usr/bin/contextd" ] && [ ! -e "$root$sitelib/contextd" ] ||
+    fail "files left behind after rpm -e"
 
 step "OK: $(basename "$rpmfile")"
