@@ -3,8 +3,10 @@
 It writes `/etc/condor/config.d/50-contextd.conf` (the role metaknob, CONDOR_HOST, the
 allowed machine attributes and the payload's digest, VO and serial, all published through
 STARTD_ATTRS), the pool token to `/etc/condor/tokens.d/contextd.token` (0600, in a 0700
-directory) when the payload gives one, and asks for `systemctl enable --now condor` as a
-service action, which the executor runs last of all.
+directory) when the payload gives one, and asks for `systemctl enable --now --no-block
+condor` as a service action, which the executor runs last of all. `--no-block` because
+contextd.service is ordered Before=condor.service: a blocking start from inside contextd's
+own start job would wait for contextd to finish, forever (seen in the VM boot test).
 
 It must never write a value that has not passed the grammar checks below (HTCondor expands
 `$(...)` in configuration values, so `$`, quotes, backslashes and newlines never get through),
@@ -22,6 +24,8 @@ from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, kind, plain
 
 NAME = "htcondor"
+START_ARGV = ("systemctl", "enable", "--now", "--no-block", "condor")
+STOP_ARGV = ("systemctl", "disable", "--now", "--no-block", "condor")
 CONFIG_PATH = "/etc/condor/config.d/50-contextd.conf"
 # HTCondor's packaged default for SEC_TOKEN_SYSTEM_DIRECTORY ($(ETC)/tokens.d, ETC being
 # /etc/condor in the RPMs), so the configuration does not need to name it.
@@ -313,9 +317,7 @@ class HTCondorPlugin(Plugin):
         if settings.token is not None:
             actions.append(WriteFile(NAME, TOKEN_PATH, (settings.token + "\n").encode("ascii"),
                                      mode=0o600, secret=True, dir_mode=0o700))
-        actions.append(RunCommand(NAME, ("systemctl", "enable", "--now", "condor"),
-                                  service=True,
-                                  undo=("systemctl", "disable", "--now", "condor")))
+        actions.append(RunCommand(NAME, START_ARGV, service=True, undo=STOP_ARGV))
         return actions
 
     def describe(self, settings: Settings) -> Dict[str, Any]:

@@ -14,7 +14,7 @@ def test_explain_accepted_shows_every_change_and_no_secret(site, payload_doc):
     assert "OVERRIDDEN cvmfs.http_proxy" in out
     assert "ALLOWED    cvmfs.repositories" in out
     assert "/etc/condor/tokens.d/contextd.token (mode 0600, secret)" in out
-    assert "systemctl enable --now condor" in out
+    assert "systemctl enable --now --no-block condor" in out
     assert payload_doc["htcondor"]["token"] not in out
     assert site.snapshot() == {}
 

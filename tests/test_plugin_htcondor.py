@@ -313,15 +313,17 @@ def test_plan_actions():
     assert (token.plugin, token.path, token.mode, token.secret, token.dir_mode) == (
         "htcondor", "/etc/condor/tokens.d/contextd.token", 0o600, True, 0o700)
     assert token.content == (TOKEN + "\n").encode()
-    assert start == RunCommand("htcondor", ("systemctl", "enable", "--now", "condor"),
-                               service=True, undo=("systemctl", "disable", "--now", "condor"))
+    # --no-block: contextd.service is Before=condor.service, a blocking start would deadlock
+    assert start == RunCommand(
+        "htcondor", ("systemctl", "enable", "--now", "--no-block", "condor"),
+        service=True, undo=("systemctl", "disable", "--now", "--no-block", "condor"))
     assert start.kind == "service"
 
 
 def test_plan_without_token_writes_no_token_file():
     actions = P.plan(P.parse_settings(section(token=None)), ctx())
     assert [a.target for a in actions] == ["/etc/condor/config.d/50-contextd.conf",
-                                           "systemctl enable --now condor"]
+                                           "systemctl enable --now --no-block condor"]
 
 
 def test_config_text():

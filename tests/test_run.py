@@ -37,9 +37,9 @@ def assert_applied(site, out):
     assert len(rep["payload"]["sha256"]) == 64
     statuses = {a["target"]: a["status"] for a in rep["actions"]}
     assert statuses["/etc/cvmfs/default.local"] == "created"
-    assert statuses["systemctl enable --now condor"] == "skipped"
+    assert statuses["systemctl enable --now --no-block condor"] == "skipped"
     # services come last of all
-    assert rep["actions"][-1]["target"] == "systemctl enable --now condor"
+    assert rep["actions"][-1]["target"] == "systemctl enable --now --no-block condor"
     text = json.dumps(rep) + out
     assert TOKEN not in text and REPORT_TOKEN not in text
     assert stat.S_IMODE((site.run_dir / "report.json").stat().st_mode) == 0o644
@@ -196,7 +196,7 @@ def test_commands_succeed_in_order(site, tmp_path):
     assert log.read_text().splitlines() == [
         "cvmfs_config setup",
         "puppet agent --onetime --no-daemonize --detailed-exitcodes",
-        "systemctl enable --now condor",
+        "systemctl enable --now --no-block condor",
     ]
 
 

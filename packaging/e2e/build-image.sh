@@ -75,8 +75,9 @@ echo "$kver" >"$work/kernel"
 touch "$work/.complete"
 mv "$work" "$image"
 
-# Only the current key (and the .deb cache) is kept.
-for old in "$cache"/*/; do
+# Only the current key (and the .deb cache) is kept, and no half-built image of another run.
+for old in "$cache"/*/ "$cache"/.build-*/; do
+    [ -d "$old" ] || continue
     case "${old%/}" in "$image"|"$cache/debs") ;; *) rm -rf "${old%/}" ;; esac
 done
 echo "build-image: built $image in $(( $(date +%s) - start ))s (kernel $kver)" >&2

@@ -49,8 +49,10 @@ def debugfs(disk, request):
 def on_disk(disk, path):
     """(mode, uid, content) of a file in the image, or None when it is not there."""
     out, err = debugfs(disk, "stat %s" % path)
-    if "File not found" in err or not out:
+    if "File not found" in err:
         return None
+    if not out:
+        raise SystemExit("  FAIL debugfs cannot read %s: %s" % (disk, err.strip()))
     text = out.decode("utf-8", "replace")
     mode = re.search(r"Mode:\s+(\d+)", text)
     uid = re.search(r"User:\s+(\d+)", text)
@@ -63,6 +65,8 @@ def main(scenario, directory):
     res = guest_result(os.path.join(directory, "result.log"))
     console = open(os.path.join(directory, "console.log"), "rb").read().decode("utf-8", "replace")
     disk = os.path.join(directory, "disk.img")
+    if not os.path.isfile(disk):
+        raise SystemExit("  FAIL no disk image %s to read back" % disk)
     files = res["files"]
     ctx = res["units"]["contextd.service"]
     condor = res["units"]["condor.service"]
@@ -144,8 +148,8 @@ def main(scenario, directory):
                      "/var/lib/contextd/applied.json"):
             c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
             c.check(on_disk(disk, path) is None, "on disk: nothing at %s" % path)
-        c.check((condor.get("ActiveState"), condor.get("UnitFileState")) == ("inactive", "disabled"),
-                "HTCondor never enabled or started", condor)
+        state = (condor.get("ActiveState"), condor.get("UnitFileState"))
+        c.check(state == ("inactive", "disabled"), "HTCondor never enabled or started", condor)
         c.check("systemctl" not in json.dumps(report.get("actions", [])),
                 "no systemctl action attempted", report.get("actions"))
     elif scenario == "nocd":
@@ -156,6 +160,8 @@ def main(scenario, directory):
         c.check(int(report.get("duration_ms") or 0) >= WAIT_FOR_SOURCE_MS - 500,
                 "waited wait_for_source (10s) for a late CD-ROM",
                 "%s ms" % report.get("duration_ms"))
+        c.check(bool(ctx.get("StatusText")), "contextd told systemd what it waited for "
+                "(sd_notify STATUS=, NotifyAccess=main)", ctx.get("StatusText"))
         for path in (CONDOR_CONF, TOKEN, CVMFS, CONDOR_MARK):
             c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
         c.check(condor.get("ActiveState") == "inactive", "HTCondor not started", condor)

@@ -13,7 +13,7 @@
 # itself off; a scenario that does not finish within E2E_BOOT_TIMEOUT seconds fails.
 #
 # Environment: E2E_CACHE (image cache, default /var/cache/contextd-e2e), E2E_OUT (work dir,
-# default build/e2e), E2E_BOOT_TIMEOUT (default 420), E2E_SOURCE (detect: the policy's
+# default build/e2e), E2E_BOOT_TIMEOUT (default 300), E2E_SOURCE (detect: the policy's
 # hepix-cdrom source finds the disc through udev, the default; iso: the unit is told
 # --source iso:/dev/sr0, which needs no detection).
 set -euo pipefail
@@ -25,7 +25,7 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd killswitch)
 cache=${E2E_CACHE:-/var/cache/contextd-e2e}
 out=$(mkdir -p "${E2E_OUT:-$repo/build/e2e}" && cd "${E2E_OUT:-$repo/build/e2e}" && pwd)
-boot_timeout=${E2E_BOOT_TIMEOUT:-420}
+boot_timeout=${E2E_BOOT_TIMEOUT:-300}
 source_mode=${E2E_SOURCE:-detect}
 py=/usr/bin/python3
 sitelib=/usr/lib/python3.9/site-packages
