@@ -158,6 +158,21 @@ class Site:
         return json.loads((self.run_dir / "report.json").read_text())
 
 
+COMMANDS = ("cvmfs_config", "puppet", "systemctl")
+
+
+def fake_commands(bindir: Path, log: Path, failing: str = "") -> Dict[str, str]:
+    """Stand-ins for the commands plugins run, first on PATH: each logs its argv to `log`
+    and exits 0 (puppet: 2, its 'changes applied'), or 1 when it is `failing`."""
+    bindir.mkdir(exist_ok=True)
+    for name in COMMANDS:
+        code = 1 if name == failing else (2 if name == "puppet" else 0)
+        script = bindir / name
+        script.write_text("#!/bin/sh\necho \"%s $*\" >> %s\nexit %d\n" % (name, log, code))
+        script.chmod(0o755)
+    return dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]))
+
+
 # What the reliability suites tried, summed up in one line at the end of the run.
 RELIABILITY = {"inputs fuzzed": 0, "tamperings rejected": 0, "faults injected": 0}
 

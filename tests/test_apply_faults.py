@@ -11,21 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import count
+from conftest import COMMANDS, count, fake_commands
 
-COMMANDS = ("cvmfs_config", "puppet", "systemctl")
 FILES = ("etc/cvmfs/default.local", "etc/condor/config.d/50-contextd.conf",
          "etc/condor/tokens.d/contextd.token", "etc/puppetlabs/puppet/puppet.conf")
-
-
-def fake_commands(bindir: Path, log: Path, failing: str = "") -> dict:
-    bindir.mkdir(exist_ok=True)
-    for name in COMMANDS:
-        code = 1 if name == failing else (2 if name == "puppet" else 0)
-        script = bindir / name
-        script.write_text("#!/bin/sh\necho \"%s $*\" >> %s\nexit %d\n" % (name, log, code))
-        script.chmod(0o755)
-    return dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]))
 
 
 def prepare_root(site):

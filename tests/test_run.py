@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPORT_TOKEN, TOKEN, base_payload, utc
+from conftest import REPORT_TOKEN, TOKEN, base_payload, fake_commands, utc
 
 CONFIG = "etc/condor/config.d/50-contextd.conf"
 
@@ -144,48 +144,11 @@ def test_existing_puppet_conf_is_kept(site):
     assert "server = puppet.cern.ch" in text
 
 
-def test_commands_run_with_run_commands_and_failure_rolls_back(site, tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    log = tmp_path / "calls.log"
-    for name, code in (("cvmfs_config", 0), ("systemctl", 0), ("puppet", 1)):
-        script = bindir / name
-        script.write_text("#!/bin/sh\necho \"%s $*\" >> %s\nexit %d\n" % (name, log, code))
-        script.chmod(0o755)
-    existing = site.root / "etc/cvmfs/default.local"
-    existing.parent.mkdir(parents=True)
-    existing.write_text("CVMFS_HTTP_PROXY=DIRECT\n")
-    existing.chmod(0o640)
-    before = site.snapshot()
-    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]))
-    proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
-                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
-                           "--root", str(site.root), "--run-dir", str(site.run_dir),
-                           "--state-dir", str(site.state_dir), "--spool-dir",
-                           str(site.spool_dir), "--run-commands"],
-                          capture_output=True, text=True, env=env)
-    assert proc.returncode == 3, proc.stderr
-    assert "puppet agent" in proc.stderr and "rolled back" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert site.snapshot() == before          # byte for byte, modes too; created files gone
-    rep = site.report()
-    assert rep["outcome"] == "failed" and rep["stage"] == "apply"
-    assert "/etc/cvmfs/default.local" in " ".join(rep["rolled_back"])
-    calls = log.read_text()
-    assert "cvmfs_config setup" in calls
-    assert "systemctl" not in calls            # HTCondor never started
-    assert not (site.state_dir / "transaction").exists()
-
-
 def test_commands_succeed_in_order(site, tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
+    """Failures at each command are the fault suite's (test_apply_faults.py); this is the
+    successful order: files, then commands, then the service start last of all."""
     log = tmp_path / "calls.log"
-    for name, code in (("cvmfs_config", 0), ("systemctl", 0), ("puppet", 2)):
-        script = bindir / name
-        script.write_text("#!/bin/sh\necho \"%s $*\" >> %s\nexit %d\n" % (name, log, code))
-        script.chmod(0o755)
-    env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ["PATH"]))
+    env = fake_commands(tmp_path / "bin", log)
     proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
                            "file:%s" % site.bundle(), "--policy", str(site.policy_path),
                            "--root", str(site.root), "--run-dir", str(site.run_dir),
