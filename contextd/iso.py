@@ -25,7 +25,7 @@ import re
 import stat
 import struct
 import tempfile
-from typing import Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 from contextd.errors import SigningError, SourceError
 
@@ -194,8 +194,8 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
         )
 
     # Validate everything before building anything.
-    entries = []  # type: List[Tuple[List[str], bytes]]
-    dirs = set()  # type: set
+    entries: List[Tuple[List[str], bytes]] = []
+    dirs: set = set()
     for rel in files:
         if not isinstance(rel, str):
             raise TypeError("write_iso: file names must be str, got %r" % (rel,))
@@ -226,15 +226,15 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
             )
 
     # Assign unique ISO9660 names, parents first, in a stable order.
-    iso_names = {}  # type: Dict[Tuple[str, ...], str]  # long path -> ISO9660 path
-    used = {(): set()}  # type: Dict[Tuple[str, ...], set]
+    iso_names: Dict[Tuple[str, ...], str] = {}  # long path -> ISO9660 path
+    used: Dict[Tuple[str, ...], set] = {(): set()}
     for key in sorted(dirs, key=lambda d: (len(d), d)):
         parent = key[:-1]
         ident = _mangle_dir(key[-1], used[parent])
         used[parent].add(_iso_key(ident))
         used[key] = set()
         iso_names[key] = (iso_names[parent] if parent else "") + "/" + ident
-    file_names = {}  # type: Dict[Tuple[str, ...], str]
+    file_names: Dict[Tuple[str, ...], str] = {}
     for parts, _ in sorted(entries, key=lambda e: e[0]):
         key = tuple(parts)
         parent = key[:-1]
@@ -378,7 +378,7 @@ class IsoImage:
         self._iso = None
         self._size = 0
         self._block = 2048
-        self._roots = []  # type: List[Tuple[str, object]]
+        self._roots: List[Tuple[str, object]] = []
         pycdlib = _import_pycdlib()
         fp = _open_source(path)
         try:
@@ -413,7 +413,7 @@ class IsoImage:
                 self.label = raw_label.strip(" \x00")
                 rock_ridge = bool(iso.has_rock_ridge())
                 iso_root = iso.get_record(iso_path="/")
-                roots = []  # type: List[Tuple[str, object]]
+                roots: List[Tuple[str, object]] = []
                 if rock_ridge:
                     roots.append((_RR, iso_root))
                 if iso.has_joliet():
@@ -540,7 +540,7 @@ class IsoImage:
 
     def _children(self, names: str, record) -> List[_Entry]:
         """The entries of directory `record`, named in name set `names`."""
-        result = []  # type: List[_Entry]
+        result: List[_Entry] = []
         last_ident = None
         for child in record.children:
             if child.is_dot() or child.is_dotdot():
