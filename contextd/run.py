@@ -87,8 +87,10 @@ def execute(opts: Options) -> Result:
                          % (", ".join(pol.sources) or "(none configured)", why), pol=pol)
         rep["source"] = {"kind": ctx.kind, "location": ctx.location}
         rep["source"].update(ctx.details)
-        if ctx.scripts:
+        legacy: Any = None              # only legacy carriers (HEPiX scripts, amiconfig) need it
+        if ctx.scripts or ctx.legacy:
             from contextd import legacy
+        if ctx.scripts:
             rep["legacy_scripts"] = legacy.check_scripts(ctx.scripts, pol)
         facts = facts_for(pol, ctx.facts, rep["host"]["hostname"])
         rep["host"].update(instance_id=facts["instance_id"])
@@ -102,17 +104,17 @@ def execute(opts: Options) -> Result:
             verified = verify(ctx.payload, ctx.signatures, pol, now=started)
         stage = "parse"
         if verified.unsigned:
-            from contextd import legacy
             doc, rep["legacy"] = legacy.parse_amiconfig(
                 verified, pol.legacy["amiconfig"]["as_vo"], started)
         else:
             doc = payload.parse(verified)
         logs.add_secrets_of(doc)            # report.token, htcondor.token, ...: never logged
         vo_url, token = _vo_report_url(pol, doc, verified), doc.report_token
+        signers = verified.signers.get(doc.vo, ())
         rep["payload"] = {"sha256": doc.sha256, "vo": doc.vo, "serial": doc.serial,
-                          "signers": sorted(m.label for m in verified.signers.get(doc.vo, ())),
-                          "signer_details": sorted((m.details() for m in verified.signers.get(
-                              doc.vo, ())), key=lambda d: d["label"])}
+                          "signers": sorted(m.label for m in signers),
+                          "signer_details": sorted((m.details() for m in signers),
+                                                   key=lambda d: d["label"])}
         if verified.unsigned:
             rep["payload"]["unsigned"] = True
         instance = _instance_key(opts, facts)
@@ -125,7 +127,6 @@ def execute(opts: Options) -> Result:
         sources.check_listed_files(ctx, doc.files)
         stage = "authorize"
         if verified.unsigned:
-            from contextd import legacy
             auth = legacy.authorize_unsigned(doc, verified, pol)
         else:
             auth = authorize.authorize(doc, verified, pol, facts, started)
@@ -144,7 +145,6 @@ def execute(opts: Options) -> Result:
             return Result(rep, planned=planned)
         stage = "apply"
         if ctx.scripts:
-            from contextd import legacy
             legacy.run_pinned("prolog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
                               opts.run_commands, opts.state)
         try:
@@ -156,7 +156,6 @@ def execute(opts: Options) -> Result:
             raise
         _remember(opts, instance, doc.sha256, doc.serial)
         if ctx.scripts:
-            from contextd import legacy
             legacy.run_pinned("epilog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
                               opts.run_commands, opts.state)
         return _done(opts, rep, "applied", started, pol=pol, vo_url=vo_url, token=token)
