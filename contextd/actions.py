@@ -4,11 +4,12 @@ Plugins return these values; `apply` is the one executor that performs them. Pat
 absolute paths on the target system; the executor puts them under `--root`.
 """
 
-from dataclasses import dataclass, field
 from typing import FrozenSet, Optional, Tuple, Union
 
+from contextd.record import field, record
 
-@dataclass(frozen=True)
+
+@record(frozen=True)
 class WriteFile:
     plugin: str
     path: str                       # absolute, e.g. "/etc/cvmfs/default.local"
@@ -26,7 +27,7 @@ class WriteFile:
         return self.path
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RunCommand:
     plugin: str
     argv: Tuple[str, ...]

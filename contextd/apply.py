@@ -13,12 +13,12 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from contextd import filesystem
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import ApplyError
+from contextd.record import field, record
 
 log = logging.getLogger("contextd.apply")
 TXN = "transaction"
@@ -34,7 +34,7 @@ class ApplyFailed(ApplyError):
         self.not_undone = not_undone
 
 
-@dataclass
+@record
 class _Journal:
     """What this transaction changed, on disk before each change, so a kill can be undone."""
 

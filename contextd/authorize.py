@@ -6,7 +6,6 @@ learns all of them at once; any violation rejects the whole payload.
 """
 
 import datetime
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import plugin
@@ -14,11 +13,12 @@ from contextd.errors import PolicyViolation
 from contextd.payload import Payload
 from contextd.plugin import Decision, Finding
 from contextd.policy import Policy, VoTrust
+from contextd.record import record
 from contextd.schema import glob_match
 from contextd.verify import SignerMatch, Verified
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Authorization:
     payload: Payload
     signers: Tuple[SignerMatch, ...]

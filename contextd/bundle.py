@@ -13,10 +13,10 @@ import binascii
 import gzip
 import io
 import zlib
-from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple, Union
 
 from contextd.errors import BundleError
+from contextd.record import field, record
 
 MAGIC = "#contextd-signed-v1"
 PAYLOAD = "CONTEXTD PAYLOAD"
@@ -30,7 +30,7 @@ _LAYOUT_HINT = ("a bundle holds one CONTEXTD PAYLOAD block, then SSH SIGNATURE b
                 "CONTEXTD X509 SIGNATURE blocks each followed by its CERTIFICATE blocks")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class X509Signature:
     """A raw signature over the payload and the DER certificates shipped with it."""
 
@@ -42,7 +42,7 @@ class X509Signature:
 Signature = Union[bytes, X509Signature]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Bundle:
     payload: bytes = field(repr=False)
     signatures: Tuple[Signature, ...] = field(repr=False)   # in order

@@ -39,11 +39,11 @@ import re
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from contextd import __version__, filesystem, logs
 from contextd.errors import ContextdError
+from contextd.record import field, record
 
 if TYPE_CHECKING:                     # `report flush` must not pay for the policy's imports
     from contextd.policy import Policy
@@ -82,7 +82,7 @@ class DeliveryError(ContextdError):
     stage = "report"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Destination:
     url: str
     token: Optional[str] = field(default=None, repr=False)   # the VO's report.token: secret
@@ -90,7 +90,7 @@ class Destination:
     ca_bundle: Optional[str] = None         # verify HTTPS against this bundle, not the system's
 
 
-@dataclass
+@record
 class Entry:
     """One report for one destination: what the spool holds."""
 
@@ -134,7 +134,7 @@ class Entry:
         return os.path.basename(self.path) if self.path else self.report_id
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Outcome:
     url: str
     verdict: str                 # delivered | spooled | refused
@@ -473,7 +473,7 @@ def _settle(entry: Entry, verdict: str, said: str, spool_dir: str,
     return Outcome(entry.url, KEPT, said, entry.path)
 
 
-@dataclass
+@record
 class FlushResult:
     delivered: List[Outcome] = field(default_factory=list)
     refused: List[Outcome] = field(default_factory=list)

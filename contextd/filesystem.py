@@ -8,13 +8,13 @@ before the new file becomes visible.
 import os
 import stat
 import tempfile
-from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 from contextd.errors import ApplyError
+from contextd.record import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileState:
     content: bytes = field(repr=False)
     mode: int

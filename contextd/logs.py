@@ -19,11 +19,12 @@ Where records go:
   itself; deliveries, which the journal and `report flush` tell) need -v.
 """
 
-import dataclasses
 import logging
 import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Set
+
+from contextd import record
 
 SYSLOG_IDENTIFIER = "contextd"
 _SECRETS: Set[str] = set()
@@ -37,10 +38,15 @@ def add_secret(value: Optional[str]) -> None:
 
 
 def add_secrets_of(value: Any) -> None:
-    """Register every string field that a dataclass marks `repr=False` (contextd's mark for a
-    secret: the payload's report.token, a plugin's token), in `value` and what it holds."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for f in dataclasses.fields(value):
+    """Register every string field that a record marks `repr=False` (contextd's mark for a
+    secret: the payload's report.token, a plugin's token), in `value` and what it holds.
+    A site plugin's dataclasses count too; `dataclasses` is imported only for them."""
+    found = record.fields(value) if record.is_record(value) else ()
+    if not found and hasattr(type(value), "__dataclass_fields__"):
+        import dataclasses
+        found = dataclasses.fields(value)
+    if found:
+        for f in found:
             item = getattr(value, f.name, None)
             if not f.repr and isinstance(item, str):
                 add_secret(item)

@@ -6,11 +6,11 @@ checks the payload's own shape; whether the site accepts it is `authorize`'s job
 
 import datetime
 import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from contextd import plugin, strictyaml
 from contextd.errors import PayloadError
+from contextd.record import field, record
 from contextd.schema import Reader
 from contextd.verify import Verified
 
@@ -23,7 +23,7 @@ _URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,4096}$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Payload:
     sha256: str
     vo: str

@@ -10,16 +10,16 @@ group, and only the plugins a policy or payload names are imported.
 """
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from contextd.actions import Action
 from contextd.errors import PayloadError, PolicyError
+from contextd.record import field, record
 
 GROUP = "contextd.plugins"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     """One field the site refused or replaced, with why. `value` is already safe to show.
 
@@ -41,14 +41,14 @@ class Finding:
                 "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     settings: Any                    # the settings to plan with, site overrides applied
     denied: Sequence[Finding]
     overridden: Sequence[Finding]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PlanContext:
     payload_sha256: str
     vo: str

@@ -9,11 +9,11 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from contextd import plugin, sshsig, strictyaml
 from contextd.errors import PolicyError
+from contextd.record import field, record
 from contextd.schema import GLOB_RE, Reader
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
@@ -29,7 +29,7 @@ _ABSOLUTE = re.compile(r"/[^\x00-\x1f]*")      # an absolute path, no control ch
 _SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Signer:
     id: str
     kind: str                            # "ssh_key" | "ssh_ca" | "x509"
@@ -44,14 +44,14 @@ class Signer:
         return sshsig.fingerprint(self.key_blob) if self.key_blob else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Revoked:
     ssh_fingerprints: Tuple[str, ...] = ()
     ssh_cert_key_ids: Tuple[str, ...] = ()
     serials: Tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class VoTrust:
     name: str
     threshold: int
@@ -63,7 +63,7 @@ class VoTrust:
     report_urls: Tuple[str, ...] = ()    # globs the payload's report.url must match
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     path: str
     sha256: str

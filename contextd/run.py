@@ -8,20 +8,20 @@ import datetime
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
 from contextd import apply, authorize, delivery, filesystem, logs, payload, plan, policy, report
 from contextd import sources
 from contextd.errors import ContextdError
 from contextd.plugin import PlanContext
+from contextd.record import record
 from contextd.verify import Verified, verify
 
 APPLIED = "applied.json"
 log = logging.getLogger("contextd.run")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Options:
     policy: str = policy.DEFAULT_PATH
     root: str = "/"
@@ -45,7 +45,7 @@ class Options:
         return self.spool_dir or filesystem.under_root(self.root, delivery.DEFAULT_SPOOL)
 
 
-@dataclass
+@record
 class Result:
     report: Dict[str, Any]
     error: Optional[ContextdError] = None

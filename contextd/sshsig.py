@@ -30,24 +30,13 @@ import binascii
 import datetime
 import hashlib
 import struct
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, NoReturn, Optional, Tuple, Type
+from typing import Callable, Dict, Iterable, NoReturn, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_ssh_private_key,
-    load_ssh_public_key,
-)
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from contextd.errors import SignatureError, SigningError
+from contextd.record import field, record
 
 NAMESPACE = "contextd-payload"
 
@@ -62,16 +51,19 @@ _MESSAGE_HASHES = {"sha256": hashlib.sha256, "sha512": hashlib.sha512}
 
 ED25519 = "ssh-ed25519"
 RSA = "ssh-rsa"
-# key type -> (curve class, hash class); the signature type must equal the key type.
-_ECDSA: Dict[str, Tuple[Type[ec.EllipticCurve], Type[hashes.HashAlgorithm]]] = {
-    "ecdsa-sha2-nistp256": (ec.SECP256R1, hashes.SHA256),
-    "ecdsa-sha2-nistp384": (ec.SECP384R1, hashes.SHA384),
-    "ecdsa-sha2-nistp521": (ec.SECP521R1, hashes.SHA512),
+# Classes are named, not imported: a boot checking an Ed25519 signature (the usual case) then
+# imports only cryptography's ed25519 module, not the EC, RSA and serialization machinery.
+# key type -> (SSH curve name, cryptography curve class, hash class); the signature type
+# must equal the key type.
+_ECDSA: Dict[str, Tuple[str, str, str]] = {
+    "ecdsa-sha2-nistp256": ("nistp256", "SECP256R1", "SHA256"),
+    "ecdsa-sha2-nistp384": ("nistp384", "SECP384R1", "SHA384"),
+    "ecdsa-sha2-nistp521": ("nistp521", "SECP521R1", "SHA512"),
 }
 # RSA signature type -> hash; "ssh-rsa" (SHA-1) is deliberately absent.
-_RSA_SIG_HASHES: Dict[str, Type[hashes.HashAlgorithm]] = {
-    "rsa-sha2-256": hashes.SHA256,
-    "rsa-sha2-512": hashes.SHA512,
+_RSA_SIG_HASHES: Dict[str, str] = {
+    "rsa-sha2-256": "SHA256",
+    "rsa-sha2-512": "SHA512",
 }
 SUPPORTED_KEY_TYPES = (ED25519,) + tuple(sorted(_ECDSA)) + (RSA,)
 # OpenSSH caps RSA at 16384 bits; below 2048 bits a key is too weak to trust with root.
@@ -93,7 +85,7 @@ _PRIVATE_END = b"-----END OPENSSH PRIVATE KEY-----"
 _SHOW_MAX = 64
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SshSig:
     """A parsed SSHSIG blob: structure and allow-lists checked, signature not yet (`verify`)."""
 
@@ -112,7 +104,7 @@ class SshSig:
         return self.certificate.key_blob if self.certificate else self.public_key
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SshCertificate:
     """An OpenSSH user/host certificate, parsed; its CA signature is checked by `verify`."""
 
@@ -239,38 +231,58 @@ def _wire_key_type(blob: bytes) -> str:
     return _WireReader(blob, "public key").text("key type")
 
 
+def _hash(name: str) -> object:
+    """An instance of cryptography's hash class `name` ("SHA256")."""
+    from cryptography.hazmat.primitives import hashes
+
+    return getattr(hashes, name)()
+
+
 def _load_public_key(blob: bytes) -> Tuple[str, object]:
     """(key type, cryptography key) of a wire-format public key; raises _Malformed.
 
-    The blob must be exactly what cryptography would write back for the key, so one key has
-    one encoding and comparing blobs compares keys.
+    The blob is read field by field (RFC 4253 6.6, RFC 5656 3.1) with no slack: fixed sizes,
+    minimal mpints, an uncompressed EC point, no trailing bytes. So one key has exactly one
+    encoding, the one OpenSSH writes, and comparing blobs compares keys. cryptography then
+    checks the values themselves (point on the curve, RSA modulus and exponent).
     """
-    key_type = _wire_key_type(blob)
+    reader = _WireReader(blob, "public key")
+    key_type = reader.text("key type")
     problem = _key_type_problem(key_type)
     if problem:
         raise _Malformed(problem[0])
-    line = key_type.encode("ascii") + b" " + base64.b64encode(blob)
     try:
-        key = load_ssh_public_key(line)
-    # Hostile input reaches a third-party parser whose exception types vary by version
-    # (ValueError, UnsupportedAlgorithm, NotImplementedError for compressed EC points, ...).
+        if key_type == ED25519:
+            raw = reader.string("Ed25519 key")
+            reader.end()
+            if len(raw) != 32:
+                raise _Malformed("Ed25519 public key is %d bytes, not 32" % len(raw))
+            return key_type, ed25519.Ed25519PublicKey.from_public_bytes(raw)
+        if key_type == RSA:
+            from cryptography.hazmat.primitives.asymmetric import rsa
+
+            exponent = reader.mpint("RSA exponent")
+            modulus = reader.mpint("RSA modulus")
+            reader.end()
+            _check_rsa_size(modulus.bit_length())
+            return key_type, rsa.RSAPublicNumbers(exponent, modulus).public_key()
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        curve_name, curve, _ = _ECDSA[key_type]
+        if reader.text("curve name") != curve_name:
+            raise _Malformed("public key curve does not match its type %s" % _show(key_type))
+        point = reader.string("EC point")
+        reader.end()
+        if point[:1] != b"\x04":
+            raise _Malformed("EC public key is not an uncompressed point")
+        return key_type, ec.EllipticCurvePublicKey.from_encoded_point(getattr(ec, curve)(),
+                                                                      point)
+    except _Malformed:
+        raise
+    # Hostile values reach a third-party parser whose exception types vary by version
+    # (ValueError for a point off the curve or a bad RSA exponent, ...).
     except Exception as exc:  # noqa: BLE001 - any failure here means "invalid key"
         raise _Malformed("public key %s is invalid (%s)" % (_show(key_type), exc)) from None
-    if key_type == ED25519:
-        ok = isinstance(key, ed25519.Ed25519PublicKey)
-    elif key_type == RSA:
-        ok = isinstance(key, rsa.RSAPublicKey)
-        if ok:
-            _check_rsa_size(key.key_size)  # type: ignore[union-attr]
-    else:
-        ok = isinstance(key, ec.EllipticCurvePublicKey) and isinstance(
-            key.curve, _ECDSA[key_type][0])
-    if not ok:
-        raise _Malformed("public key does not match its type %s" % _show(key_type))
-    canonical = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).split(b" ")[1]
-    if base64.b64decode(canonical) != blob:
-        raise _Malformed("public key %s is not canonically encoded" % _show(key_type))
-    return key_type, key
 
 
 def _check_rsa_size(bits: int) -> None:
@@ -469,6 +481,8 @@ def _parse_certificate(blob: bytes, cert_type_name: str) -> SshCertificate:
 
 
 def _wire_blob(key: object) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)  # type: ignore[attr-defined]
     return base64.b64decode(line.split(b" ")[1])
 
@@ -615,6 +629,8 @@ def parse(blob: bytes) -> SshSig:
 
 
 def _ecdsa_signature(raw: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     reader = _WireReader(raw, "ECDSA signature")
     r = reader.mpint("r")
     s = reader.mpint("s")
@@ -629,15 +645,19 @@ def _verify_with(key_type: str, key: object, sig_type: str, raw: bytes, data: by
             raise _Malformed("Ed25519 signature is %d bytes, not 64" % len(raw))
         key.verify(raw, data)  # type: ignore[attr-defined]
     elif key_type == RSA:
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         size = (key.key_size + 7) // 8  # type: ignore[attr-defined]
         # OpenSSH would left-pad a short signature; every SSHSIG signer writes full length.
         if len(raw) != size:
             raise _Malformed("RSA signature is %d bytes, the key needs %d" % (len(raw), size))
         key.verify(raw, data, padding.PKCS1v15(),  # type: ignore[attr-defined]
-                   _RSA_SIG_HASHES[sig_type]())
+                   _hash(_RSA_SIG_HASHES[sig_type]))
     else:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         der = _ecdsa_signature(raw)
-        key.verify(der, data, ec.ECDSA(_ECDSA[key_type][1]()))  # type: ignore[attr-defined]
+        key.verify(der, data, ec.ECDSA(_hash(_ECDSA[key_type][2])))  # type: ignore[attr-defined]
 
 
 def _verify_certificate(cert: SshCertificate) -> None:
@@ -717,22 +737,27 @@ def _sign_raw(key: object, key_type: str, data: bytes) -> bytes:
     """The inner signature blob (string sig-type + string sig) over `data`."""
     if key_type == ED25519:
         return _string(ED25519.encode()) + _string(key.sign(data))  # type: ignore[attr-defined]
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
     if key_type == RSA:
-        sig = key.sign(data, padding.PKCS1v15(), hashes.SHA512())  # type: ignore[attr-defined]
+        sig = key.sign(data, padding.PKCS1v15(), _hash("SHA512"))  # type: ignore[attr-defined]
         return _string(b"rsa-sha2-512") + _string(sig)
-    der = key.sign(data, ec.ECDSA(_ECDSA[key_type][1]()))  # type: ignore[attr-defined]
+    der = key.sign(data, ec.ECDSA(_hash(_ECDSA[key_type][2])))  # type: ignore[attr-defined]
     r, s = decode_dss_signature(der)
     return _string(key_type.encode()) + _string(_mpint(r) + _mpint(s))
 
 
 def _private_key_type(key: object) -> Optional[str]:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return ED25519
     if isinstance(key, rsa.RSAPrivateKey):
         return RSA
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        for key_type, (curve, _) in _ECDSA.items():
-            if isinstance(key.curve, curve):
+        for key_type, (_, curve, _) in _ECDSA.items():
+            if isinstance(key.curve, getattr(ec, curve)):
                 return key_type
     return None
 
@@ -767,6 +792,12 @@ def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
     problem = _key_type_problem(key_type)
     if problem:
         fail("cannot sign here: " + problem[0], problem[1])
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_ssh_private_key,
+    )
+
     try:
         key = load_ssh_private_key(data, password=None)
     # Exception types vary by cryptography version; whatever it is, the key file is bad.

@@ -15,19 +15,19 @@ signature that does not count leaves a note saying why.
 
 import datetime
 import hashlib
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import sshsig
 from contextd.bundle import X509Signature
 from contextd.errors import SignatureError
 from contextd.policy import Policy, Signer
+from contextd.record import field, record
 
 TYPE_TAG = b"contextd: payload/v1"
 _TOKEN = object()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SignerMatch:
     vo: str
     signer: Signer
@@ -58,7 +58,7 @@ class SignerMatch:
         return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verified:
     """Payload bytes with at least one trusted signature; made only by `verify`."""
 

@@ -34,7 +34,6 @@ import os
 import re
 import stat
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from cryptography import x509
@@ -46,6 +45,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from contextd.bundle import X509Signature
 from contextd.errors import SignatureError, SigningError
+from contextd.record import field, record
 from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
 
 log = logging.getLogger("contextd")
@@ -82,7 +82,7 @@ _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)"
                        rb"-----END CERTIFICATE-----")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class X509Signer:
     """A parsed X.509 signature: who claims to have signed; nothing verified yet."""
 
@@ -99,7 +99,7 @@ class X509Signer:
         return "%X" % self.serial
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TrustDir:
     """The site's CA directory as loaded: anchors and CRLs, and what was skipped."""
 

@@ -12,12 +12,12 @@ describes the file and the command.
 """
 
 import re
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
+from contextd.record import record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
 
 NAME = "cvmfs"
@@ -81,7 +81,7 @@ def proxy_allowed(value: str, globs: Sequence[str]) -> bool:
     return False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     repositories: Tuple[str, ...]
     quota_limit_mb: Optional[int] = None
@@ -97,14 +97,14 @@ class Settings:
             raise ValueError("cvmfs settings: invalid http_proxy")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Allow:
     repositories: Optional[Tuple[str, ...]] = None   # None: not set, nothing allowed
     max_quota_mb: Optional[int] = None               # None: the payload may not set a quota
     http_proxies: Optional[Tuple[str, ...]] = None   # None: the payload may not set a proxy
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Site:
     http_proxy: Optional[str] = None
     quota_limit_mb: Optional[int] = None

@@ -15,12 +15,12 @@ findings, describe() or any repr) and never touch the system itself.
 """
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
+from contextd.record import field, record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, kind, plain
 
 NAME = "htcondor"
@@ -133,7 +133,7 @@ def _check_attributes(attributes: Attributes) -> None:
         seen.add(name.upper())
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     role: str                        # the ROLE metaknob: Execute, Submit, CentralManager, Personal
     central_manager: str             # host[:port]
@@ -151,14 +151,14 @@ class Settings:
             raise ValueError("htcondor settings: invalid token")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Allow:
     roles: Tuple[str, ...] = ()                        # metaknob names
     central_managers: Optional[Tuple[str, ...]] = None
     attributes: Tuple[str, ...] = ()                   # names the VO may set
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Site:
     central_manager: Optional[str] = None
     attributes: Attributes = ()

@@ -12,12 +12,12 @@ through `PlanContext.read_file`, the new one goes out as a WriteFile.
 """
 
 import re
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
+from contextd.record import record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
 
 NAME = "puppet"
@@ -53,7 +53,7 @@ def config_ok(value: Any) -> bool:
             and not any(part in (".", "..") for part in value.split("/")))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Settings:
     server: Optional[str] = None
     environment: Optional[str] = None
@@ -83,7 +83,7 @@ class Settings:
             raise ValueError("puppet settings: invalid manifest")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Allow:
     servers: Optional[Tuple[str, ...]] = None
     environments: Optional[Tuple[str, ...]] = None
@@ -91,7 +91,7 @@ class Allow:
     masterless: bool = False               # may the payload `puppet apply` its own manifest?
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Site:
     server: Optional[str] = None
     environment: Optional[str] = None

@@ -530,3 +530,24 @@ def test_public_key_must_be_canonical(key: Key, keygen_blob: bytes) -> None:
     sig = sshsig.parse(keygen_blob)
     check_rejected(build(sig.public_key + b"\x00", sig.signature))
     check_rejected(build(string(b"ssh-ed25519") + string(b"\x00" * 31), sig.signature))
+
+
+def test_key_encodings_other_than_openssh_own_are_refused() -> None:
+    """Public keys are read field by field: a key has exactly the encoding OpenSSH writes."""
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    good = base64.b64decode(ec_key.public_bytes(serialization.Encoding.OpenSSH,
+                                                serialization.PublicFormat.OpenSSH).split()[1])
+    assert sshsig.public_key_blob("ecdsa-sha2-nistp256 " + base64.b64encode(good).decode()) == good
+    compressed = ec_key.public_bytes(serialization.Encoding.X962,
+                                     serialization.PublicFormat.CompressedPoint)
+    head = string(b"ecdsa-sha2-nistp256")
+    for public, words in (
+            (head + string(b"nistp256") + string(compressed), "uncompressed"),
+            (head + string(b"nistp384") + good[len(head) + 12:], "curve"),
+            (head + string(b"nistp256") + string(b"\x04" + b"\x01" * 64), "invalid"),
+            (string(b"ssh-rsa") + string(b"\x01\x00\x01") + string(b"\x00\x01"), "leading zero"),
+            (string(b"ssh-ed25519") + string(b"\x01" * 33), "not 32"),
+            (good + b"\x00", "trailing")):
+        key_type = public[4:4 + struct.unpack(">I", public[:4])[0]].decode()
+        with pytest.raises(ValueError, match=words):
+            sshsig.public_key_blob(key_type + " " + base64.b64encode(public).decode())

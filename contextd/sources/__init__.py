@@ -15,15 +15,15 @@ every EC2 boot first sitting out the CD-ROM wait.
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd.errors import PayloadError, SourceError, UsageError
+from contextd.record import field, record
 
 MAX_LISTED_FILE = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Context:
     kind: str                                    # iso | dir | file | hepix-cdrom | ec2
     location: str
@@ -43,7 +43,7 @@ class Context:
     details: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Detection:
     context: Optional[Context]
     notes: Tuple[str, ...]          # why each source tried had no context

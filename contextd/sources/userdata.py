@@ -11,11 +11,11 @@ What this module must never do: run or interpret a part (scripts stay bytes), fo
 """
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
 from contextd import bundle
 from contextd.errors import SourceError
+from contextd.record import field, record
 
 MAX_USER_DATA = bundle.MAX_BUNDLE          # raw and after decompression
 MAX_MIME_DEPTH = 8
@@ -27,7 +27,7 @@ _INI_SECTION = re.compile(rb"\[[A-Za-z0-9_.-]{1,64}\][ \t]*\Z")
 _MIME_START = (b"content-type:", b"mime-version:")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class UserData:
     kind: str                       # bundle | amiconfig | other
     data: bytes = field(repr=False)  # the bundle text or the INI; b"" for other
