@@ -4,6 +4,8 @@ Plugins return these values; `apply` is the one executor that performs them. Pat
 absolute paths on the target system; the executor puts them under `--root`.
 """
 
+from __future__ import annotations
+
 from typing import FrozenSet, Optional, Tuple, Union
 
 from contextd.record import field, record

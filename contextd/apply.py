@@ -7,11 +7,11 @@ A journal left by a killed run is rolled back by `recover` before anything else 
 It never runs a shell, and never runs commands against an alternate root unless told to.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
-import shutil
-import subprocess
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -61,7 +61,7 @@ def recover(state_dir: str) -> List[str]:
     path = os.path.join(directory, JOURNAL)
     if not os.path.exists(path):
         if os.path.isdir(directory):
-            shutil.rmtree(directory)      # killed before its first journal entry
+            _discard(directory)           # killed before its first journal entry
         return []
     try:
         with open(path, "rb") as f:
@@ -76,7 +76,7 @@ def recover(state_dir: str) -> List[str]:
         except ApplyError as exc:
             log.warning("could not undo a service the interrupted run started: %s", exc.message)
     restored = _undo_files(directory, entries)
-    shutil.rmtree(directory)
+    _discard(directory)
     return restored
 
 
@@ -151,7 +151,7 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
             current["kind"] if current else "step", current["target"] if current else "",
             message, len(rolled_back), "" if len(rolled_back) == 1 else "s"),
             results, rolled_back, not_undone)
-    shutil.rmtree(journal.directory)
+    _discard(journal.directory)
     return results
 
 
@@ -177,7 +177,17 @@ def _write(action: WriteFile, root: str, journal: _Journal) -> str:
     return "written" if before is not None else "created"
 
 
+def _discard(directory: str) -> None:
+    """Remove a transaction directory. It is flat and only apply writes it (backups, the
+    journal, atomic_write's temp files), so no shutil.rmtree (nor its import) is needed."""
+    for name in os.listdir(directory):
+        os.unlink(os.path.join(directory, name))
+    os.rmdir(directory)
+
+
 def _run(action: RunCommand) -> None:
+    import subprocess          # only runs that run commands pay for it
+
     try:
         proc = subprocess.run(list(action.argv), input=action.stdin or b"",
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -207,7 +217,10 @@ def _rollback(journal: _Journal, services: List[RunCommand], irreversible: List[
         except ApplyError as exc:
             not_undone.append("%s (%s)" % (service.target, exc.message))
     rolled_back = _undo_files(journal.directory, journal.entries)
-    shutil.rmtree(journal.directory, ignore_errors=True)
+    try:
+        _discard(journal.directory)
+    except OSError as exc:
+        log.warning("cannot remove the transaction directory %s: %s", journal.directory, exc)
     for result in results:
         if result["kind"] == "file" and result["status"] in ("created", "written"):
             result["status"] = "rolled-back"

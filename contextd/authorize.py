@@ -5,6 +5,8 @@ platform, never from the payload. Every violation is collected before deciding, 
 learns all of them at once; any violation rejects the whole payload.
 """
 
+from __future__ import annotations
+
 import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 

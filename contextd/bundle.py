@@ -8,6 +8,8 @@ SIGNATURE` (a raw signature over the payload bytes) followed by the `CERTIFICATE
 belong to it, signer first, then intermediates (kept together as an X509Signature).
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import gzip

@@ -1,9 +1,10 @@
 """The commands behind the CLI: each takes parsed arguments, prints, returns an exit code."""
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
-import socket
 import sys
 import time
 from typing import Any, Dict
@@ -61,7 +62,7 @@ def explain(args: Any) -> int:
         facts[name] = value
     ctx = sources.fetch(_spec_for(args.bundle))
     now = datetime.datetime.now(datetime.timezone.utc)
-    out = explainer.explain(ctx, pol, facts, args.root, now, socket.gethostname())
+    out = explainer.explain(ctx, pol, facts, args.root, now, os.uname().nodename)
     if args.json:
         _print_json(out)
     else:
@@ -251,7 +252,7 @@ def report_flush(args: Any) -> int:
     """Send the spool; exit 0 when nothing is left in it (delivered or moved aside), else 1."""
     from contextd import delivery
 
-    spool = args.spool_dir or filesystem.under_root(args.root, delivery.DEFAULT_SPOOL)
+    spool = args.spool_dir or filesystem.under_root(args.root, report.SPOOL)
     try:
         result = delivery.flush(spool)
     except OSError as exc:

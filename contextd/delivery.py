@@ -27,6 +27,8 @@ moved to `failed/` and never retried. Anything else (connection errors, TLS erro
 directory keeps a flush and a run from sending the same entry at the same time.
 """
 
+from __future__ import annotations
+
 import contextlib
 import datetime
 import fcntl
@@ -51,7 +53,6 @@ if TYPE_CHECKING:                     # `report flush` must not pay for the poli
 log = logging.getLogger("contextd.delivery")
 
 FORMAT = "contextd.spool/v1"
-DEFAULT_SPOOL = "/var/spool/contextd/reports"
 FAILED = "failed"
 KEY_LABEL = b"contextd-report-key/v1:"
 # Bounds. One send: at most 3 tries (urllib3 Retry) for 408/429/5xx answers and dropped

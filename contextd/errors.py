@@ -5,6 +5,8 @@ Each error carries the one-line message a user sees and, where there is one, the
 or exits. An exception that is not a ContextdError is a bug (exit 70).
 """
 
+from __future__ import annotations
+
 from typing import Optional, Sequence
 
 EXIT_OK = 0

@@ -4,6 +4,8 @@ It runs the same stages as a boot (verify, parse, authorize, plan) and shows eve
 change as allowed, denied or overridden with the reason. Secrets are never shown.
 """
 
+from __future__ import annotations
+
 import datetime
 from typing import Any, Dict, List, Mapping, Optional
 

@@ -5,10 +5,11 @@ file behind (temp file in the same directory, fsync, rename), and mode and owner
 before the new file becomes visible.
 """
 
+from __future__ import annotations
+
 import os
 import stat
-import tempfile
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from contextd.errors import ApplyError
 from contextd.record import field, record
@@ -99,11 +100,26 @@ def remove_stale_temporaries(directory: str) -> None:
                 pass
 
 
+def _create_temp(directory: str, base: str) -> Tuple[int, str]:
+    """A new file `.<base>.<random>.contextd-tmp` in `directory`, open for writing, 0600.
+
+    What tempfile.mkstemp does, without importing tempfile (and with it shutil and random)
+    on the boot path: O_EXCL refuses a name that exists, including a planted symlink.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = os.path.join(directory, ".%s.%s%s" % (base, os.urandom(6).hex(), TEMP_SUFFIX))
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free temporary file name in %s" % directory)
+
+
 def atomic_write(path: str, content: bytes, mode: int,
                  uid: Optional[int] = None, gid: Optional[int] = None) -> None:
     directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=TEMP_SUFFIX,
-                               dir=directory)
+    fd, tmp = _create_temp(directory, os.path.basename(path))
     try:
         os.fchmod(fd, mode)
         if uid is not None and os.geteuid() == 0:

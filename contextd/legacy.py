@@ -19,6 +19,8 @@ through a command line string, give it the CD's `context.sh` (a pinned site scri
 sourced it would execute what the VO wrote), or wait for it without a timeout.
 """
 
+from __future__ import annotations
+
 import configparser
 import datetime
 import hashlib

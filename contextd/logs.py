@@ -19,6 +19,8 @@ Where records go:
   itself; deliveries, which the journal and `report flush` tell) need -v.
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import sys

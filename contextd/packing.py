@@ -4,6 +4,8 @@ It writes files only through the ISO writer or an atomic write, and refuses carr
 platform would truncate (EC2 user-data above 16 KiB).
 """
 
+from __future__ import annotations
+
 import gzip
 import os
 from typing import Dict, Sequence

@@ -4,6 +4,8 @@ It accepts only a `Verified` value, so unverified bytes have no path to a plugin
 checks the payload's own shape; whether the site accepts it is `authorize`'s job.
 """
 
+from __future__ import annotations
+
 import datetime
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple

@@ -4,6 +4,8 @@ Pure apart from `read_file`, which lets a plugin merge into a file it does not o
 (puppet.conf). Order: every file, then commands, then service starts, last of all.
 """
 
+from __future__ import annotations
+
 from typing import List
 
 from contextd import plugin

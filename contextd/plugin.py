@@ -9,6 +9,8 @@ Built-in plugins and site plugins alike are found through the `contextd.plugins`
 group, and only the plugins a policy or payload names are imported.
 """
 
+from __future__ import annotations
+
 import re
 from typing import Any, Callable, Dict, List, Optional, Sequence
 

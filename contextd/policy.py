@@ -5,6 +5,8 @@ invoking user) could have written, warn where it should refuse, or let a key it 
 know through. Everything a site did not allow is denied.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 import re

@@ -14,6 +14,8 @@ fields and the exact class; frozen records refuse assignment and hash like a tup
 their compared fields; `repr=False` marks a secret (see `logs.add_secrets_of`).
 """
 
+from __future__ import annotations
+
 from typing import Any, Callable, Dict, Optional, Tuple
 
 _MISSING: Any = object()

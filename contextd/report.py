@@ -4,11 +4,11 @@ What it must never hold: a secret (tokens, passwords). Only values the pipeline 
 safe to show go in; plugins' `describe` replaces secrets before anything reaches here.
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
-import socket
-import uuid
 from typing import Any, Dict, Optional
 
 from contextd import __version__, filesystem
@@ -17,6 +17,7 @@ SCHEMA = "contextd.report/v1"
 NAME = "report.json"
 EXIT_CODES = {"applied": 0, "unchanged": 0, "skipped": 0, "rejected": 1, "failed": 3}
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+SPOOL = "/var/spool/contextd/reports"   # reports not yet delivered (contextd.delivery)
 
 
 def iso_time(t: datetime.datetime) -> str:
@@ -50,7 +51,8 @@ def new(started: datetime.datetime, site: Optional[str], root: str,
         policy_sha256: Optional[str]) -> Dict[str, Any]:
     return {
         "schema": SCHEMA,
-        "report_id": uuid.uuid4().hex,     # receivers deduplicate on it (delivery is at least once)
+        # 128 random bits; receivers deduplicate on it (delivery is at least once).
+        "report_id": os.urandom(16).hex(),
         "outcome": None,
         "started_at": iso_time(started),
         "finished_at": None,
@@ -61,7 +63,7 @@ def new(started: datetime.datetime, site: Optional[str], root: str,
         "actions": [],
         "denied": [],
         "overridden": [],
-        "host": {"hostname": socket.gethostname(), "instance_id": None, "site": site,
+        "host": {"hostname": os.uname().nodename,   # = gethostname() "instance_id": None, "site": site,
                  "boot_id": boot_id(),     # `status --wait` tells this boot's run by it
                  "image": dict(os_release(root), image_id=None)},
         "contextd_version": __version__,

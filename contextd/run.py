@@ -4,13 +4,15 @@ The stages are plain functions; this module only threads values between them, ke
 once-per-instance state and makes sure every run that got past the policy leaves a report.
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from contextd import apply, authorize, delivery, filesystem, logs, payload, plan, policy, report
+from contextd import apply, authorize, filesystem, logs, payload, plan, policy, report
 from contextd import sources
 from contextd.errors import ContextdError
 from contextd.plugin import PlanContext
@@ -42,7 +44,7 @@ class Options:
 
     @property
     def spool(self) -> str:
-        return self.spool_dir or filesystem.under_root(self.root, delivery.DEFAULT_SPOOL)
+        return self.spool_dir or filesystem.under_root(self.root, report.SPOOL)
 
 
 @record
@@ -195,7 +197,11 @@ def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.da
             terminal=False, stage=rep.get("stage", "done"), outcome=outcome,
             payload_sha256=p.get("sha256"), vo=p.get("vo"), serial=p.get("serial"),
             report_id=rep["report_id"], source=(rep.get("source") or {}).get("location"))
-        delivery.deliver(rep, delivery.destinations(pol, opts.root, vo_url, token), opts.spool)
+        if vo_url or pol.report_urls:      # delivery (and HTTP) only when there is a receiver
+            from contextd import delivery
+
+            delivery.deliver(rep, delivery.destinations(pol, opts.root, vo_url, token),
+                             opts.spool)
     return Result(rep)
 
 

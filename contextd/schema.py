@@ -5,6 +5,8 @@ class the caller gives, so one set of checks serves the policy (exit 2) and the 
 (exit 1). It never coerces: a string is not an int, a bool is not an int.
 """
 
+from __future__ import annotations
+
 import fnmatch
 import re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Type

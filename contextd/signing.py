@@ -6,6 +6,8 @@ YAML, duplicate keys), so a VO finds out at signing time, not at boot. Signature
 certificate's key, with the certificate and its intermediates).
 """
 
+from __future__ import annotations
+
 import datetime
 from typing import Optional, Sequence, Tuple
 

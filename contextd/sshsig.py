@@ -25,6 +25,8 @@ versions, never an AttributeError. `verify` checks the CA's signature over the c
 the caller takes from the policy; whether the CA is trusted is the caller's decision.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import datetime

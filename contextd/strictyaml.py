@@ -6,6 +6,8 @@ strings so the caller parses them with its own strict rule ('Z' required). It ne
 constructs anything but str, int, float, bool, None, list and dict.
 """
 
+from __future__ import annotations
+
 from typing import Any, Dict, Type
 
 from contextd.errors import ContextdError

@@ -13,6 +13,8 @@ signature by (issuer DN, subject DN), then chain and CRLs. Revoked ones are drop
 signature that does not count leaves a note saying why.
 """
 
+from __future__ import annotations
+
 import datetime
 import hashlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple

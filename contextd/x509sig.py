@@ -27,6 +27,8 @@ What it must never do:
 - let anything but SignatureError (SigningError when signing) out on hostile input.
 """
 
+from __future__ import annotations
+
 import datetime
 import hashlib
 import logging

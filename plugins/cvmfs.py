@@ -11,6 +11,8 @@ CVMFS_IGNORE_SIGNATURE or key locations), and never touch the system itself: it 
 describes the file and the command.
 """
 
+from __future__ import annotations
+
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 

@@ -14,6 +14,8 @@ never let the payload set a knob contextd sets itself, never show the token (not
 findings, describe() or any repr) and never touch the system itself.
 """
 
+from __future__ import annotations
+
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 

@@ -11,6 +11,8 @@ lines it does not own, and never touch the system itself: the current puppet.con
 through `PlanContext.read_file`, the new one goes out as a WriteFile.
 """
 
+from __future__ import annotations
+
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 

@@ -12,6 +12,8 @@ decides between contexts that are there, and a slow CD-ROM is still waited for, 
 every EC2 boot first sitting out the CD-ROM wait.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 import time

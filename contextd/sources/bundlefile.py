@@ -1,5 +1,7 @@
 """A bundle in a single local file (gzip or not): `--source file:PATH`."""
 
+from __future__ import annotations
+
 from contextd import bundle
 from contextd.errors import SourceError
 from contextd.sources import Context

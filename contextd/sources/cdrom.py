@@ -13,6 +13,8 @@ What this module must never do: mount, execute or open anything but the candidat
 nodes udev names, or wait past the deadline it is given.
 """
 
+from __future__ import annotations
+
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 

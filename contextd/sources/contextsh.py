@@ -13,6 +13,8 @@ outside quotes, any shell syntax beyond a plain word is an error that names its 
 Reading is bounded by the caller (the file comes size-limited from the ISO).
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import re

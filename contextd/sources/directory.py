@@ -4,6 +4,8 @@
 Listed files are read relative to the directory holding `contextd/`, size-limited.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 

@@ -20,6 +20,8 @@ deadline; `requests` needs `trust_env=False`, `allow_redirects=False` and stream
 for the same, gives no handle on the socket, and costs its import time at every boot.
 """
 
+from __future__ import annotations
+
 import http.client
 import re
 import socket

@@ -11,6 +11,8 @@ When both are on the disc the directory carrier wins. Every read is bounded. Thi
 never executes, sources or mounts anything it finds.
 """
 
+from __future__ import annotations
+
 from typing import Any, Dict, Optional, Tuple
 
 from contextd import bundle, iso

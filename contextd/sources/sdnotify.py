@@ -8,6 +8,8 @@ What this module must never do: block (the datagram is sent non-blocking), raise
 send more than one line per key (newlines in a status are flattened).
 """
 
+from __future__ import annotations
+
 import os
 import socket
 from typing import Mapping, Optional

@@ -10,6 +10,8 @@ What this module must never do: run or interpret a part (scripts stay bytes), fo
 `#include`, decompress without a bound, or decide trust: it only says what the bytes are.
 """
 
+from __future__ import annotations
+
 import re
 from typing import Any, Dict, List, Tuple
 
