@@ -26,8 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 # RPM installs it: an editable install adds its own import hook to every start.
 BENCH_VENV = REPO / ".venv-bench"
 PY = str(BENCH_VENV / "bin" / "python")
-# The console script pip writes, as the unit runs /usr/bin/contextd (no runpy, unlike -m).
-CONTEXTD = str(BENCH_VENV / "bin" / "contextd")
 TARGET_RATIO = 6.0
 TARGET_RSS_MB = 40.0
 
@@ -100,20 +98,21 @@ class Scene:
         self.contextd("sign", "--key", str(self.key), str(payload), "-o", str(out))
         return out
 
-    def run_argv(self, source: str) -> Tuple[List[str], object]:
+    def run_argv(self, source: str, venv: Path = BENCH_VENV) -> Tuple[List[str], object]:
         root = self.work / "root"
 
         def fresh() -> None:
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir()
-        return [CONTEXTD, "run", "--source", source, "--policy", str(self.policy),
+        # The console script pip writes, as the unit runs /usr/bin/contextd (no runpy).
+        return [str(venv / "bin" / "contextd"), "run", "--source", source, "--policy", str(self.policy),
                 "--root", str(root), "--spool-dir", str(self.work / "spool")], fresh
 
 
-def import_tree(argv: Sequence[str]) -> List[Tuple[int, int, str]]:
+def import_tree(argv: Sequence[str], py: str = PY) -> List[Tuple[int, int, str]]:
     """(depth, cumulative us, module) for each module `argv` imports, in -X importtime order
     (a module's own imports come just before it, one level deeper)."""
-    proc = subprocess.run([PY, "-X", "importtime", *argv], capture_output=True, text=True)
+    proc = subprocess.run([py, "-X", "importtime", *argv], capture_output=True, text=True)
     rows = []
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)
@@ -131,10 +130,10 @@ def _ours(module: str) -> bool:
     return module.split(".")[0] in ("contextd", "contextd_plugins")
 
 
-def dependency_imports(argv: Sequence[str]) -> List[str]:
+def dependency_imports(argv: Sequence[str], py: str = PY) -> List[str]:
     """The modules contextd's own code imports from elsewhere (stdlib and third-party) in
     the run `argv`: importing just these is the floor the run cannot go below."""
-    rows = import_tree(argv)
+    rows = import_tree(argv, py)
     wanted = []
     for index, (depth, _, module) in enumerate(rows):
         if _ours(module):
@@ -143,13 +142,13 @@ def dependency_imports(argv: Sequence[str]) -> List[str]:
         parent = next((m for d, _, m in rows[index + 1:] if d < depth), None)
         if parent is None or _ours(parent):
             wanted.append(module)
-    bare = {m for _, _, m in import_tree(["-c", "pass"])}
+    bare = {m for _, _, m in import_tree(["-c", "pass"], py)}
     wanted = [m for m in wanted if m not in bare]
     # -X importtime also lists imports that failed (an optional module that is absent).
     probe = ("import importlib, sys\nfor m in sys.argv[1:]:\n    try:\n"
              "        importlib.import_module(m)\n    except ImportError:\n"
              "        continue\n    print(m)\n")
-    found = subprocess.run([PY, "-c", probe, *wanted], capture_output=True, text=True,
+    found = subprocess.run([py, "-c", probe, *wanted], capture_output=True, text=True,
                            check=True).stdout.split()
     return [m for m in wanted if m in found]
 
@@ -168,11 +167,77 @@ def measure_side_by_side(commands: Dict[str, Tuple[Sequence[str], object]],
     return {label: (statistics.median(times[label]), rss[label]) for label in commands}
 
 
+def install_venv(venv: Path, python: str, pins: Sequence[str]) -> Path:
+    """A venv with `pins` and this tree's code installed as a package (not editable),
+    byte-compiled as the RPM's is at build time (pip compiles on install)."""
+    py = str(venv / "bin" / "python")
+    if not Path(py).exists():
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        *pins, str(REPO)], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                    "--no-deps", "--force-reinstall", str(REPO)], check=True)
+    return venv
+
+
+def python_version(venv: Path) -> str:
+    return subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def boot_table(emit, scene: "Scene", iso: Path, user_data: Path, venv: Path,
+               runs: int) -> float:
+    """The main table for the interpreter and libraries of `venv`: bare interpreter, the
+    floor its dependencies set, and the two runs, side by side."""
+    py = str(venv / "bin" / "python")
+    iso_argv, fresh = scene.run_argv("iso:%s" % iso, venv)
+    gz_argv, _ = scene.run_argv("file:%s" % user_data, venv)
+    fresh()
+    deps = dependency_imports(iso_argv, py)
+    labels = {"iso": "run, signed context ISO, 3 plugins", "gz": "run, gzip user-data file"}
+    results = measure_side_by_side({
+        "bare": ([py, "-I", "-c", "pass"], None),
+        "floor": ([py, "-c", "import " + ", ".join(deps)], None),
+        "iso": (iso_argv, fresh),
+        "gz": (gz_argv, fresh),
+    }, runs)
+    bare = results["bare"][0]
+    emit("| what | median ms | ratio | peak RSS MB |")
+    emit("|---|---:|---:|---:|")
+    emit("| `python -I -c pass` | %.1f | 1.00 | %.1f |" % results["bare"])
+    for key, label in [("floor", "the run's dependencies alone, no contextd code (floor)")] + \
+            sorted(labels.items()):
+        ms, rss = results[key]
+        emit("| %s | %.1f | %.2f | %.1f |" % (label, ms, ms / bare, rss))
+    emit()
+    worst = max(results[key][0] for key in labels) / bare
+    peak = max(results[key][1] for key in labels)
+    floor = results["floor"][0]
+    emit("Targets: whole run <= %.0fx the bare interpreter (worst here %.2fx: %s); "
+         "peak RSS <= %.0f MB (here %.1f MB: %s)." % (
+             TARGET_RATIO, worst, "met" if worst <= TARGET_RATIO else "MISSED",
+             TARGET_RSS_MB, peak, "met" if peak <= TARGET_RSS_MB else "MISSED"))
+    emit()
+    emit("The floor imports, in one process and nothing else, the modules contextd's code "
+         "imports from outside itself during the ISO run (found with `-X importtime`): "
+         "%s. No run can be faster with these dependencies on this interpreter: the floor is "
+         "%.2fx the bare interpreter; contextd's own imports and work add %.1f ms (%.2fx) to "
+         "it in the ISO run, %.1f ms (%.2fx) in the user-data run." % (
+             ", ".join("`%s`" % d for d in deps), floor / bare,
+             results["iso"][0] - floor, (results["iso"][0] - floor) / bare,
+             results["gz"][0] - floor, (results["gz"][0] - floor) / bare))
+    emit()
+    return bare
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--max-mb", type=int, default=200, help="largest listed file on the ISO")
     ap.add_argument("--out", default=str(REPO / "bench" / "RESULTS.md"))
+    ap.add_argument("--el9-python", help="also measure on this Python 3.9 ...")
+    ap.add_argument("--el9-pins", default="", help="... with these requirements (EL9's versions)")
     args = ap.parse_args()
 
     lines: List[str] = []
@@ -181,14 +246,7 @@ def main() -> int:
         print(text)
         lines.append(text)
 
-    if not Path(PY).exists():
-        subprocess.run([sys.executable, "-m", "venv", str(BENCH_VENV)], check=True)
-        subprocess.run([PY, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        str(REPO)], check=True)
-    # This tree's code, byte-compiled as the RPM does it at build time (pip compiles on
-    # install even with PYTHONDONTWRITEBYTECODE set, which it is here).
-    subprocess.run([PY, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    "--no-deps", "--force-reinstall", str(REPO)], check=True)
+    install_venv(BENCH_VENV, sys.executable, [])
     work = Path(tempfile.mkdtemp(prefix="contextd-bench-"))
     try:
         scene = Scene(work)
@@ -200,63 +258,35 @@ def main() -> int:
 
         emit("# contextd boot-path benchmark")
         emit()
-        version = subprocess.run([PY, "-c", "import platform; print(platform.python_version())"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
         emit("%s, %s, %d cores, Python %s, %s UTC; contextd installed as a package (not "
              "editable) in %s" % (
-                 platform.node(), platform.machine(), os.cpu_count() or 0, version,
+                 platform.node(), platform.machine(), os.cpu_count() or 0,
+                 python_version(BENCH_VENV),
                  datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), BENCH_VENV.name))
         emit("Medians of %d runs each, in one session; ratio = time / bare interpreter." % args.runs)
         emit()
         iso_argv, fresh = scene.run_argv("iso:%s" % iso)
-        gz_argv, _ = scene.run_argv("file:%s" % user_data)
-        fresh()
-        deps = dependency_imports(iso_argv)
-        floor_label = "the run's dependencies alone, no contextd code (floor)"
-        runs = {"iso": "run, signed context ISO, 3 plugins", "gz": "run, gzip user-data file"}
-        results = measure_side_by_side({
-            "bare": ([PY, "-I", "-c", "pass"], None),
-            "floor": ([PY, "-c", "import " + ", ".join(deps)], None),
-            "iso": (iso_argv, fresh),
-            "gz": (gz_argv, fresh),
-        }, args.runs)
-        bare = results["bare"][0]
-        emit("| what | median ms | ratio | peak RSS MB |")
-        emit("|---|---:|---:|---:|")
-        emit("| `python -I -c pass` | %.1f | 1.00 | %.1f |" % results["bare"])
-        for key, label in [("floor", floor_label)] + sorted(runs.items()):
-            ms, rss = results[key]
-            emit("| %s | %.1f | %.2f | %.1f |" % (label, ms, ms / bare, rss))
-        emit()
-        worst = max(results[key][0] for key in runs) / bare
-        peak = max(results[key][1] for key in runs)
-        floor = results["floor"][0]
-        emit("Targets: whole run <= %.0fx the bare interpreter (worst here %.2fx: %s); "
-             "peak RSS <= %.0f MB (here %.1f MB: %s)." % (
-                 TARGET_RATIO, worst, "met" if worst <= TARGET_RATIO else "MISSED",
-                 TARGET_RSS_MB, peak, "met" if peak <= TARGET_RSS_MB else "MISSED"))
-        emit()
-        emit("The floor imports, in one process and nothing else, the modules contextd's code "
-             "imports from outside itself during the ISO run (found with `-X importtime`): "
-             "%s. No contextd run can be faster than it on this interpreter: it is %.2fx the "
-             "bare interpreter, and contextd's own imports and work add %.1f ms (%.2fx) on "
-             "top of it in the ISO run." % (", ".join("`%s`" % d for d in deps), floor / bare,
-                                            results["iso"][0] - floor,
-                                            (results["iso"][0] - floor) / bare))
-        emit()
+        bare = boot_table(emit, scene, iso, user_data, BENCH_VENV, args.runs)
         emit("Runs start the installed `contextd` console script, as the unit does. Rows are "
              "measured round-robin; the launcher's own fork and wait are in every figure, the "
              "bare interpreter's too.")
         emit()
-        argv = iso_argv
         fresh()
         emit("Heaviest imports of one ISO run (`-X importtime`, cumulative microseconds):")
         emit()
         emit("| us | module |")
         emit("|---:|---|")
-        for us, module in import_profile(argv)[:12]:
+        for us, module in import_profile(iso_argv)[:12]:
             emit("| %d | `%s` |" % (us, module))
         emit()
+        if args.el9_python:
+            venv = install_venv(REPO / ".venv-bench-el9", args.el9_python, args.el9_pins.split())
+            emit("## On EL9's stack")
+            emit()
+            emit("The same, on Python %s with the versions EL9 ships (%s), in %s:"
+                 % (python_version(venv), args.el9_pins, venv.name))
+            emit()
+            boot_table(emit, scene, iso, user_data, venv, args.runs)
 
         emit("## Scaling")
         emit()
