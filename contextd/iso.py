@@ -1,9 +1,10 @@
-"""Context ISO images: write them (VO/site side) and read them (in the VM), with pycdlib.
+"""Context ISO images: write them (VO/site side, with pycdlib) and read them (in the VM).
 
 A context CD-ROM (HEPiX / OpenNebula convention, label ``CONTEXT``) is ISO9660 with Joliet
-and Rock Ridge long names. ``write_iso`` builds one in pure Python (no genisoimage needed);
-``IsoImage`` reads one, from an image file or straight from a block device such as
-``/dev/sr0``, by parsing the on-disc structures.
+and Rock Ridge long names. ``write_iso`` builds one in pure Python with pycdlib (no
+genisoimage needed); ``IsoImage`` reads one, from an image file or straight from a block
+device such as ``/dev/sr0``, by parsing the on-disc structures itself: it runs at every boot,
+where pycdlib's import and open cost too much, and it must stay bounded on a hostile disc.
 
 What this module must never do:
 
@@ -11,11 +12,13 @@ What this module must never do:
   kernel's filesystem code and nothing needs cleaning up after a crash;
 - never execute or source anything it reads: it hands back bytes, parsing is someone else's job;
 - never read unbounded: every file's size is checked against a limit *before* its data is
-  read, and only that many bytes are read;
-- never let a pycdlib or I/O exception escape on hostile input: whatever the disc does,
+  read, and only that many bytes are read; directories, Rock Ridge continuation areas and
+  volume descriptors are read within fixed budgets, and nothing is followed twice;
+- never let a parsing or I/O exception escape on hostile input: whatever the disc does,
   callers see a ``SourceError`` whose message names the image.
 
-pycdlib is imported lazily (boot-time import cost), inside the functions that need it.
+pycdlib is imported lazily (boot-time import cost), only by ``write_iso``; reading never
+imports it.
 """
 
 import hashlib
@@ -25,7 +28,7 @@ import re
 import stat
 import struct
 import tempfile
-from typing import Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from contextd.errors import SigningError, SourceError
 
@@ -61,7 +64,7 @@ def _import_pycdlib():
         import pycdlib  # pylint: disable=import-outside-toplevel
     except ImportError as exc:  # pragma: no cover - packaging problem
         raise SourceError(
-            "cannot read or write context ISOs: the pycdlib module is missing (%s)" % exc,
+            "cannot write context ISOs: the pycdlib module is missing (%s)" % exc,
             hint="install python3-pycdlib or pip install pycdlib",
         ) from exc
     return pycdlib
@@ -322,6 +325,21 @@ def _write_atomically(iso, out_path: str) -> None:
 
 # --------------------------------------------------------------------------------------
 # Reading
+#
+# The read side is a small ISO9660 reader of its own (Ecma-119, Joliet, SUSP / Rock Ridge),
+# not pycdlib: it runs at every boot, where importing and opening pycdlib cost about a third
+# of the whole run's time budget, and it has to stay bounded on a hostile disc (upstream
+# pycdlib loops forever on directory trees that loop). It reads only what a context ISO needs:
+# names, directories and single-extent files.
+
+_SECTOR = 2048  # volume descriptors are one sector each; no directory record crosses one
+_ROOT_RECORD = slice(156, 190)  # the root directory record inside a volume descriptor
+_JOLIET_ESCAPES = (b"%/@", b"%/C", b"%/E")  # UCS-2 levels 1, 2 and 3
+_RRIP_IDS = (b"RRIP_1991A", b"IEEE_P1282", b"IEEE_1282")  # ER identifiers of Rock Ridge
+_NM_CONTINUE = 0x01  # Rock Ridge NM flag: the name goes on in the next NM entry
+_MAX_DIR_BYTES = 64 * 1024 * 1024  # directory data read per tree; a context ISO has a few KiB
+_CE_PER_RECORD = 32     # chained Rock Ridge continuation areas per directory record
+_MAX_CE_AREAS = 16384   # continuation areas read per image, all records together
 
 
 def _open_source(path: str):
@@ -352,12 +370,47 @@ def _open_source(path: str):
         raise
 
 
+class _RockRidge:
+    """What contextd uses of one record's Rock Ridge entries."""
+
+    __slots__ = ("name", "symlink", "relocated", "child_link")
+
+    def __init__(self) -> None:
+        self.name = b""         # NM: the POSIX name; empty when there is none
+        self.symlink = False    # SL: a symbolic link, refused when read
+        self.relocated = False  # RE: a deep directory moved to rr_moved, shown at its CL
+        self.child_link: Optional[int] = None  # CL: extent of the directory this stands for
+
+
+class _Record:
+    """One directory record: the fields lookups and reads use."""
+
+    __slots__ = ("ident", "extent", "size", "flags", "interleaved", "rock_ridge", "children")
+
+    def __init__(self, raw: bytes):
+        self.ident = raw[33:33 + raw[32]]
+        # Where the data starts: an extended attribute record, when there is one, comes first
+        # in the extent (its length in blocks is byte 1).
+        self.extent = struct.unpack_from("<I", raw, 2)[0] + raw[1]
+        self.size = struct.unpack_from("<I", raw, 10)[0]
+        self.flags = raw[25]
+        self.interleaved = bool(raw[26] or raw[27])  # file unit size, interleave gap
+        self.rock_ridge: Optional[_RockRidge] = None  # ISO9660 tree of a Rock Ridge image
+        self.children: Sequence["_Record"] = ()  # a directory's records, '.' and '..' left out
+
+
+def _system_use(raw: bytes) -> bytes:
+    """A directory record's System Use area: after the identifier and its padding byte."""
+    length = raw[32]
+    return raw[33 + length + (1 - length % 2):]
+
+
 class _Entry:
-    """One directory entry in one name set: its name and the pycdlib record."""
+    """One directory entry in one name set: its name and its directory record."""
 
     __slots__ = ("name", "record", "is_dir")
 
-    def __init__(self, name: str, record, is_dir: bool):
+    def __init__(self, name: str, record: _Record, is_dir: bool):
         self.name = name
         self.record = record
         self.is_dir = is_dir
@@ -369,17 +422,22 @@ class IsoImage:
     Use as a context manager. Lookups take '/'-separated relative paths and try the Rock
     Ridge names (case-sensitive), then Joliet, then plain ISO9660 (case-insensitive,
     ignoring ';1' and the usual name mangling). Not thread-safe.
+
+    Opening reads the volume descriptors and every directory (bounded: see _read_tree),
+    so lookups never touch the disc again; only file data is read later, on demand.
     """
 
     def __init__(self, path: str):
         self.path = path
         self.label = ""
         self._fp = None
-        self._iso = None
         self._size = 0
         self._block = 2048
-        self._roots: List[Tuple[str, object]] = []
-        pycdlib = _import_pycdlib()
+        self._roots: List[Tuple[str, _Record]] = []
+        self._rr_skip: Optional[int] = None  # SUSP len_skp when the image has Rock Ridge
+        self._directories: Dict[int, _Record] = {}  # ISO9660 tree: extent -> directory
+        self._dir_bytes_left = 0
+        self._ce_left = _MAX_CE_AREAS
         fp = _open_source(path)
         try:
             try:
@@ -393,40 +451,15 @@ class IsoImage:
                 raise self._broken(
                     "it is only %d bytes, less than the smallest ISO9660 image" % self._size
                 )
-            iso = pycdlib.PyCdlib()
+            self._fp = fp
             try:
-                _check_directory_trees(fp, self._size)
-                fp.seek(0)
-                iso.open_fp(fp)
-                self._block = int(iso.logical_block_size) or 2048
-                # pycdlib silently shortens files that run past the end of a truncated
-                # image; refuse the image instead when it is shorter than it says it is.
-                declared = int(iso.pvd.space_size) * self._block
-                if declared > self._size:
-                    raise self._broken(
-                        "its volume descriptor says %d bytes but it has only %d"
-                        % (declared, self._size)
-                    )
-                raw_label = iso.pvd.volume_identifier
-                if isinstance(raw_label, bytes):
-                    raw_label = raw_label.decode("utf-8", "replace")
-                self.label = raw_label.strip(" \x00")
-                rock_ridge = bool(iso.has_rock_ridge())
-                iso_root = iso.get_record(iso_path="/")
-                roots: List[Tuple[str, object]] = []
-                if rock_ridge:
-                    roots.append((_RR, iso_root))
-                if iso.has_joliet():
-                    roots.append((_JOLIET, iso.get_record(joliet_path="/")))
-                roots.append((_ISO, iso_root))
+                self._load()
             except SourceError:
                 raise
             except Exception as exc:  # pylint: disable=broad-except
                 raise self._failure(exc) from exc
-            self._roots = roots
-            self._iso = iso
-            self._fp = fp
         except BaseException:
+            self._fp = None
             fp.close()
             raise
 
@@ -439,13 +472,7 @@ class IsoImage:
         self.close()
 
     def close(self) -> None:
-        iso, fp = self._iso, self._fp
-        self._iso = self._fp = None
-        if iso is not None:
-            try:
-                iso.close()
-            except Exception:  # pylint: disable=broad-except
-                pass
+        fp, self._fp = self._fp, None
         if fp is not None:
             try:
                 fp.close()
@@ -487,7 +514,7 @@ class IsoImage:
         names, entry = self._file(rel)
         return self._guard(self._hash_record, names, rel, entry.record, limit)
 
-    # -- internals -------------------------------------------------------------------
+    # -- internals: errors -----------------------------------------------------------
 
     def _broken(self, reason: str) -> SourceError:
         return SourceError(
@@ -504,8 +531,8 @@ class IsoImage:
         return self._broken(_reason(exc))
 
     def _guard(self, func, *args):
-        """Call into pycdlib structures or the device; only SourceError comes out."""
-        if self._iso is None:
+        """Call into the parsed structures or the device; only SourceError comes out."""
+        if self._fp is None:
             raise ValueError("IsoImage %s is closed" % self.path)
         try:
             return func(*args)
@@ -513,6 +540,225 @@ class IsoImage:
             raise
         except Exception as exc:  # pylint: disable=broad-except
             raise self._failure(exc) from exc
+
+    # -- internals: reading the structures at open -------------------------------------
+
+    def _read_at(self, offset: int, length: int) -> bytes:
+        """`length` bytes of metadata at `offset` (callers check they lie in the image)."""
+        self._fp.seek(offset)
+        data = self._fp.read(length)
+        if len(data) != length:
+            raise _BadImage("read %d of %d bytes at byte %d" % (len(data), length, offset))
+        return data
+
+    def _load(self) -> None:
+        pvd, joliet = self._volume_descriptors()
+        block = struct.unpack_from("<H", pvd, 128)[0]
+        if block not in (512, 1024, 2048):
+            raise _BadImage("its logical block size is %d, not 512, 1024 or 2048" % block)
+        self._block = block
+        # Files and directories are bounds-checked against the image itself; this catches
+        # a truncated image early, with a message that says so.
+        declared = struct.unpack_from("<I", pvd, 80)[0] * block
+        if declared > self._size:
+            raise self._broken(
+                "its volume descriptor says %d bytes but it has only %d" % (declared, self._size)
+            )
+        self.label = pvd[40:72].decode("utf-8", "replace").strip(" \x00")
+        iso_root = self._read_tree(pvd, iso9660=True)
+        roots: List[Tuple[str, _Record]] = []
+        if self._rr_skip is not None:
+            roots.append((_RR, iso_root))
+        if joliet is not None:
+            roots.append((_JOLIET, self._read_tree(joliet, iso9660=False)))
+        roots.append((_ISO, iso_root))
+        self._roots = roots
+
+    def _volume_descriptors(self) -> Tuple[bytes, Optional[bytes]]:
+        """The primary and (if any) the Joliet volume descriptor, read from sector 16 on."""
+        pvd = joliet = None
+        for index in range(_MAX_VOLUME_DESCRIPTORS):
+            offset = (16 + index) * _SECTOR
+            if offset + _SECTOR > self._size:
+                break
+            vd = self._read_at(offset, _SECTOR)
+            if vd[1:6] != b"CD001":
+                break
+            if vd[0] == 255:  # the set terminator
+                if pvd is None:
+                    break
+                return pvd, joliet
+            if vd[0] == 1 and pvd is None:
+                pvd = vd
+            # Joliet: a supplementary descriptor (type 2) with a UCS-2 escape sequence and
+            # flags bit 0 clear (only registered escape sequences).
+            elif vd[0] == 2 and joliet is None and not vd[7] & 1 and vd[88:91] in _JOLIET_ESCAPES:
+                joliet = vd
+        if pvd is None:
+            raise _BadImage("it has no ISO9660 primary volume descriptor at sector 16")
+        raise _BadImage("its volume descriptors do not end with a set terminator")
+
+    def _read_tree(self, vd: bytes, iso9660: bool) -> _Record:
+        """Read the whole directory tree of volume descriptor `vd`; return its root.
+
+        Each directory extent is entered once: a record pointing back at an ancestor (or
+        anywhere already read) is a loop and refused, so are more than _MAX_DIR_RECORDS
+        records or _MAX_DIR_BYTES bytes of directories. In the ISO9660 tree (`iso9660`)
+        this also finds Rock Ridge, on the root's '.' record, and reads each record's.
+        """
+        root = _Record(vd[_ROOT_RECORD])
+        root.flags |= _DIRECTORY
+        pending = [root]
+        visited = {root.extent}
+        records = 0
+        self._dir_bytes_left = _MAX_DIR_BYTES
+        while pending:
+            directory = pending.pop()
+            children: List[_Record] = []
+            directory.children = children
+            for raw in self._directory_records(directory):
+                records += 1
+                if records > _MAX_DIR_RECORDS:
+                    raise _BadImage("more than %d directory records" % _MAX_DIR_RECORDS)
+                record = _Record(raw)
+                if record.ident in (b"\x00", b"\x01"):  # '.' and '..'
+                    if iso9660 and records == 1 and record.ident == b"\x00":
+                        self._detect_rock_ridge(_system_use(raw))
+                    continue
+                if iso9660 and self._rr_skip is not None:
+                    record.rock_ridge = self._rock_ridge(_system_use(raw)[self._rr_skip:])
+                children.append(record)
+                if record.flags & _DIRECTORY:
+                    if record.extent in visited:
+                        raise _BadImage("directory records form a loop (extent %d)" % record.extent)
+                    visited.add(record.extent)
+                    pending.append(record)
+                    if iso9660:
+                        self._directories[record.extent] = record
+        return root
+
+    def _directory_records(self, directory: _Record) -> Iterator[bytes]:
+        """The raw records of `directory`, read sector by sector (none crosses a sector)."""
+        start = directory.extent * self._block
+        end = start + directory.size
+        if end > self._size:
+            raise _BadImage(
+                "a directory at extent %d runs past the end of the image" % directory.extent
+            )
+        self._dir_bytes_left -= directory.size
+        if self._dir_bytes_left < 0:
+            raise _BadImage("more than %d bytes of directories" % _MAX_DIR_BYTES)
+        pos = start
+        while pos < end:
+            stop = min(end, (pos // _SECTOR + 1) * _SECTOR)
+            data = self._read_at(pos, stop - pos)
+            offset = 0
+            # A zero length byte ends the records in this sector: the rest is padding.
+            while offset < len(data) and data[offset]:
+                length = data[offset]
+                if (length < 34 or offset + length > len(data) or not data[offset + 32]
+                        or 33 + data[offset + 32] > length):
+                    raise _BadImage(
+                        "a directory at extent %d holds a malformed record" % directory.extent
+                    )
+                yield data[offset:offset + length]
+                offset += length
+            pos = stop
+
+    def _detect_rock_ridge(self, system_use: bytes) -> None:
+        """Set self._rr_skip when the root's '.' record (`system_use`) announces Rock Ridge.
+
+        SUSP puts an SP entry first in that record's System Use area: check bytes BE EF and
+        len_skp, the bytes to skip at the start of every other System Use area. SP only
+        says SUSP is in use; Rock Ridge is an ER entry with a Rock Ridge identifier (often
+        in a continuation area), or, from writers that record no ER, RR, PX or NM entries.
+        """
+        if system_use[0:2] != b"SP" or len(system_use) < 7 or system_use[4:6] != b"\xbe\xef":
+            return
+        rock_ridge = False
+        for signature, entry in self._susp_entries(system_use):
+            if signature == b"ER" and len(entry) >= 8:
+                rock_ridge = rock_ridge or entry[8:8 + entry[4]] in _RRIP_IDS
+            elif signature in (b"RR", b"PX", b"NM"):
+                rock_ridge = True
+        if rock_ridge:
+            self._rr_skip = system_use[6]
+
+    def _rock_ridge(self, system_use: bytes) -> _RockRidge:
+        """The Rock Ridge entries contextd uses from one record's System Use area."""
+        info = _RockRidge()
+        name: List[bytes] = []
+        naming = True  # until an NM entry without CONTINUE ends the name
+        for signature, entry in self._susp_entries(system_use):
+            if signature == b"NM" and naming and len(entry) >= 5:
+                # The CURRENT and PARENT flags name '.' and '..' and carry no bytes: for an
+                # entry in a listing they mean nothing, so the ISO9660 name is used then.
+                name.append(entry[5:])
+                naming = bool(entry[4] & _NM_CONTINUE)
+            elif signature == b"SL":
+                info.symlink = True
+            elif signature == b"RE":
+                info.relocated = True
+            elif signature == b"CL" and len(entry) >= 8:
+                info.child_link = struct.unpack_from("<I", entry, 4)[0]
+        info.name = b"".join(name)
+        return info
+
+    def _susp_entries(self, area: bytes) -> Iterator[Tuple[bytes, bytes]]:
+        """(signature, entry) for each SUSP entry of a System Use area and its continuations.
+
+        Lenient as the Linux kernel is: an entry that does not fit ends the area (what
+        follows is padding, never a name). A CE entry chains a continuation area; see
+        _continuation for the bounds.
+        """
+        seen: set = set()
+        while True:
+            continuation = None
+            pos = 0
+            while pos + 4 <= len(area):
+                signature, length = area[pos:pos + 2], area[pos + 2]
+                if length < 4 or pos + length > len(area):
+                    break
+                entry = area[pos:pos + length]
+                pos += length
+                if signature == b"ST":  # SUSP terminator: nothing more in this area
+                    break
+                if signature == b"CE" and length >= 28:
+                    if continuation is None:  # one per area; a second is ignored
+                        continuation = struct.unpack_from("<I4xI4xI", entry, 4)
+                else:
+                    yield signature, entry
+            if continuation is None:
+                return
+            area = self._continuation(continuation, seen)
+
+    def _continuation(self, ce: Tuple[int, int, int], seen: set) -> bytes:
+        """The continuation area a CE entry points at: (block, offset, length).
+
+        Bounded: at most _CE_PER_RECORD areas chained from one record, none twice, each
+        within one logical block of the image, and _MAX_CE_AREAS for the whole image.
+        """
+        block, offset, length = ce
+        if ce in seen:
+            raise _BadImage("Rock Ridge continuation areas form a loop (block %d)" % block)
+        if len(seen) >= _CE_PER_RECORD:
+            raise _BadImage(
+                "a directory record chains more than %d Rock Ridge continuation areas"
+                % _CE_PER_RECORD
+            )
+        seen.add(ce)
+        self._ce_left -= 1
+        if self._ce_left < 0:
+            raise _BadImage("more than %d Rock Ridge continuation areas" % _MAX_CE_AREAS)
+        start = block * self._block + offset
+        if offset + length > self._block or start + length > self._size:
+            raise _BadImage(
+                "a Rock Ridge continuation area (block %d, bytes %d-%d) lies outside its block"
+                " or the image" % (block, offset, offset + length)
+            )
+        return self._read_at(start, length)
+
+    # -- internals: lookups and file data ----------------------------------------------
 
     def _resolve(self, rel: str) -> Optional[Tuple[str, _Entry]]:
         parts = _split_rel(rel)
@@ -524,7 +770,7 @@ class IsoImage:
                 return names, entry
         return None
 
-    def _walk(self, names: str, root, parts: List[str]) -> Optional[_Entry]:
+    def _walk(self, names: str, root: _Record, parts: List[str]) -> Optional[_Entry]:
         entry = _Entry("", root, True)
         for part in parts:
             if not entry.is_dir:
@@ -538,64 +784,66 @@ class IsoImage:
                 return None
         return entry
 
-    def _children(self, names: str, record) -> List[_Entry]:
-        """The entries of directory `record`, named in name set `names`."""
+    def _children(self, names: str, directory: _Record) -> List[_Entry]:
+        """The entries of `directory`, named in name set `names`."""
         result: List[_Entry] = []
         last_ident = None
-        for child in record.children:
-            if child.is_dot() or child.is_dotdot():
-                continue
-            ident = child.file_identifier()
+        for child in directory.children:
             # A file bigger than one extent has several records with the same identifier.
-            if ident == last_ident:
+            if child.ident == last_ident:
                 continue
-            last_ident = ident
-            is_dir = bool(child.is_dir())
+            last_ident = child.ident
+            is_dir = bool(child.flags & _DIRECTORY)
             target = child
             if names == _JOLIET:
-                name = _VERSION_RE.sub("", ident.decode("utf-16_be", "replace"))
+                name = _VERSION_RE.sub("", child.ident.decode("utf-16_be", "replace"))
                 result.append(_Entry(name, child, is_dir))
                 continue
-            iso_name = ident.decode("latin-1")
+            name = _iso_display(child.ident.decode("latin-1"))
             rr = child.rock_ridge if names == _RR else None
             if rr is not None:
-                if rr.relocated_record():
+                if rr.relocated:
                     continue  # shown where its child-link (CL) placeholder is
-                if rr.child_link_record_exists():
-                    moved = getattr(rr, "cl_to_moved_dr", None)
-                    if moved is None:
-                        continue
-                    target, is_dir = moved, True
-                raw = rr.name()
-                name = raw.decode("utf-8", "surrogateescape") if raw else _iso_display(iso_name)
-            else:
-                name = _iso_display(iso_name)
+                if rr.child_link is not None:
+                    target = self._directories.get(rr.child_link)
+                    if target is None:
+                        raise _BadImage(
+                            "a Rock Ridge child link points at extent %d, where no directory is"
+                            % rr.child_link
+                        )
+                    is_dir = True
+                if rr.name:
+                    name = rr.name.decode("utf-8", "surrogateescape")
             result.append(_Entry(name, target, is_dir))
         return result
 
-    def _extent(self, names: str, rel: str, record, limit: int) -> Tuple[int, int]:
+    def _extent(self, names: str, rel: str, record: _Record, limit: int) -> Tuple[int, int]:
         """Where file `rel`'s bytes are: (offset, size), checked against `limit` and the image."""
-        if names == _RR and record.rock_ridge is not None and record.rock_ridge.is_symlink():
+        if names == _RR and record.rock_ridge is not None and record.rock_ridge.symlink:
             raise SourceError(
                 "context ISO %s: %s is a symbolic link, which contextd does not follow"
                 % (self.path, rel)
             )
-        # The record's own length: pycdlib's get_data_length() answers from an inode
-        # shared by every record that points at the same extent, whatever each says.
-        size = int(getattr(record, "data_length", None) or record.get_data_length())
+        size = record.size
         if size > limit:
             raise SourceError(
                 "context ISO %s: %s is %d bytes, over the limit of %d bytes"
                 % (self.path, rel, size, limit),
                 hint="keep context files small; ship big ones another way",
             )
-        if record.file_flags & _MULTI_EXTENT:
+        if record.flags & _MULTI_EXTENT:
             raise SourceError(
                 "context ISO %s: %s is split over several extents, which contextd does not read"
                 % (self.path, rel),
                 hint=_REBUILD_HINT,
             )
-        start = int(record.extent_location()) * self._block
+        if record.interleaved:
+            raise SourceError(
+                "context ISO %s: %s is recorded interleaved, which contextd does not read"
+                % (self.path, rel),
+                hint=_REBUILD_HINT,
+            )
+        start = record.extent * self._block
         if size and start + size > self._size:
             raise self._broken(
                 "%s lies at bytes %d-%d, past the end of the %d-byte image"
@@ -614,67 +862,16 @@ class IsoImage:
             remaining -= len(data)
             yield data
 
-    def _read_record(self, names: str, rel: str, record, limit: int) -> bytes:
+    def _read_record(self, names: str, rel: str, record: _Record, limit: int) -> bytes:
         start, size = self._extent(names, rel, record, limit)
         return b"".join(self._chunks(rel, start, size, max(size, 1)))
 
-    def _hash_record(self, names: str, rel: str, record, limit: int) -> str:
+    def _hash_record(self, names: str, rel: str, record: _Record, limit: int) -> str:
         start, size = self._extent(names, rel, record, limit)
         digest = hashlib.sha256()
         for data in self._chunks(rel, start, size, _HASH_CHUNK):
             digest.update(data)
         return digest.hexdigest()
-
-
-def _check_directory_trees(fp, size: int) -> None:
-    """Refuse directory trees that loop or never end, before pycdlib walks them.
-
-    pycdlib up to at least 1.15 follows directory records blindly: a directory whose
-    record points back at itself or an ancestor makes open() loop forever. This walks
-    each volume descriptor's tree (ISO9660, Joliet) by extent only, with a visited set
-    and a record budget. Anything it cannot make sense of is left for pycdlib to judge.
-    """
-    for index in range(_MAX_VOLUME_DESCRIPTORS):
-        fp.seek((16 + index) * 2048)
-        vd = fp.read(2048)
-        if len(vd) < 2048 or vd[1:6] != b"CD001" or vd[0] == 255:
-            return
-        if vd[0] not in (1, 2):
-            continue
-        block = struct.unpack_from("<H", vd, 128)[0]
-        if block not in (512, 1024, 2048):
-            return
-        root = vd[156:190]
-        pending = [(struct.unpack_from("<I", root, 2)[0], struct.unpack_from("<I", root, 10)[0])]
-        visited = {pending[0][0]}
-        records = 0
-        while pending:
-            extent, length = pending.pop()
-            start = extent * block
-            if start >= size:
-                continue
-            fp.seek(start)
-            data = fp.read(min(length, size - start))
-            pos = 0
-            while pos < len(data):
-                rec_len = data[pos]
-                if rec_len == 0:  # records never span sectors; the rest is padding
-                    pos = (pos // block + 1) * block
-                    continue
-                if rec_len < 34 or pos + rec_len > len(data):
-                    break
-                records += 1
-                if records > _MAX_DIR_RECORDS:
-                    raise _BadImage("more than %d directory records" % _MAX_DIR_RECORDS)
-                flags = data[pos + 25]
-                ident = data[pos + 33:pos + 33 + data[pos + 32]]
-                if flags & _DIRECTORY and ident not in (b"\x00", b"\x01"):
-                    child = struct.unpack_from("<I", data, pos + 2)[0]
-                    if child in visited:
-                        raise _BadImage("directory records form a loop (extent %d)" % child)
-                    visited.add(child)
-                    pending.append((child, struct.unpack_from("<I", data, pos + 10)[0]))
-                pos += rec_len
 
 
 def _match_iso(children: List[_Entry], want: str) -> Optional[_Entry]:

@@ -331,8 +331,8 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
 
 
 def test_truncated_file_data_is_never_served_short(tmp_path):
-    # pycdlib clamps a file that runs past the end of the image to what is there; we must
-    # refuse the image rather than hand out a silently shortened file.
+    # pycdlib (the reader before ours) clamped a file that runs past the end of the image to
+    # what is there; we must refuse the image rather than hand out a silently shortened file.
     out = tmp_path / "big.iso"
     write_iso({"contextd/big.bin": b"\x00" * (3 * 1024 * 1024)}, str(out))
     with open(str(out), "r+b") as fh:
@@ -479,15 +479,15 @@ def test_closed_image_is_not_usable(written):
 
 
 def test_two_records_sharing_an_extent_keep_their_own_lengths(tmp_path):
-    # pycdlib gives both records one inode, whose length is the first record's; the
-    # directory record's own length is what the file is.
+    # pycdlib (the reader before ours) gave both records one inode, with the first one's
+    # length; the directory record's own length is what the file is.
     import struct
 
     out = tmp_path / "c.iso"
     write_iso({"a.txt": b"A" * 10, "b.txt": b"B" * 3000}, str(out))
     with IsoImage(str(out)) as img:
-        ext_a = img._resolve("a.txt")[1].record.extent_location()
-        ext_b = img._resolve("b.txt")[1].record.extent_location()
+        ext_a = img._resolve("a.txt")[1].record.extent
+        ext_b = img._resolve("b.txt")[1].record.extent
     data = out.read_bytes()
     both_endian = struct.pack("<I", ext_b) + struct.pack(">I", ext_b)
     assert data.count(both_endian) == 2  # the ISO9660 and the Joliet record
@@ -500,14 +500,15 @@ def test_two_records_sharing_an_extent_keep_their_own_lengths(tmp_path):
 
 
 def test_directory_loop_is_refused_not_followed(tmp_path):
-    # Upstream pycdlib (<= 1.15) loops forever on this; it must come out as a SourceError.
+    # Upstream pycdlib (<= 1.15, the reader before ours) loops forever on this; it must come
+    # out as a SourceError.
     import struct
 
     out = tmp_path / "loop.iso"
     write_iso({"a/b/c.txt": b"c"}, str(out))
     with IsoImage(str(out)) as img:
-        ext_a = img._resolve("a")[1].record.extent_location()
-        ext_b = img._resolve("a/b")[1].record.extent_location()
+        ext_a = img._resolve("a")[1].record.extent
+        ext_b = img._resolve("a/b")[1].record.extent
     data = out.read_bytes()
     both_endian = struct.pack("<I", ext_b) + struct.pack(">I", ext_b)
     assert both_endian in data
