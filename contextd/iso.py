@@ -21,13 +21,14 @@ pycdlib is imported lazily (boot-time import cost), only by ``write_iso``; readi
 imports it.
 """
 
+from __future__ import annotations
+
 import hashlib
 import io
 import os
 import re
 import stat
 import struct
-import tempfile
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from contextd.errors import SigningError, SourceError
@@ -287,6 +288,10 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
 
 
 def _write_atomically(iso, out_path: str) -> None:
+    # Imported here, not at the top: tempfile imports shutil and random, which the boot
+    # path (reading) has no use for.
+    import tempfile  # pylint: disable=import-outside-toplevel
+
     directory = os.path.dirname(os.path.abspath(out_path))
     tmp_path = None
     try:
