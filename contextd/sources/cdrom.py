@@ -4,7 +4,7 @@ Candidates are block devices udev marks `ID_CDROM=1` with `ID_FS_TYPE=iso9660`, 
 `CONTEXT` first. A candidate is the context CD-ROM when its label is `CONTEXT` or it holds
 `context.sh` or `contextd/` (the HEPiX scripts checked no label at all). When there is none
 yet, `wait` listens to udev for one until `wait_for_source` runs out, telling systemd what it
-waits for. Reading the disc is `isosource`'s job (pycdlib, never mounted).
+waits for. Reading the disc is `isosource`'s job (contextd.iso, never mounted).
 
 udev is reached through a small `Udev` interface so tests inject a fake enumerator and
 monitor; the real one wraps pyudev, imported only when this source runs.

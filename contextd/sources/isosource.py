@@ -1,4 +1,4 @@
-"""A context ISO image file or CD-ROM device, read with pycdlib, never mounted.
+"""A context ISO image file or CD-ROM device, read by contextd.iso, never mounted.
 
 Two layouts, both read here:
 
