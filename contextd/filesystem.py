@@ -65,9 +65,8 @@ def state_of(path: str, limit: int = 64 * 1024 * 1024) -> Optional[FileState]:
     return FileState(content, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
 
 
-def ensure_dir(path: str, mode: int = 0o755) -> List[str]:
-    """Create `path` and missing parents; returns the directories created, outermost first."""
-    created: List[str] = []
+def missing_dirs(path: str) -> List[str]:
+    """The directories `ensure_dir(path)` would create now, outermost first."""
     missing = []
     current = os.path.abspath(path)
     while not os.path.isdir(current):
@@ -76,7 +75,13 @@ def ensure_dir(path: str, mode: int = 0o755) -> List[str]:
         if parent == current:
             break
         current = parent
-    for directory in reversed(missing):
+    return missing[::-1]
+
+
+def ensure_dir(path: str, mode: int = 0o755) -> List[str]:
+    """Create `path` and missing parents; returns the directories created, outermost first."""
+    created: List[str] = []
+    for directory in missing_dirs(path):
         os.mkdir(directory, mode)
         os.chmod(directory, mode)          # the umask must not loosen or tighten it
         created.append(directory)

@@ -75,6 +75,41 @@ def test_failing_file_write_rolls_back_earlier_writes(site, tmp_path, index):
     count("faults injected")
 
 
+DISK_FULL = r"""
+import errno, os, sys
+import contextd.filesystem as fs
+real = fs.atomic_write
+def atomic_write(path, *args, **kwargs):
+    if path.endswith(os.environ["FULL_AT"]):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return real(path, *args, **kwargs)
+fs.atomic_write = atomic_write
+from contextd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_disk_full_after_the_journal_rolls_back_only_what_was_written(site, tmp_path):
+    # The journal is written, file 0 (cvmfs) is written, then writing file 1 fails: file 0
+    # is put back, and files never reached are not in the report at all.
+    prepare_root(site)
+    before = site.snapshot()
+    env = fake_commands(tmp_path / "bin", tmp_path / "calls")
+    proc = subprocess.run([sys.executable, "-c", DISK_FULL, *run_args(site, site.bundle())],
+                          capture_output=True, text=True, env=dict(env, FULL_AT=FILES[1]))
+    assert proc.returncode == 3, proc.stderr
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    assert site.snapshot() == before
+    assert not (tmp_path / "calls").exists()   # no command ran
+    rep = site.report()
+    assert [(a["target"], a["status"]) for a in rep["actions"]] == [
+        ("/" + FILES[0], "rolled-back"), ("/" + FILES[1], "failed")]
+    # The failing file counts as touched: its directories may have been created.
+    assert rep["rolled_back"] == [str(site.root / FILES[1]), str(site.root / FILES[0])]
+    assert not (site.state_dir / "transaction").exists()
+    count("faults injected")
+
+
 HARNESS = r"""
 import os, subprocess, sys
 import contextd.filesystem as fs
