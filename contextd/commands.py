@@ -217,7 +217,7 @@ def status(args: Any) -> int:
         if rep.get("message"):
             line += " (%s: %s)" % (rep.get("stage"), rep.get("message"))
         print(line)
-    return report.EXIT_CODES.get(rep.get("outcome", ""), 1)
+    return report.exit_code(rep)
 
 
 def _this_boot() -> Dict[str, Any]:

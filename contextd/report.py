@@ -71,9 +71,13 @@ def new(started: datetime.datetime, site: Optional[str], root: str,
 
 
 def finish(report: Dict[str, Any], outcome: str, started: datetime.datetime,
-           stage: Optional[str] = None, message: Optional[str] = None) -> Dict[str, Any]:
+           stage: Optional[str] = None, message: Optional[str] = None,
+           exit_code: Optional[int] = None) -> Dict[str, Any]:
+    """Close the report. `exit_code` is the run's when it is not the outcome's usual one (a
+    broken policy is `failed` and exits 2); `status` exits with it."""
     finished = datetime.datetime.now(datetime.timezone.utc)
     report["outcome"] = outcome
+    report["exit_code"] = EXIT_CODES[outcome] if exit_code is None else exit_code
     if stage is not None:
         report["stage"] = stage
     if message is not None:
@@ -81,6 +85,14 @@ def finish(report: Dict[str, Any], outcome: str, started: datetime.datetime,
     report["finished_at"] = iso_time(finished)
     report["duration_ms"] = int((finished - started).total_seconds() * 1000)
     return report
+
+
+def exit_code(report: Dict[str, Any]) -> int:
+    """The recorded run's exit code (older reports have none: the outcome's)."""
+    code = report.get("exit_code")
+    if isinstance(code, int) and not isinstance(code, bool) and code in (0, 1, 2, 3, 70):
+        return code
+    return EXIT_CODES.get(report.get("outcome", ""), 1)
 
 
 def write(report: Dict[str, Any], run_dir: str) -> str:

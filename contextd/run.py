@@ -71,7 +71,11 @@ def facts_for(pol: policy.Policy, ctx_facts: Mapping[str, Optional[str]],
 def execute(opts: Options) -> Result:
     """The whole run. Policy errors raise (no report); everything later is reported."""
     started = now()
-    pol = policy.load(opts.policy)
+    try:
+        pol = policy.load(opts.policy)
+    except ContextdError as exc:
+        _record_broken_policy(opts, started, exc)
+        raise
     rep = report.new(started, pol.site, opts.root, pol.sha256)
     stage = "recover"
     vo_url: Optional[str] = None            # the payload's report URL, once it is trusted
@@ -166,7 +170,7 @@ def execute(opts: Options) -> Result:
             rep["denied"] = [{"reason": v} for v in exc.violations]  # type: ignore[attr-defined]
         outcome = "failed" if exc.exit_code == 3 else "rejected"
         result = _done(opts, rep, outcome, started, exc.stage or stage, exc.one_line(), pol=pol,
-                       vo_url=vo_url, token=token)
+                       vo_url=vo_url, token=token, exit_code=exc.exit_code)
         result.error = exc
         return result
 
@@ -186,9 +190,10 @@ def _fetch(opts: Options, pol: policy.Policy, rep: Dict[str, Any]) -> Optional[s
 
 def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.datetime,
           stage: Optional[str] = None, message: Optional[str] = None, *, pol: policy.Policy,
-          vo_url: Optional[str] = None, token: Optional[str] = None) -> Result:
+          vo_url: Optional[str] = None, token: Optional[str] = None,
+          exit_code: Optional[int] = None) -> Result:
     """Finish the report, write it (status --wait sees it now), log it, then deliver it."""
-    report.finish(rep, outcome, started, stage, message)
+    report.finish(rep, outcome, started, stage, message, exit_code)
     if not opts.dry_run:
         report.write(rep, opts.run)
         p = rep.get("payload") or {}
@@ -203,6 +208,20 @@ def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.da
             delivery.deliver(rep, delivery.destinations(pol, opts.root, vo_url, token),
                              opts.spool)
     return Result(rep)
+
+
+def _record_broken_policy(opts: Options, started: datetime.datetime,
+                          exc: ContextdError) -> None:
+    """Without a policy nothing is trusted, fetched or delivered; but the run did finish,
+    and `status --wait` (pilots block on it) must see that now, not at its timeout."""
+    if opts.dry_run:
+        return
+    rep = report.new(started, None, opts.root, None)
+    report.finish(rep, "failed", started, "policy", exc.one_line(), exc.exit_code)
+    try:
+        report.write(rep, opts.run)
+    except OSError as err:          # the policy error is what the run reports
+        log.warning("cannot write the report to %s: %s", opts.run, err)
 
 
 _LEVELS = {"applied": logging.INFO, "unchanged": logging.INFO, "skipped": logging.INFO,

@@ -102,7 +102,11 @@ def test_serial_below_backstop_and_revoked(site, payload_doc):
 def test_broken_policy_exits_2(site, text, needle):
     site.policy_path.write_bytes(text)
     assert_rejected(site, site.run("file:/nonexistent"), 2, needle)
-    assert not site.run_dir.exists()
+    # Only the report that ends `status --wait`: nothing was trusted, fetched or applied.
+    assert sorted(p.name for p in site.run_dir.iterdir()) == ["report.json"]
+    rep = site.report()
+    assert (rep["outcome"], rep["stage"], rep["exit_code"]) == ("failed", "policy", 2)
+    assert needle in rep["message"]
 
 
 def test_group_writable_policy_exits_2(site):

@@ -86,3 +86,21 @@ def test_report_without_boot_id_falls_back_to_the_clock(site):
 def test_boot_id_is_this_kernels():
     with open("/proc/sys/kernel/random/boot_id") as f:
         assert report.boot_id() == f.read().strip()
+
+
+def test_broken_policy_still_ends_the_wait_with_its_exit_code(site):
+    """No policy, no trust, nothing fetched: but the run finished, and a pilot waiting on
+    it learns so at once, with the run's own exit code (2) and the reason."""
+    waiter = status_waiting(site, "--timeout", "60")
+    time.sleep(1.0)
+    assert waiter.poll() is None
+    site.policy_path.write_text(site.policy_path.read_text() + "surprise: key\n")
+    code, _, err = site.run("file:%s" % site.bundle())
+    assert code == 2 and "surprise" in err
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 2, err
+    assert out.startswith("failed at ") and "(policy: " in out and "surprise" in out
+    rep = site.report()
+    assert (rep["outcome"], rep["stage"], rep["exit_code"]) == ("failed", "policy", 2)
+    assert rep["payload"] is None and rep["source"] is None and rep["policy_sha256"] is None
+    assert site.snapshot() == {}                     # nothing under the root
