@@ -19,6 +19,9 @@ class WriteFile:
     mode: int = 0o644
     secret: bool = False            # content never logged or reported
     dir_mode: Optional[int] = None  # mode for the parent directory when the run creates or owns it
+    # The user (a name in the target's /etc/passwd) that owns the file, and with dir_mode its
+    # directory, with that user's primary group. None: root, or whoever owns it already.
+    owner: Optional[str] = None
 
     @property
     def kind(self) -> str:

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd import filesystem
 from contextd.actions import Action, RunCommand, WriteFile
@@ -173,9 +173,11 @@ def _prepare(action: WriteFile, root: str, journal: _Journal) -> Optional[Dict[s
     """The journal entry for `action` (its backup written), or None if nothing would change."""
     target = filesystem.under_root(root, action.path)
     before = filesystem.state_of(target)
-    if before is not None and before.content == action.content and before.mode == action.mode:
+    owner = _owner(action, root)
+    if before is not None and before.content == action.content and \
+            before.mode == action.mode and owner in (None, (before.uid, before.gid)):
         return None
-    entry: Dict[str, Any] = {"path": target, "backup": None,
+    entry: Dict[str, Any] = {"path": target, "backup": None, "owner": owner,
                              "created_dirs": filesystem.missing_dirs(os.path.dirname(target))}
     if before is not None:
         name = "%d.bak" % len(journal.entries)
@@ -185,16 +187,32 @@ def _prepare(action: WriteFile, root: str, journal: _Journal) -> Optional[Dict[s
     return entry
 
 
+def _owner(action: WriteFile, root: str) -> Optional[Tuple[int, int]]:
+    """(uid, gid) the file must have, from the target's users; None: root or as it is."""
+    if action.owner is None:
+        return None
+    ids = filesystem.user_ids(root, action.owner)
+    if ids is None:
+        # Without that user the software that reads the file is not installed either.
+        log.info("%s: no user %s in the image's /etc/passwd; the file stays root's",
+             action.path, action.owner)
+    return ids
+
+
 def _write(action: WriteFile, entry: Dict[str, Any]) -> None:
     target = entry["path"]
     parent = os.path.dirname(target)
     created = filesystem.ensure_dir(parent, action.dir_mode or 0o755)
-    if action.dir_mode is not None and not created:
-        os.chmod(parent, action.dir_mode)   # tokens.d must be 0700 even if it existed
-    backed_up = entry["backup"] is not None
+    owner = entry["owner"]
+    if action.dir_mode is not None:
+        if not created:
+            os.chmod(parent, action.dir_mode)   # tokens.d must be 0700 even if it existed
+        if owner is not None and os.geteuid() == 0:
+            os.chown(parent, owner[0], owner[1])    # and its reader's, to be entered
+    if owner is None and entry["backup"] is not None:
+        owner = (entry["uid"], entry["gid"])
     filesystem.atomic_write(target, action.content, action.mode,
-                            entry["uid"] if backed_up else None,
-                            entry["gid"] if backed_up else None)
+                            owner[0] if owner else None, owner[1] if owner else None)
     log.info("wrote %s", target)          # never the content: it may be a secret
 
 

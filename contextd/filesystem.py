@@ -42,6 +42,24 @@ def read_limited(path: str, limit: int) -> Optional[bytes]:
     return data
 
 
+def user_ids(root: str, name: str) -> Optional[Tuple[int, int]]:
+    """(uid, primary gid) of user `name` in the target system's /etc/passwd, or None.
+
+    The target's, not the host's: under --root the image's users are what count, and
+    contextd runs before any name service (sssd, LDAP) is up at boot anyway.
+    """
+    try:
+        data = read_limited(under_root(root, "/etc/passwd"), 4 * 1024 * 1024)
+    except OSError:
+        return None
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 4 and fields[0] == name and fields[2].isdigit() \
+                and fields[3].isdigit():
+            return int(fields[2]), int(fields[3])
+    return None
+
+
 def reader(root: str) -> Callable[[str], Optional[bytes]]:
     """What plugins get to look at the target system: bounded reads under `root`."""
     def read_file(path: str) -> Optional[bytes]:

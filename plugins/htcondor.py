@@ -3,7 +3,7 @@
 It writes `/etc/condor/config.d/50-contextd.conf` (the role metaknob, CONDOR_HOST, the
 allowed machine attributes and the payload's digest, VO and serial, all published through
 STARTD_ATTRS), the pool token to `/etc/condor/tokens.d/contextd.token` (0600, in a 0700
-directory) when the payload gives one, and asks for `systemctl enable --now --no-block
+directory, both owned by the condor user) when the payload gives one, and asks for `systemctl enable --now --no-block
 condor` as a service action, which the executor runs last of all. `--no-block` because
 contextd.service is ordered Before=condor.service: a blocking start from inside contextd's
 own start job would wait for contextd to finish, forever (seen in the VM boot test).
@@ -33,6 +33,10 @@ CONFIG_PATH = "/etc/condor/config.d/50-contextd.conf"
 # /etc/condor in the RPMs), so the configuration does not need to name it.
 TOKEN_DIR = "/etc/condor/tokens.d"
 TOKEN_PATH = TOKEN_DIR + "/contextd.token"
+# HTCondor (since 8.9.9, PR #124) reads daemon tokens as the condor user (PRIV_CONDOR): a
+# root-owned 0600 token is unreadable to it and the node never authenticates. Its packaging
+# and CHTC's instructions make tokens.d condor:condor 0700, so the token is condor's too.
+TOKEN_OWNER = "condor"
 MAX_TOKEN = 16 * 1024
 SECRET = "<secret>"
 
@@ -318,7 +322,8 @@ class HTCondorPlugin(Plugin):
         ]
         if settings.token is not None:
             actions.append(WriteFile(NAME, TOKEN_PATH, (settings.token + "\n").encode("ascii"),
-                                     mode=0o600, secret=True, dir_mode=0o700))
+                                     mode=0o600, secret=True, dir_mode=0o700,
+                                     owner=TOKEN_OWNER))
         actions.append(RunCommand(NAME, START_ARGV, service=True, undo=STOP_ARGV))
         return actions
 

@@ -261,3 +261,41 @@ def test_relative_root_and_dirs_work(site):
     assert code == 0, err
     assert (site.root / "etc/cvmfs/default.local").is_file()
     assert (site.root / "run/contextd/report.json").is_file()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root (CI runs as root)")
+def test_token_belongs_to_the_condor_user_of_the_image(site):
+    """HTCondor reads daemon tokens as the condor user: the token and tokens.d are condor's,
+    by the image's /etc/passwd, not the host's; the config file stays root's."""
+    passwd = site.root / "etc/passwd"
+    passwd.parent.mkdir(parents=True)
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\n"
+                      "condor:x:4242:4343:Owner of HTCondor Daemons:/var/lib/condor:/sbin/nologin\n")
+    tokens = site.root / "etc/condor/tokens.d"
+    tokens.mkdir(parents=True, mode=0o755)              # as an image might ship it
+    old = tokens / "contextd.token"
+    old.write_text(TOKEN + "\n")                        # right bytes, wrong owner
+    os.chmod(old, 0o600)
+    code, out, err = site.run("file:%s" % site.bundle())
+    assert code == 0, err
+    token = applied_files(site)["token"]
+    assert (token.stat().st_uid, token.stat().st_gid) == (4242, 4343)
+    assert (tokens.stat().st_uid, tokens.stat().st_gid) == (4242, 4343)
+    assert stat.S_IMODE(tokens.stat().st_mode) == 0o700
+    config = applied_files(site)["condor"].stat()
+    assert (config.st_uid, config.st_gid) == (0, 0)
+    statuses = {a["target"]: a["status"] for a in site.report()["actions"]}
+    assert statuses["/etc/condor/tokens.d/contextd.token"] == "written"   # owner changed
+    # A second boot: nothing to change, ownership included.
+    os.unlink(site.state_dir / "applied.json")
+    code, out, err = site.run("file:%s" % site.bundle())
+    assert code == 0, err
+    statuses = {a["target"]: a["status"] for a in site.report()["actions"]}
+    assert statuses["/etc/condor/tokens.d/contextd.token"] == "unchanged"
+
+
+def test_token_stays_roots_without_a_condor_user(site):
+    code, out, err = site.run("file:%s" % site.bundle())
+    assert code == 0 and err == "", err
+    token = applied_files(site)["token"]
+    assert token.stat().st_uid == os.geteuid()
