@@ -2,7 +2,9 @@
 
 It sets `server`, `environment` and `certname` in the `[agent]` section of puppet.conf and
 keeps every other byte of the file as it was (other keys, sections, comments, line endings;
-a key of the same name in `[main]` stays untouched). When the payload asks for it
+a key of the same name in `[main]` stays untouched). When the file already has a
+`server_list` the agent reads ([main] or [agent]), Puppet would use it and ignore `server`,
+so `server_list` in [agent] is set to the same server. When the payload asks for it
 (`run: agent-once`, the default), it then runs `puppet agent --onetime --no-daemonize
 --detailed-exitcodes`, where exit 0 and 2 are success; a Puppet run cannot be undone.
 
@@ -144,6 +146,22 @@ def _split_lines(text: str) -> List[Tuple[str, str]]:
         else:
             out.append((chunk, ""))
     return out
+
+
+def agent_reads(current: Optional[bytes], key: str) -> bool:
+    """Whether puppet.conf sets `key` where the agent reads it: [main] (and lines before any
+    header, which Puppet puts in main) or [agent]."""
+    section = "main"
+    text = "" if current is None else current.decode("utf-8", "surrogateescape")
+    for body, _ in _split_lines(text):
+        header = _SECTION_RE.match(body)
+        if header:
+            section = header.group(2)
+            continue
+        setting = _SETTING_RE.match(body)
+        if setting and setting.group(2) == key and section in ("main", "agent"):
+            return True
+    return False
 
 
 def merge_agent_settings(current: Optional[bytes], values: Sequence[Tuple[str, str]],
@@ -316,8 +334,11 @@ class PuppetPlugin(Plugin):
                                       ("certname", certname)) if v is not None]
         actions: List[Action] = []
         if settings.run != "apply" or settings.server or settings.environment:
+            current = ctx.read_file(settings.config)
+            if settings.server and agent_reads(current, "server_list"):
+                values.append(("server_list", settings.server))
             marker = _marker(ctx, [k for k, _ in values])
-            content = merge_agent_settings(ctx.read_file(settings.config), values, marker)
+            content = merge_agent_settings(current, values, marker)
             actions.append(WriteFile(NAME, settings.config, content, mode=0o644))
         if settings.run == "apply":
             assert settings.manifest is not None

@@ -401,3 +401,39 @@ def test_merge_keeps_every_other_line(before):
     new = iter(out.splitlines(True))
     for line in old:
         assert any(line == candidate for candidate in new), line
+
+
+@pytest.mark.parametrize("before, sets_list", [
+    (b"[main]\nserver_list = old1.cern.ch,old2.cern.ch:8141\n", True),
+    (b"server_list = old.cern.ch\n[agent]\nsplay = true\n", True),     # before any header: main
+    (b"[agent]\n  server_list=old.cern.ch  \n", True),
+    (b"[user]\nserver_list = old.cern.ch\n[main]\nserver = m\n", False),  # not the agent's
+    (None, False),
+])
+def test_server_list_the_agent_reads_points_at_the_server_too(before, sets_list):
+    """Puppet prefers server_list to server: left alone it would ignore the server we set."""
+    import re
+
+    out = planned_conf(before)
+    assert bool(re.search(rb"(?m)^\s*server_list\s*=\s*puppet\.cern\.ch\s*$", out)) is sets_list
+    assert (b"certname, server_list in [agent]" in out) is sets_list
+    for line in (before or b"").splitlines(True):
+        if b"[agent]" not in before:            # nothing of [main] or [user] is rewritten
+            assert line in out.splitlines(True)
+
+
+def test_real_puppet_reads_the_server_we_set(tmp_path):
+    """What the agent will use, as Puppet itself resolves it."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("puppet"), "Debian's puppet package must be installed (make test does)"
+    conf = tmp_path / "puppet.conf"
+    conf.write_bytes(planned_conf(b"[main]\nserver_list = old.cern.ch\nserver = old.cern.ch\n"))
+    out = subprocess.run(["puppet", "config", "print", "server", "server_list", "--section",
+                          "agent", "--config", str(conf)], capture_output=True, text=True,
+                         check=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}).stdout
+    printed = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
+    assert printed["server"] == "puppet.cern.ch"
+    assert printed["server_list"] in ("puppet.cern.ch", "puppet.cern.ch:8140", '["puppet.cern.ch"]',
+                                      '[["puppet.cern.ch"]]')
