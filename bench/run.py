@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
 # The commands run from a venv with contextd installed as a package (not editable), as the
@@ -167,6 +167,37 @@ def measure_side_by_side(commands: Dict[str, Tuple[Sequence[str], object]],
     return {label: (statistics.median(times[label]), rss[label]) for label in commands}
 
 
+def listed_iso(scene: "Scene", work: Path, mb: int) -> Path:
+    """A context ISO (genisoimage -J -R) whose payload lists an `mb` MB file, shipped on it."""
+    tree = work / ("tree%d" % mb)
+    (tree / "contextd").mkdir(parents=True)
+    digest = hashlib.sha256()
+    with open(tree / "data.bin", "wb") as f:
+        chunk = os.urandom(1024 * 1024)
+        for _ in range(mb):
+            f.write(chunk)
+            digest.update(chunk)
+    b = scene.bundle("listed%d" % mb, "files: [{path: data.bin, sha256: %s}]\n"
+                     % digest.hexdigest())
+    text = b.read_text()
+    (tree / "contextd/payload.yaml").write_bytes((work / ("listed%d.yaml" % mb)).read_bytes())
+    (tree / "contextd/payload.yaml.sig").write_text(
+        text[text.index("-----BEGIN SSH SIGNATURE-----"):])
+    iso = work / ("listed%d.iso" % mb)
+    subprocess.run(["genisoimage", "-quiet", "-V", "CONTEXT", "-J", "-R", "-o", str(iso),
+                    str(tree)], check=True)
+    shutil.rmtree(tree)
+    return iso
+
+
+def slope(points: Sequence[Tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    mean_x = statistics.mean(x for x, _ in points)
+    mean_y = statistics.mean(y for _, y in points)
+    return (sum((x - mean_x) * (y - mean_y) for x, y in points)
+            / sum((x - mean_x) ** 2 for x, _ in points))
+
+
 def install_venv(venv: Path, python: str, pins: Sequence[str]) -> Path:
     """A venv with `pins` and this tree's code installed as a package (not editable),
     byte-compiled as the RPM's is at build time (pip compiles on install)."""
@@ -290,52 +321,37 @@ def main() -> int:
 
         emit("## Scaling")
         emit()
-        emit("Bundle size (file source, payload padded with a comment):")
+        emit("Bundle size (file source, payload padded with a comment), sizes measured "
+             "round-robin:")
         emit()
         emit("| bundle bytes | median ms | ratio | peak RSS MB |")
         emit("|---:|---:|---:|---:|")
+        sized = {}
         for kb in (1, 2, 4, 8, 16):
             pad = max(0, kb * 1024 - len(scene.payload_text) * 4 // 3 - 700) * 3 // 4
             b = scene.bundle("pad%d" % kb, "# " + "x" * pad + "\n" if pad else "")
-            argv, fresh = scene.run_argv("file:%s" % b)
-            ms, rss = measure(argv, max(3, args.runs // 2), fresh)
-            emit("| %d | %.1f | %.2f | %.1f |" % (b.stat().st_size, ms, ms / bare, rss))
+            sized[b.stat().st_size] = scene.run_argv("file:%s" % b)
+        for size, (ms, rss) in sorted(measure_side_by_side(sized, args.runs).items()):
+            emit("| %d | %.1f | %.2f | %.1f |" % (size, ms, ms / bare, rss))
         emit()
-        emit("A file listed in the payload (sha256-bound) on the context ISO, hashed at verify:")
+        emit("A file listed in the payload (sha256-bound) on the context ISO, hashed at verify, "
+             "sizes measured round-robin:")
         emit()
-        emit("| listed file MB | median ms | ms per extra MB (vs the 1 MB run) | peak RSS MB |")
-        emit("|---:|---:|---:|---:|")
-        first: Optional[Tuple[int, float]] = None
-        for mb in [m for m in (1, 10, 50, 100, 200) if m <= args.max_mb]:
-            tree = work / ("tree%d" % mb)
-            (tree / "contextd").mkdir(parents=True)
-            blob = tree / "data.bin"
-            digest = hashlib.sha256()
-            with open(blob, "wb") as f:
-                chunk = os.urandom(1024 * 1024)
-                for _ in range(mb):
-                    f.write(chunk)
-                    digest.update(chunk)
-            b = scene.bundle("listed%d" % mb, "files: [{path: data.bin, sha256: %s}]\n"
-                             % digest.hexdigest())
-            text = b.read_text()
-            start = text.index("-----BEGIN SSH SIGNATURE-----")
-            (tree / "contextd/payload.yaml").write_bytes((work / ("listed%d.yaml" % mb)).read_bytes())
-            (tree / "contextd/payload.yaml.sig").write_text(text[start:])
-            big_iso = work / ("listed%d.iso" % mb)
-            subprocess.run(["genisoimage", "-quiet", "-V", "CONTEXT", "-J", "-R", "-o",
-                            str(big_iso), str(tree)], check=True)
-            shutil.rmtree(tree)
-            argv, fresh = scene.run_argv("iso:%s" % big_iso)
-            ms, rss = measure(argv, 3, fresh)
-            big_iso.unlink()
-            if first is None:
-                first = (mb, ms)
-                emit("| %d | %.1f | | %.1f |" % (mb, ms, rss))
-            else:
-                emit("| %d | %.1f | %.2f | %.1f |" % (mb, ms, (ms - first[1]) / (mb - first[0]),
-                                                      rss))
+        emit("| listed file MB | median ms | peak RSS MB |")
+        emit("|---:|---:|---:|")
+        listed = {mb: scene.run_argv("iso:%s" % listed_iso(scene, work, mb))
+                  for mb in (1, 10, 50, 100, 200) if mb <= args.max_mb}
+        results = measure_side_by_side(listed, max(5, args.runs // 2))
+        for mb, (ms, rss) in sorted(results.items()):
+            emit("| %d | %.1f | %.1f |" % (mb, ms, rss))
         emit()
+        if len(results) > 1:
+            emit("Time per MB, least-squares slope over these sizes: %.2f ms/MB; peak RSS "
+                 "spread: %.1f MB." % (slope(sorted((mb, ms) for mb, (ms, _) in
+                                                    results.items())),
+                                       max(r for _, r in results.values())
+                                       - min(r for _, r in results.values())))
+            emit()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
