@@ -33,6 +33,16 @@ class Checks:
         self.failed += 0 if ok else 1
 
 
+def user_ids(disk, name):
+    """(uid, gid) of user `name` in the image's /etc/passwd, or None."""
+    found = on_disk(disk, "/etc/passwd")
+    for line in (found[2] if found else b"").decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) > 3 and fields[0] == name:
+            return int(fields[2]), int(fields[3])
+    return None
+
+
 def guest_result(path):
     text = open(path, "rb").read().decode("ascii", "replace").replace("\r", "")
     m = re.search(r"E2E-RESULT-BEGIN\n(.*?)E2E-RESULT-END", text, re.S)
@@ -113,8 +123,13 @@ def main(scenario, directory):
                 and "e2e-signed-worker" in conf.get("text", ""),
                 "HTCondor config has the payload's central manager and VMType")
         tok = files[TOKEN]
-        c.check(tok.get("exists") and tok["mode"] == "0600" and tok["uid"] == 0,
-                "%s written 0600 root" % TOKEN, tok)
+        condor_ids = user_ids(disk, "condor")
+        c.check(condor_ids is not None and condor_ids[0] != 0, "the image has a condor user",
+                condor_ids)
+        c.check(tok.get("exists") and tok["mode"] == "0600"
+                and (tok["uid"], tok.get("gid")) == condor_ids,
+                "%s written 0600, owned by condor (HTCondor reads it as condor)" % TOKEN,
+                {k: tok.get(k) for k in ("exists", "mode", "uid", "gid")})
         c.check(tok.get("sha256") == hashlib.sha256(SECRET.encode()).hexdigest()
                 or tok.get("sha256") == hashlib.sha256((SECRET + "\n").encode()).hexdigest(),
                 "token file holds the payload's token")
@@ -131,8 +146,11 @@ def main(scenario, directory):
         c.check(exited and started >= exited, "condor started only after contextd finished",
                 "contextd exited at %s, condor active at %s" % (exited, started))
         d = on_disk(disk, TOKEN)
-        c.check(d is not None and d[0] & 0o7777 == 0o600 and d[1] == 0,
-                "on disk: token 0600 root", d and d[:2])
+        c.check(d is not None and d[0] & 0o7777 == 0o600 and condor_ids is not None
+                and d[1] == condor_ids[0], "on disk: token 0600 condor's", d and d[:2])
+        d = on_disk(disk, os.path.dirname(TOKEN))
+        c.check(d is not None and d[0] & 0o7777 == 0o700 and condor_ids is not None
+                and d[1] == condor_ids[0], "on disk: tokens.d 0700 condor's", d and d[:2])
         d = on_disk(disk, CONDOR_CONF)
         c.check(d is not None and hashlib.sha256(d[2]).hexdigest() == conf.get("sha256"),
                 "on disk: HTCondor config as the guest saw it")

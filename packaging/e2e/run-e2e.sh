@@ -115,6 +115,9 @@ install -m 0644 "$here/guest/condor.service" "$here/guest/e2e-report.service" \
     "$here/guest/e2e-watchdog.service" "$here/guest/e2e-watchdog.timer" "$tree/etc/systemd/system/"
 install -m 0755 "$here/guest/cvmfs_config" "$tree/usr/local/bin/cvmfs_config"
 install -m 0755 "$here/guest/e2e-report" "$here/guest/e2e-watchdog" "$tree/usr/local/sbin/"
+# What HTCondor's package does: a condor system user. The daemons read their token as it.
+chroot "$tree" useradd --system --user-group --no-create-home --home-dir /var/lib/condor \
+    --shell /usr/sbin/nologin condor || fail "cannot add the condor user to the image"
 chroot "$tree" systemctl enable e2e-report.service e2e-watchdog.timer >/dev/null 2>&1
 [ "$(chroot "$tree" systemctl is-enabled condor.service)" = disabled ] || fail "condor.service must start disabled"
 mkfs.ext4 -q -F -L e2e-root -d "$tree" "$out/root.img" 2G
