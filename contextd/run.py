@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from contextd import apply, authorize, filesystem, logs, payload, plan, policy, report
 from contextd import sources
-from contextd.errors import ContextdError
+from contextd.errors import EXIT_INTERNAL, ContextdError
 from contextd.plugin import PlanContext
 from contextd.record import record
 from contextd.verify import Verified, verify
@@ -173,6 +173,17 @@ def execute(opts: Options) -> Result:
                        vo_url=vo_url, token=token, exit_code=exc.exit_code)
         result.error = exc
         return result
+    except Exception as exc:
+        # A bug. The CLI turns it into exit 70 with a traceback file; the report still ends
+        # here, so a pilot blocked on `status --wait` learns now, and the site and VO hear of
+        # it. Only the exception's type goes in: its text may hold anything, secrets too.
+        try:
+            _done(opts, rep, "failed", started, stage, "internal error (a bug): %s; the "
+                  "traceback is in the file contextd named on stderr" % type(exc).__name__,
+                  pol=pol, vo_url=vo_url, token=token, exit_code=EXIT_INTERNAL)
+        except Exception:  # noqa: BLE001 - the first bug is the one to report
+            log.debug("could not end the report after an internal error", exc_info=True)
+        raise
 
 
 def _fetch(opts: Options, pol: policy.Policy, rep: Dict[str, Any]) -> Optional[sources.Context]:

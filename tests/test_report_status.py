@@ -104,3 +104,33 @@ def test_broken_policy_still_ends_the_wait_with_its_exit_code(site):
     assert (rep["outcome"], rep["stage"], rep["exit_code"]) == ("failed", "policy", 2)
     assert rep["payload"] is None and rep["source"] is None and rep["policy_sha256"] is None
     assert site.snapshot() == {}                     # nothing under the root
+
+
+BUGGY = r"""
+import sys
+import contextd.plan
+def plan(*args, **kwargs):
+    raise TypeError("an exception text that could hold anything, a token too")
+contextd.plan.plan = plan
+from contextd.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_bug_still_ends_the_report_and_the_wait(site):
+    """A bug is exit 70 with a traceback file; the report ends too, so pilots never hang."""
+    waiter = status_waiting(site, "--timeout", "60")
+    proc = subprocess.run([sys.executable, "-c", BUGGY, "run", "--source",
+                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
+                           "--root", str(site.root), "--run-dir", str(site.run_dir),
+                           "--state-dir", str(site.state_dir), "--spool-dir",
+                           str(site.spool_dir)], capture_output=True, text=True)
+    assert proc.returncode == 70, proc.stderr
+    assert "unexpected error (a bug" in proc.stderr and "Traceback" not in proc.stderr
+    out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 70, err
+    assert "(plan: internal error (a bug): TypeError" in out
+    rep = site.report()
+    assert (rep["outcome"], rep["stage"], rep["exit_code"]) == ("failed", "plan", 70)
+    assert "token" not in rep["message"]
+    assert site.snapshot() == {}                     # it never got to apply
