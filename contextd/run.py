@@ -1,7 +1,8 @@
 """One boot run: load policy -> fetch -> verify -> parse -> authorize -> plan -> apply -> report.
 
 The stages are plain functions; this module only threads values between them, keeps the
-once-per-instance state and makes sure every run that got past the policy leaves a report.
+once-per-instance state and makes sure every run leaves a report, even one whose policy is
+broken or that hit a bug (`status --wait` must never wait for a run that has ended).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ def facts_for(pol: policy.Policy, ctx_facts: Mapping[str, Optional[str]],
 
 
 def execute(opts: Options) -> Result:
-    """The whole run. Policy errors raise (no report); everything later is reported."""
+    """The whole run, reported whatever happens. A broken policy raises after writing a
+    report of its own (nothing is trusted without one); a bug raises after ending the report."""
     started = now()
     try:
         pol = policy.load(opts.policy)
