@@ -188,14 +188,15 @@ def _prepare(action: WriteFile, root: str, journal: _Journal) -> Optional[Dict[s
 
 
 def _owner(action: WriteFile, root: str) -> Optional[Tuple[int, int]]:
-    """(uid, gid) the file must have, from the target's users; None: root or as it is."""
-    if action.owner is None:
+    """(uid, gid) the file must have, from the target's users; None: root or as it is.
+    Only root can give a file away, so an unprivileged run (tests) leaves owners alone."""
+    if action.owner is None or os.geteuid() != 0:
         return None
     ids = filesystem.user_ids(root, action.owner)
     if ids is None:
         # Without that user the software that reads the file is not installed either.
         log.info("%s: no user %s in the image's /etc/passwd; the file stays root's",
-             action.path, action.owner)
+                 action.path, action.owner)
     return ids
 
 
@@ -207,7 +208,7 @@ def _write(action: WriteFile, entry: Dict[str, Any]) -> None:
     if action.dir_mode is not None:
         if not created:
             os.chmod(parent, action.dir_mode)   # tokens.d must be 0700 even if it existed
-        if owner is not None and os.geteuid() == 0:
+        if owner is not None:                       # (only ever set when running as root)
             os.chown(parent, owner[0], owner[1])    # and its reader's, to be entered
     if owner is None and entry["backup"] is not None:
         owner = (entry["uid"], entry["gid"])

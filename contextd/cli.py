@@ -24,10 +24,10 @@ class _Formatter(argparse.HelpFormatter):
     (4 ms of each boot). Same rule as shutil: $COLUMNS, else the terminal, else 80."""
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: Optional[int] = None):
+                 width: Optional[int] = None, **more: Any):   # more: newer Pythons' options
         if width is None:
             width = _columns() - 2      # as argparse does
-        super().__init__(prog, indent_increment, max_help_position, width)
+        super().__init__(prog, indent_increment, max_help_position, width, **more)
 
 
 def _columns() -> int:
