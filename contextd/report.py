@@ -63,7 +63,8 @@ def new(started: datetime.datetime, site: Optional[str], root: str,
         "actions": [],
         "denied": [],
         "overridden": [],
-        "host": {"hostname": os.uname().nodename,   # = gethostname() "instance_id": None, "site": site,
+        # os.uname().nodename is what socket.gethostname() returns, without importing socket.
+        "host": {"hostname": os.uname().nodename, "instance_id": None, "site": site,
                  "boot_id": boot_id(),     # `status --wait` tells this boot's run by it
                  "image": dict(os_release(root), image_id=None)},
         "contextd_version": __version__,

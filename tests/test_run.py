@@ -33,6 +33,12 @@ def assert_applied(site, out):
     rep = site.report()
     assert rep["schema"] == "contextd.report/v1"
     assert rep["outcome"] == "applied"
+    # Every field DESIGN section 7 names, the host's included.
+    assert {"schema", "outcome", "started_at", "finished_at", "duration_ms", "source", "payload",
+            "policy_sha256", "actions", "denied", "overridden", "host",
+            "contextd_version"} <= set(rep)
+    assert {"hostname", "instance_id", "site", "image", "boot_id"} <= set(rep["host"])
+    assert rep["host"]["site"] == site.policy["site"] and rep["host"]["hostname"]
     assert rep["payload"]["vo"] == "atlas" and rep["payload"]["signers"] == ["atlas-ctx"]
     assert len(rep["payload"]["sha256"]) == 64
     statuses = {a["target"]: a["status"] for a in rep["actions"]}
