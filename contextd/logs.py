@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Set
 
-from contextd import record
+from contextd.record import fields as record_fields
 
 SYSLOG_IDENTIFIER = "contextd"
 _SECRETS: Set[str] = set()
@@ -43,7 +43,7 @@ def add_secrets_of(value: Any) -> None:
     """Register every string field that a record marks `repr=False` (contextd's mark for a
     secret: the payload's report.token, a plugin's token), in `value` and what it holds.
     A site plugin's dataclasses count too; `dataclasses` is imported only for them."""
-    found = record.fields(value) if record.is_record(value) else ()
+    found = () if isinstance(value, type) else record_fields(value)
     if not found and hasattr(type(value), "__dataclass_fields__"):
         import dataclasses
         found = dataclasses.fields(value)

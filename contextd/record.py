@@ -53,10 +53,6 @@ def fields(value: Any) -> Tuple[Field, ...]:
     return getattr(value, "__record_fields__", ())
 
 
-def is_record(value: Any) -> bool:
-    return bool(fields(value)) and not isinstance(value, type)
-
-
 def record(cls: Optional[type] = None, *, frozen: bool = False) -> Any:
     """Class decorator: `@record` or `@record(frozen=True)`."""
     def wrap(klass: type) -> type:
