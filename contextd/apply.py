@@ -81,6 +81,8 @@ def recover(state_dir: str) -> List[str]:
 
 
 def _undo_files(directory: str, entries: Sequence[Dict[str, Any]]) -> List[str]:
+    """Put every listed file back as it was; returns the paths that had changed. A file the
+    run never reached (the journal lists them all up front) is left untouched, unlisted."""
     restored = []
     for entry in reversed(entries):
         target = entry["path"]
@@ -88,17 +90,29 @@ def _undo_files(directory: str, entries: Sequence[Dict[str, Any]]) -> List[str]:
         if entry.get("backup") is not None:
             with open(os.path.join(directory, entry["backup"]), "rb") as f:
                 content = f.read()
-            filesystem.restore(target, filesystem.FileState(
-                content, entry["mode"], entry["uid"], entry["gid"]))
+            before = filesystem.FileState(content, entry["mode"], entry["uid"], entry["gid"])
+            changed = _state_or_none(target) != before
+            if changed:
+                filesystem.restore(target, before)
         else:
+            changed = os.path.lexists(target)
             filesystem.remove(target)
         for created in reversed(entry.get("created_dirs", [])):
             try:
                 os.rmdir(created)
             except OSError:
                 pass
-        restored.append(target)
+        if changed:
+            restored.append(target)
     return restored
+
+
+def _state_or_none(path: str) -> Optional[filesystem.FileState]:
+    """The file as it is, or None when it cannot be read as one (then restore rewrites it)."""
+    try:
+        return filesystem.state_of(path)
+    except OSError:
+        return None
 
 
 def execute(actions: Sequence[Action], root: str, state_dir: str,

@@ -104,8 +104,8 @@ def test_disk_full_after_the_journal_rolls_back_only_what_was_written(site, tmp_
     rep = site.report()
     assert [(a["target"], a["status"]) for a in rep["actions"]] == [
         ("/" + FILES[0], "rolled-back"), ("/" + FILES[1], "failed")]
-    # The failing file counts as touched: its directories may have been created.
-    assert rep["rolled_back"] == [str(site.root / FILES[1]), str(site.root / FILES[0])]
+    # Only what had changed is listed: the failing file was never created.
+    assert rep["rolled_back"] == [str(site.root / FILES[0])]
     assert not (site.state_dir / "transaction").exists()
     count("faults injected")
 
@@ -174,9 +174,16 @@ def test_sigkill_at_every_boundary_then_rerun_matches_uninterrupted(site, tmp_pa
                 # no half-written file: every file is either its old or its new content
                 assert path.read_bytes() in {expected.get(rel, (None,))[0],
                                              pristine.get(rel, (None,))[0]}, rel
+        at_kill = site.snapshot()
+        journal = (site.state_dir / "transaction" / "journal.json").exists()
+        changed = sorted(str(site.root / rel) for rel in FILES
+                         if journal and at_kill.get(rel) != pristine.get(rel))
         rerun = subprocess.run([sys.executable, "-m", "contextd", *run_args(site, bundle)],
                                capture_output=True, text=True, env=env)
         assert rerun.returncode == 0, (k, rerun.stderr)
+        # Recovery lists exactly the files the killed run had changed and not yet
+        # committed (once apply has discarded its journal, the changes are the run's).
+        assert sorted(site.report().get("recovered", [])) == changed, k
         assert site.snapshot() == expected, "kill at boundary %d left a different state" % k
         assert not (site.state_dir / "transaction").exists()
     else:
