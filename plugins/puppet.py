@@ -148,17 +148,30 @@ def _split_lines(text: str) -> List[Tuple[str, str]]:
     return out
 
 
-def agent_reads(current: Optional[bytes], key: str) -> bool:
-    """Whether puppet.conf sets `key` where the agent reads it: [main] (and lines before any
-    header, which Puppet puts in main) or [agent]."""
-    section = "main"
+def _entries(current: Optional[bytes]) -> List[List[str]]:
+    """puppet.conf as [body, line ending, kind, section] per line; kind is header, setting,
+    marker (ours, in [agent]) or other; lines before any header are in Puppet's main."""
     text = "" if current is None else current.decode("utf-8", "surrogateescape")
-    for body, _ in _split_lines(text):
-        header = _SECTION_RE.match(body)
-        if header:
-            section = header.group(2)
-            continue
-        setting = _SETTING_RE.match(body)
+    entries: List[List[str]] = []
+    section = "main"
+    for body, end in _split_lines(text):
+        m = _SECTION_RE.match(body)
+        if m:
+            section = m.group(2)
+            entries.append([body, end, "header", section])
+        elif section == "agent" and body.lstrip().startswith(MARKER):
+            entries.append([body, end, "marker", section])
+        elif _SETTING_RE.match(body):
+            entries.append([body, end, "setting", section])
+        else:
+            entries.append([body, end, "other", section])
+    return entries
+
+
+def agent_reads(current: Optional[bytes], key: str) -> bool:
+    """Whether puppet.conf sets `key` where the agent reads it: [main] or [agent]."""
+    for body, _, kind, section in _entries(current):
+        setting = _SETTING_RE.match(body) if kind == "setting" else None
         if setting and setting.group(2) == key and section in ("main", "agent"):
             return True
     return False
@@ -174,21 +187,7 @@ def merge_agent_settings(current: Optional[bytes], values: Sequence[Tuple[str, s
     the end. `marker` (a comment saying contextd set these) sits right after the first
     [agent] header, or replaces the marker an earlier run left in [agent].
     """
-    text = "" if current is None else current.decode("utf-8", "surrogateescape")
-    # Entries are [body, line ending, kind, section]; kind is header, setting, marker, other.
-    entries: List[List[str]] = []
-    section = "main"                 # Puppet's name for lines before any header
-    for body, end in _split_lines(text):
-        m = _SECTION_RE.match(body)
-        if m:
-            section = m.group(2)
-            entries.append([body, end, "header", section])
-        elif section == "agent" and body.lstrip().startswith(MARKER):
-            entries.append([body, end, "marker", section])
-        elif _SETTING_RE.match(body):
-            entries.append([body, end, "setting", section])
-        else:
-            entries.append([body, end, "other", section])
+    entries = _entries(current)
     eol = next((e[1] for e in entries if e[1]), "\n")
     wanted = dict(values)
 
