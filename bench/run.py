@@ -44,21 +44,16 @@ sys.exit(os.WEXITSTATUS(status))
 """
 
 
-def measure(argv: Sequence[str], runs: int, prepare=None) -> Tuple[float, float]:
-    """Median wall time (ms) and the largest peak RSS (MB) over `runs` runs."""
-    times: List[float] = []
-    rss = 0.0
-    for _ in range(runs):
-        if prepare:
-            prepare()
-        proc = subprocess.run([PY, "-c", LAUNCHER, *argv], capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit("benchmark command failed (%d): %s\n%s"
-                             % (proc.returncode, " ".join(argv), proc.stderr))
-        ms, kb = proc.stdout.split()[-2:]
-        times.append(float(ms))
-        rss = max(rss, int(kb) / 1024.0)
-    return statistics.median(times), rss
+def measure_once(argv: Sequence[str], prepare=None) -> Tuple[float, float]:
+    """Wall time (ms) and peak RSS (MB) of one run of `argv`, through the launcher."""
+    if prepare:
+        prepare()
+    proc = subprocess.run([PY, "-c", LAUNCHER, *argv], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit("benchmark command failed (%d): %s\n%s"
+                         % (proc.returncode, " ".join(argv), proc.stderr))
+    ms, kb = proc.stdout.split()[-2:]
+    return float(ms), int(kb) / 1024.0
 
 
 class Scene:
@@ -155,13 +150,13 @@ def dependency_imports(argv: Sequence[str], py: str = PY) -> List[str]:
 
 def measure_side_by_side(commands: Dict[str, Tuple[Sequence[str], object]],
                          runs: int) -> Dict[str, Tuple[float, float]]:
-    """Like `measure`, but round-robin over the commands: a load change on the machine
-    then shifts every row alike instead of one."""
+    """Median wall time (ms) and largest peak RSS (MB) of each command over `runs` runs,
+    round-robin: a load change on the machine then shifts every row alike instead of one."""
     times: Dict[str, List[float]] = {label: [] for label in commands}
     rss: Dict[str, float] = {label: 0.0 for label in commands}
     for _ in range(runs):
         for label, (argv, prepare) in commands.items():
-            ms, mb = measure(argv, 1, prepare)
+            ms, mb = measure_once(argv, prepare)
             times[label].append(ms)
             rss[label] = max(rss[label], mb)
     return {label: (statistics.median(times[label]), rss[label]) for label in commands}
