@@ -210,6 +210,7 @@ def test_atomic_write_under_a_root_stays_inside_it(tmp_path):
     root = tmp_path / "image"
     (root / "etc").mkdir(parents=True)
     os.symlink(str(host), str(root / "etc/condor"))
+    (root / str(host).lstrip("/")).mkdir(parents=True)     # where the image's link leads
     # the path a careless caller joined by hand: the root keeps it inside
     filesystem.atomic_write(str(root / "etc/condor/a.conf"), b"a\n", 0o644, root=str(root))
     untouched(host)
@@ -242,3 +243,27 @@ def test_a_token_is_still_written_where_nothing_is_a_symlink(tmp_path):
     assert token.read_bytes() == (TOKEN + "\n").encode()
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert stat.S_IMODE(token.parent.stat().st_mode) == 0o700
+
+
+def test_rollback_under_root_restores_inside_the_image(site, tmp_path):
+    from conftest import fake_commands
+    host = host_dir(tmp_path, "host-cvmfs")
+    (site.root / "etc").mkdir()
+    os.symlink(str(host), str(site.root / "etc/cvmfs"))
+    image_cvmfs = inside(site, host)
+    image_cvmfs.mkdir(parents=True)
+    (image_cvmfs / "default.local").write_text("CVMFS_HTTP_PROXY=DIRECT\n")
+    before = site.snapshot()
+    env = fake_commands(tmp_path / "bin", tmp_path / "calls", failing="cvmfs_config")
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
+                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
+                           "--root", str(site.root), "--run-dir", str(site.run_dir),
+                           "--state-dir", str(site.state_dir), "--spool-dir",
+                           str(site.spool_dir), "--run-commands"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 3, proc.stderr
+    untouched(host)
+    assert site.snapshot() == before
+    assert str(image_cvmfs / "default.local") in site.report()["rolled_back"]
