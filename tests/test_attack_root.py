@@ -9,12 +9,14 @@ not under --root and not on "/" (where the primitives are driven with real absol
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import TOKEN, run_cli
+from conftest import TOKEN, fake_commands, run_cli
 from contextd import apply, filesystem
 from contextd.actions import WriteFile
 
@@ -246,7 +248,6 @@ def test_a_token_is_still_written_where_nothing_is_a_symlink(tmp_path):
 
 
 def test_rollback_under_root_restores_inside_the_image(site, tmp_path):
-    from conftest import fake_commands
     host = host_dir(tmp_path, "host-cvmfs")
     (site.root / "etc").mkdir()
     os.symlink(str(host), str(site.root / "etc/cvmfs"))
@@ -255,8 +256,6 @@ def test_rollback_under_root_restores_inside_the_image(site, tmp_path):
     (image_cvmfs / "default.local").write_text("CVMFS_HTTP_PROXY=DIRECT\n")
     before = site.snapshot()
     env = fake_commands(tmp_path / "bin", tmp_path / "calls", failing="cvmfs_config")
-    import subprocess
-    import sys
     proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
                            "file:%s" % site.bundle(), "--policy", str(site.policy_path),
                            "--root", str(site.root), "--run-dir", str(site.run_dir),
