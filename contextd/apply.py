@@ -147,7 +147,7 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
             journal.save()
         for action, entry, current, start in planned:
             journal.touched += 1
-            _write(action, entry)
+            _write(action, entry, root)
             current["status"] = "written" if entry["backup"] is not None else "created"
             current["ms"] = _ms(start)
         for action in list(commands) + list(services):
@@ -185,8 +185,10 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
 
 def _prepare(action: WriteFile, root: str, journal: _Journal) -> Optional[Dict[str, Any]]:
     """The journal entry for `action` (its backup written), or None if nothing would change."""
-    target = filesystem.under_root(root, action.path)
-    before = filesystem.state_of(target)
+    # Resolved inside the root (a symlink in the image never leads to the host); the file
+    # itself is not followed: rename replaces a link. A secret refuses any link on the way.
+    target = filesystem.under_root(root, action.path, follow=False, secret=action.secret)
+    before = filesystem.state_of(target, root=root)
     owner = _owner(action, root)
     if before is not None and before.content == action.content and \
             before.mode == action.mode and owner in (None, (before.uid, before.gid)):
@@ -214,20 +216,20 @@ def _owner(action: WriteFile, root: str) -> Optional[Tuple[int, int]]:
     return ids
 
 
-def _write(action: WriteFile, entry: Dict[str, Any]) -> None:
+def _write(action: WriteFile, entry: Dict[str, Any], root: str) -> None:
     target = entry["path"]
-    parent = os.path.dirname(target)
-    created = filesystem.ensure_dir(parent, action.dir_mode or 0o755)
     owner = entry["owner"]
-    if action.dir_mode is not None:
-        if not created:
-            os.chmod(parent, action.dir_mode)   # tokens.d must be 0700 even if it existed
-        if owner is not None:                       # (only ever set when running as root)
-            os.chown(parent, owner[0], owner[1])    # and its reader's, to be entered
+    # With dir_mode the parent gets it even if it existed (tokens.d must be 0700), and the
+    # file's owner (only ever set when running as root), so its reader can enter it.
+    filesystem.ensure_dir(os.path.dirname(target), action.dir_mode or 0o755, root=root,
+                          exact=action.dir_mode is not None,
+                          owner=owner if action.dir_mode is not None else None,
+                          secret=action.secret)
     if owner is None and entry["backup"] is not None:
         owner = (entry["uid"], entry["gid"])
     filesystem.atomic_write(target, action.content, action.mode,
-                            owner[0] if owner else None, owner[1] if owner else None)
+                            owner[0] if owner else None, owner[1] if owner else None,
+                            root=root, secret=action.secret)
     log.info("wrote %s", target)          # never the content: it may be a secret
 
 

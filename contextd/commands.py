@@ -190,7 +190,7 @@ def policy_check(args: Any) -> int:
 
 
 def status(args: Any) -> int:
-    run_dir = args.run_dir or filesystem.under_root(args.root, "/run/contextd")
+    run_dir = args.run_dir or filesystem.default_dir(args.root, "/run/contextd")
     deadline = None if args.timeout is None else time.monotonic() + max(args.timeout, 0.0)
     boot = _this_boot()
     while True:
@@ -252,7 +252,7 @@ def report_flush(args: Any) -> int:
     """Send the spool; exit 0 when nothing is left in it (delivered or moved aside), else 1."""
     from contextd import delivery
 
-    spool = args.spool_dir or filesystem.under_root(args.root, report.SPOOL)
+    spool = args.spool_dir or filesystem.default_dir(args.root, report.SPOOL)
     try:
         result = delivery.flush(spool)
     except OSError as exc:

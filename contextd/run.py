@@ -37,15 +37,15 @@ class Options:
 
     @property
     def state(self) -> str:
-        return self.state_dir or filesystem.under_root(self.root, "/var/lib/contextd")
+        return self.state_dir or filesystem.default_dir(self.root, "/var/lib/contextd")
 
     @property
     def run(self) -> str:
-        return self.run_dir or filesystem.under_root(self.root, "/run/contextd")
+        return self.run_dir or filesystem.default_dir(self.root, "/run/contextd")
 
     @property
     def spool(self) -> str:
-        return self.spool_dir or filesystem.under_root(self.root, report.SPOOL)
+        return self.spool_dir or filesystem.default_dir(self.root, report.SPOOL)
 
 
 @record
