@@ -397,3 +397,8 @@ def test_allowed_certnames(site, payload_doc):
     payload_doc["serial"] += 1
     code, out, err = site.run("file:%s" % site.bundle(payload_doc))
     assert code == 1 and "allow.puppet.certnames [*.atlas.cern.ch]" in err
+
+
+def test_an_ec2_source_url_on_the_command_line_is_checked_the_same_way(site):
+    code, out, err = site.run("ec2:http://[::1")
+    assert code == 2 and "ec2 metadata URL" in err and "Traceback" not in err, (code, err)
