@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import urllib.parse
 from typing import Optional, Tuple
 
 from contextd.record import record
@@ -54,6 +53,8 @@ class Parts:
 
 def split(url: str) -> Parts:
     """The canonical parts of an http(s) URL; ValueError says what is wrong."""
+    import urllib.parse                 # only runs that name a URL pay for it
+
     if not isinstance(url, str) or not _CLEAN.fullmatch(url):
         raise ValueError("holds spaces, control characters or a backslash")
     if "#" in url:
