@@ -2,8 +2,9 @@
 
 What it must never do: store or log a report token, lose a report, send one again after a
 destination acknowledged it (2xx), or take anything from the environment but the proxy
-settings (no ~/.netrc credentials, no $REQUESTS_CA_BUNDLE). It never follows a redirect (that would hand the report and
-its signature to a host the policy did not allow) and never waits unboundedly.
+settings (no ~/.netrc credentials, no $REQUESTS_CA_BUNDLE). It never follows a redirect
+(that would hand the report and its signature to a host the policy did not allow) and never
+waits unboundedly.
 
 The protocol (README "Reports"):
 - POST, `Content-Type: application/json`, the body is the report as compact JSON (sorted keys).

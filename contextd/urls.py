@@ -76,7 +76,8 @@ def split(url: str) -> Parts:
     path = parts.path or "/"
     if not _PATH.fullmatch(path) or _ESCAPE.search(path):
         raise ValueError("has characters a path may not hold")
-    if any(urllib.parse.unquote(seg) in (".", "..") for seg in path.split("/")):
+    # decoded first: a receiver that decodes %2f and %2e would walk out of the matched path
+    if any(seg in (".", "..") for seg in urllib.parse.unquote(path).split("/")):
         raise ValueError("has a '.' or '..' segment in its path")
     if not _QUERY.fullmatch(parts.query) or _ESCAPE.search(parts.query):
         raise ValueError("has characters a query may not hold")
