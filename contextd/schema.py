@@ -16,8 +16,6 @@ from contextd.errors import ContextdError
 # RFC 1123 host names, each label 1-63 characters, the whole at most 253.
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 HOSTNAME_RE = re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL))
-# Globs in policies: host-name characters plus the glob metacharacters.
-GLOB_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!:/@%+=-]+$")
 
 
 class Reader:
