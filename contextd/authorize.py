@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from contextd import plugin
+from contextd import plugin, urls
 from contextd.errors import PolicyViolation
 from contextd.payload import Payload
 from contextd.plugin import Decision, Finding
@@ -127,8 +127,18 @@ def authorize_sections(payload: Payload, trust: VoTrust, policy: Policy, violati
 
 
 def report_url_allowed(url: str, trust: VoTrust) -> bool:
-    """May this VO's payload name `url` for its reports? (allow.report.urls globs)"""
-    return "report" in trust.allow and glob_match(url, trust.report_urls)
+    """May this VO's payload name `url` (canonical, as payload.parse makes it) for its
+    reports? Scheme, host, port and path each against its part of an allow.report.urls glob:
+    a host glob never reaches into the path, a query, a fragment or userinfo."""
+    if "report" not in trust.allow:
+        return False
+    for text in trust.report_urls:
+        try:
+            if urls.parse_glob(text).matches(url):
+                return True
+        except ValueError:            # policy.load refused it already; never a match
+            continue
+    return False
 
 
 def authorize(payload: Payload, verified: Verified, policy: Policy,

@@ -1,8 +1,10 @@
 """Report delivery: POST every report to its destinations; spool what could not be sent.
 
-What it must never do: store or log a report token, lose a report, or send one again after a
-destination acknowledged it (2xx). It never follows a redirect (that would hand the report and
-its signature to a host the policy did not allow) and never waits unboundedly.
+What it must never do: store or log a report token, lose a report, send one again after a
+destination acknowledged it (2xx), or take anything from the environment but the proxy
+settings (no ~/.netrc credentials, no $REQUESTS_CA_BUNDLE). It never follows a redirect
+(that would hand the report and its signature to a host the policy did not allow) and never
+waits unboundedly.
 
 The protocol (README "Reports"):
 - POST, `Content-Type: application/json`, the body is the report as compact JSON (sorted keys).
@@ -291,10 +293,24 @@ def _session() -> Any:
                   status_forcelist=RETRY_STATUS, allowed_methods=frozenset(["POST"]),
                   raise_on_status=False, respect_retry_after_header=False)
     session = requests.Session()
+    # Nothing from the environment but the proxy (_post): with trust_env, root's ~/.netrc
+    # credentials would go to whatever URL a payload names, and $REQUESTS_CA_BUNDLE would
+    # replace the CA the policy chose.
+    session.trust_env = False
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _proxies(url: str) -> Dict[str, str]:
+    """The environment's proxies for `url` (honouring no_proxy): all trust_env still takes."""
+    import requests
+
+    try:
+        return requests.utils.get_environ_proxies(url)
+    except ValueError:                # an unparsable URL: requests says so itself when sending
+        return {}
 
 
 def _post(entry: Entry) -> Tuple[str, str]:
@@ -309,7 +325,8 @@ def _post(entry: Entry) -> Tuple[str, str]:
     try:
         response = session.post(entry.url, data=entry.body, headers=headers, stream=True,
                                 timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), allow_redirects=False,
-                                verify=entry.ca_bundle or True)
+                                verify=entry.ca_bundle or True,
+                                proxies=_proxies(entry.url))
         status, reason = response.status_code, response.reason or ""
         response.close()
     except requests.exceptions.RequestException as exc:

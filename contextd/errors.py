@@ -31,8 +31,11 @@ class ContextdError(Exception):
         text = self.message
         if self.hint:
             text = "%s (%s)" % (text, self.hint)
-        # One line, whatever a hostile input smuggled into the message.
-        return " ".join(text.split())
+        # One line, whatever a hostile input smuggled into the message, and no secret a run
+        # registered (a plugin's message may quote a malformed token: it is still a secret).
+        from contextd.logs import redact
+
+        return " ".join(redact(text).split())
 
 
 class UsageError(ContextdError):

@@ -1,16 +1,17 @@
 """The payload (v1): signed YAML into a frozen, typed value.
 
 It accepts only a `Verified` value, so unverified bytes have no path to a plugin. It
-checks the payload's own shape; whether the site accepts it is `authorize`'s job.
+checks the payload's own shape; whether the site accepts it is `authorize`'s job. It never
+quotes a secret field (report.token, a plugin's `secret_fields`), even a malformed one.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
-from contextd import plugin, strictyaml
+from contextd import logs, plugin, strictyaml, urls
 from contextd.errors import PayloadError
 from contextd.record import field, record
 from contextd.schema import Reader
@@ -21,8 +22,7 @@ CORE_SECTIONS = ("report",)
 TARGET_KEYS = ("site", "cloud", "region", "instance_id", "image_id")
 _TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_URL = re.compile(r"^https?://[A-Za-z0-9._~:/?#@!&()*+,;=%-]+$")
-_TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,4096}$")
+TOKEN_CHARS = "A-Za-z0-9._~+/=-"          # report.token: 16 to 4096 of these
 
 
 @record(frozen=True)
@@ -51,6 +51,26 @@ def parse_time(r: Reader, key: str) -> datetime.datetime:
         return datetime.datetime(*(int(g) for g in match.groups()), tzinfo=datetime.timezone.utc)
     except ValueError as exc:
         raise r.fail(key, "%r is not a valid time: %s" % (value, exc))
+
+
+def _mask(data: Any, keys: Iterable[str]) -> None:
+    """Register the secret fields' values with logs before anything checks them: a malformed
+    token is still a secret, and every message (errors.one_line) and log line is redacted."""
+    if isinstance(data, Mapping):
+        for key in keys:
+            if isinstance(data.get(key), str):
+                logs.add_secret(data[key])
+
+
+def _report_url(rr: Reader) -> Optional[str]:
+    """report.url in the canonical form it is matched (authorize) and delivered in."""
+    url = rr.str("url")
+    if url is None:
+        return None
+    try:
+        return urls.canonical(url)
+    except ValueError as exc:
+        raise rr.fail("url", str(exc), "an http(s) URL without user:password@ or #fragment")
 
 
 def parse(verified: Verified) -> Payload:
@@ -98,10 +118,10 @@ def parse(verified: Verified) -> Payload:
     report_url = report_token = None
     rr = r.mapping("report")
     if rr is not None:
+        _mask(rr.data, ("token",))
         rr.only(["url", "token"])
-        report_url = rr.str("url", pattern=_URL, what="URL")
-        report_token = rr.str("token", pattern=_TOKEN,
-                              what="token (16-4096 characters of [A-Za-z0-9._~+/=-])")
+        report_url = _report_url(rr)
+        report_token = rr.secret("token", TOKEN_CHARS, 16, 4096)
 
     sections: Dict[str, Any] = {}
     for name in doc:
@@ -109,7 +129,9 @@ def parse(verified: Verified) -> Payload:
             continue
         if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise PayloadError("payload: %r is not a section name" % (name,))
-        sections[name] = plugin.load(name).parse_settings(doc[name])
+        section = plugin.load(name)
+        _mask(doc[name], section.secret_fields)
+        sections[name] = section.parse_settings(doc[name])
 
     assert vo is not None and serial is not None
     return Payload(sha256=verified.sha256, vo=vo, serial=serial, not_before=not_before,

@@ -11,12 +11,12 @@ import hashlib
 import os
 import re
 import stat
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from contextd import plugin, sshsig, strictyaml
+from contextd import plugin, sshsig, strictyaml, urls
 from contextd.errors import PolicyError
 from contextd.record import field, record
-from contextd.schema import GLOB_RE, Reader
+from contextd.schema import Reader
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
@@ -170,8 +170,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     rr = r.mapping("report")
     if rr is not None:
         rr.only(["urls", "ca_bundle", "hmac_key_file"])
-        report_urls = tuple(rr.str_list("urls", pattern=re.compile(r"^https?://\S+$"), what="URL")
-                            or ())
+        report_urls = _urls(rr, "urls", urls.canonical)    # trusted, but never with a password
         ca_bundle = rr.str("ca_bundle", pattern=_ABSOLUTE, what="absolute path")
         # the site's own key for signing its copies (the VO's report.token never signs them)
         hmac_key_file = rr.str("hmac_key_file", pattern=_ABSOLUTE, what="absolute path")
@@ -196,8 +195,13 @@ def _ec2(r: Optional[Reader]) -> Dict[str, Any]:
     if r is None:
         return out
     r.only(["url", "imdsv1_fallback", "budget"])
-    out["url"] = r.str("url", default=out["url"], pattern=re.compile(r"^https?://[^\s/]+/?$"),
-                       what="metadata base URL (scheme://host[:port])")
+    url = r.str("url")
+    if url is not None:
+        try:
+            out["url"] = urls.metadata_base(url)
+        except ValueError as exc:         # `run` would meet it at boot: refuse it here
+            raise r.fail("url", str(exc), "scheme://host[:port], such as http://169.254.169.254 "
+                         "or http://[fd00:ec2::254]")
     out["imdsv1_fallback"] = r.bool("imdsv1_fallback", default=False)
     out["budget"] = duration(r, "budget", 20)
     return out
@@ -207,7 +211,14 @@ def _x509(r: Optional[Reader]) -> Dict[str, Any]:
     if r is None:
         return {}
     r.only(["ca_dir", "crl", "crl_max_stale"])
-    crl = r.str("crl", default="if-present")
+    crl = r.raw("crl")
+    if crl is False:                  # `crl: off`, as documented, is YAML 1.1's false
+        crl = "off"
+    elif crl is True:
+        raise r.fail("crl", "is true (YAML reads on, yes and true so): ambiguous",
+                     "write crl: required or crl: if-present")
+    else:
+        crl = r.str("crl", default="if-present")
     if crl not in ("required", "if-present", "off"):
         raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
     return {"ca_dir": r.str("ca_dir", default="/etc/grid-security/certificates",
@@ -301,7 +312,7 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
                 rr = ar.mapping("report", required=True)
                 assert rr is not None
                 rr.only(["urls"])
-                report_urls = tuple(rr.str_list("urls", pattern=GLOB_RE, what="URL glob") or ())
+                report_urls = _urls(rr, "urls", urls.parse_glob)
                 allow["report"] = True
                 continue
             allow[section] = plugin.load(section, for_policy=True).parse_allow(rules)
@@ -309,6 +320,20 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
                    min_serial=r.int("min_serial", default=0, minimum=0) or 0,
                    signers=tuple(signers), revoked=revoked, allow=allow,
                    report_urls=report_urls)
+
+
+def _urls(r: Reader, key: str, parse: Callable[[str], Any]) -> Tuple[str, ...]:
+    """A list of URLs (urls.canonical: kept in that form) or URL globs (urls.parse_glob: kept
+    as written, they are parsed again where matched); a message never quotes one."""
+    out = []
+    for i, text in enumerate(r.str_list(key) or ()):
+        try:
+            parsed = parse(text)
+        except ValueError as exc:
+            raise r.fail("%s[%d]" % (key, i), str(exc),
+                         "scheme://host[:port]/path, no user:password@, no #fragment")
+        out.append(parsed if isinstance(parsed, str) else text)
+    return tuple(out)
 
 
 def _signer(r: Reader) -> Signer:

@@ -16,8 +16,6 @@ from contextd.errors import ContextdError
 # RFC 1123 host names, each label 1-63 characters, the whole at most 253.
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 HOSTNAME_RE = re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL))
-# Globs in policies: host-name characters plus the glob metacharacters.
-GLOB_RE = re.compile(r"^[A-Za-z0-9_.*?\[\]!:/@%+=-]+$")
 
 
 class Reader:
@@ -78,6 +76,27 @@ class Reader:
             raise self.fail(key, "must be a string, not %s" % kind(value))
         if pattern is not None and not pattern.fullmatch(value):
             raise self.fail(key, "%r is not a valid %s" % (value, what or "value"))
+        return value
+
+    def secret(self, key: str, chars: str, min_len: int, max_len: int,
+               what: str = "token") -> Optional[str]:
+        """A secret string, checked without ever quoting it (malformed, it is still a secret).
+
+        `chars` is the body of a regex character class; the message says how long the value
+        is and how many of its characters are outside it, never which.
+        """
+        value = self._get(key, False)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise self.fail(key, "must be a string, not %s" % kind(value))
+        bad = len(re.findall("[^%s]" % chars, value))
+        if bad:
+            raise self.fail(key, "is not a valid %s: %d characters, %d of them not in [%s]"
+                            % (what, len(value), bad, chars))
+        if not min_len <= len(value) <= max_len:
+            raise self.fail(key, "is not a valid %s: %d characters, must be %d to %d"
+                            % (what, len(value), min_len, max_len))
         return value
 
     def int(self, key: str, required: bool = False, default: Optional[int] = None,

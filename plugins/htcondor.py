@@ -66,7 +66,8 @@ RESERVED = frozenset((
     "TRUE", "FALSE", "UNDEFINED", "IS", "ISNT", "MY", "TARGET", "PARENT",
 ))
 RESERVED_PREFIX = "CONTEXTD_"
-TOKEN_RE = re.compile(r"[A-Za-z0-9._-]+\Z")
+TOKEN_CHARS = "A-Za-z0-9._-"          # a JWT's characters
+TOKEN_RE = re.compile(r"[%s]+\Z" % TOKEN_CHARS)
 GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!:-]+\Z")
 
 
@@ -221,12 +222,8 @@ class HTCondorPlugin(Plugin):
             raise r.fail("role", "%s is not a valid role" % show(raw_role), ROLE_HINT)
         cm = _read_cm(r, required=True)
         assert cm is not None
-        token = r.raw("token")
-        if token is not None and not token_ok(token):
-            # Never echo a secret, not even a malformed one.
-            raise r.fail("token", "is not a valid token",
-                         "a JWT: letters, digits, '.', '_', '-', at most %d characters"
-                         % MAX_TOKEN)
+        # Never echo a secret, not even a malformed one: Reader.secret says only what is wrong.
+        token = r.secret("token", TOKEN_CHARS, 1, MAX_TOKEN)
         return Settings(role=role, central_manager=cm, attributes=_read_attributes(r),
                         token=token)
 

@@ -8,6 +8,9 @@ so `server_list` in [agent] is set to the same server. When the payload asks for
 (`run: agent-once`, the default), it then runs `puppet agent --onetime --no-daemonize
 --detailed-exitcodes`, where exit 0 and 2 are success; a Puppet run cannot be undone.
 
+A certname is an identity at the Puppet server: one the payload names must match the
+site's `allow.puppet.certnames` (none allowed when that is absent or empty).
+
 It must never write a value that has not passed the grammar checks below, never rewrite
 lines it does not own, and never touch the system itself: the current puppet.conf comes in
 through `PlanContext.read_file`, the new one goes out as a WriteFile.
@@ -93,6 +96,9 @@ class Allow:
     environments: Optional[Tuple[str, ...]] = None
     max_waitforcert: int = 0               # 0: the payload may not ask to wait
     masterless: bool = False               # may the payload `puppet apply` its own manifest?
+    # A certname is an identity at the Puppet server (another node's catalog, its secrets):
+    # a payload's certname is denied unless it matches one of these.
+    certnames: Optional[Tuple[str, ...]] = None
 
 
 @record(frozen=True)
@@ -266,15 +272,17 @@ class PuppetPlugin(Plugin):
 
     def parse_allow(self, data: Any) -> Allow:
         r = Reader(data, "allow.puppet", PolicyError)
-        r.only(("servers", "environments", "max_waitforcert", "masterless"))
+        r.only(("servers", "environments", "certnames", "max_waitforcert", "masterless"))
         servers = r.str_list("servers", pattern=GLOB_RE, what="host glob")
         envs = r.str_list("environments", pattern=GLOB_RE, what="environment glob")
+        certnames = r.str_list("certnames", pattern=GLOB_RE, what="certname glob")
         return Allow(
             servers=None if servers is None else tuple(servers),
             environments=None if envs is None else tuple(envs),
             max_waitforcert=r.int("max_waitforcert", default=0, minimum=0,
                                   maximum=MAX_WAITFORCERT) or 0,
             masterless=r.bool("masterless", default=False),
+            certnames=None if certnames is None else tuple(certnames),
         )
 
     def parse_site(self, data: Any) -> Site:
@@ -303,6 +311,12 @@ class PuppetPlugin(Plugin):
             if value is not None and not glob_match(value, globs or ()):
                 denied.append(Finding(NAME, key, show(value),
                                       "not allowed by " + _rule(key + "s", globs)))
+        # Only a certname the payload asks for is checked: the default, the host name, is
+        # the machine's own.
+        if settings.certname is not None and not glob_match(settings.certname,
+                                                            allow.certnames or ()):
+            denied.append(Finding(NAME, "certname", show(settings.certname),
+                                  "not allowed by " + _rule("certnames", allow.certnames)))
         wait = settings.waitforcert
         if wait and wait > allow.max_waitforcert:
             denied.append(Finding(NAME, "waitforcert", show(wait),

@@ -139,7 +139,8 @@ def test_parse_allow_and_site():
 @pytest.mark.parametrize("data, message", [
     ({"servers": ["puppet cern"]}, "allow.puppet.servers[0] 'puppet cern' is not a valid"),
     ({"max_waitforcert": -5}, "allow.puppet.max_waitforcert must be at least 0"),
-    ({"certnames": []}, "allow.puppet: unknown key 'certnames'"),
+    ({"certnames": ["vm 1"]}, "allow.puppet.certnames[0] 'vm 1' is not a valid certname glob"),
+    ({"certname": []}, "allow.puppet: unknown key 'certname'"),
 ])
 def test_parse_allow_errors(data, message):
     with pytest.raises(PolicyError) as e:

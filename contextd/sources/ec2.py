@@ -47,7 +47,6 @@ ATTEMPTS = 3               # attempts per request (connection errors, timeouts, 
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
 MAX_TOKEN = 4096
 MAX_FACT = 1024
-_URL_RE = re.compile(r"^https?://[^\s/]+/?$")
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_TOKEN)
 _FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
 
@@ -63,10 +62,13 @@ class _Transport(Exception):
 
 
 def check_url(url: str) -> str:
-    if not _URL_RE.match(url):
-        raise UsageError("ec2 metadata URL %r is not scheme://host[:port]" % url,
-                         "for example ec2:http://169.254.169.254")
-    return url.rstrip("/")
+    from contextd import urls
+
+    try:
+        return urls.metadata_base(url)      # the policy's ec2.url passed this same check
+    except ValueError as exc:
+        raise UsageError("ec2 metadata URL %s" % exc,
+                         "scheme://host[:port], for example ec2:http://169.254.169.254")
 
 
 class Client:
