@@ -185,17 +185,28 @@ def destinations(policy: "Policy", root: str, vo_url: Optional[str] = None,
                  vo_token: Optional[str] = None) -> List[Destination]:
     """The payload's allowed URL (signed with its token) and the site's URLs (signed with the
     site's key when the policy names one); paths in the policy are on the target system."""
-    ca = filesystem.under_root(root, policy.report_ca_bundle) if policy.report_ca_bundle else None
-    key_file = policy.report_hmac_key_file
+    ca = _on_target(root, policy.report_ca_bundle)
+    key_file = _on_target(root, policy.report_hmac_key_file)
     out: List[Destination] = []
     if vo_url:
         out.append(Destination(vo_url, token=vo_token, ca_bundle=ca))
     for url in policy.report_urls:
-        dest = Destination(url, key_file=filesystem.under_root(root, key_file)
-                           if key_file else None, ca_bundle=ca)
+        dest = Destination(url, key_file=key_file, ca_bundle=ca)
         if dest not in out:
             out.append(dest)
     return out
+
+
+def _on_target(root: str, path: Optional[str]) -> Optional[str]:
+    """A policy path resolved inside the root. A symlink loop there must not cost the report:
+    the path stays as written, and reading it later fails as a delivery error that says so."""
+    if not path:
+        return None
+    try:
+        return filesystem.under_root(root, path)
+    except OSError as exc:
+        log.warning("cannot resolve %s under %s: %s", path, root, exc.strerror or exc)
+        return os.path.join(os.path.abspath(root or "/"), path.lstrip("/"))
 
 
 def entry_for(report: Dict[str, Any], dest: Destination) -> Entry:
