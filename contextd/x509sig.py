@@ -91,7 +91,7 @@ _SHORT_NAMES = {
 _RDN_INSIDE = re.compile(r"/[A-Za-z0-9.]+=")
 _CERT_FILE = re.compile(r"^[^.].*\.(pem|[0-9]+)$")     # <hash>.0, <hash>.1, <Alias>.pem
 _CRL_FILE = re.compile(r"^[^.].*\.r[0-9]+$")           # <hash>.r0 (fetch-crl)
-_HASH_FILE = re.compile(r"^([0-9a-f]{8})\.[0-9]+$")      # <hash>.0: its policy files share <hash>
+_HASH_FILE = re.compile(r"^([0-9a-f]{8})\.[0-9]+$")    # <hash>.0; policy files: <hash>.<kind>
 CONFINING = ("signing_policy", "namespaces")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)"
                        rb"-----END CERTIFICATE-----")
@@ -156,8 +156,8 @@ class TrustDir:
     warnings: Tuple[str, ...] = ()
     subjects: Tuple[str, ...] = ()                    # slash DN of each anchor, in order
     # anchor DER -> its policy files (none: unconfined, as grid middleware treats it)
-    confinements: Mapping[bytes, Tuple[Confinement, ...]] = field(default_factory=dict,
-                                                                 repr=False)
+    confinements: Mapping[bytes, Tuple[Confinement, ...]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def named(self, dn: str) -> List[Any]:
         """The anchors whose subject is `dn` (a CA re-keyed under one name has several)."""

@@ -49,7 +49,8 @@ class RoguePki(Pki):
         self.leaf("outsider", "ec")
 
     def cert(self, name: str) -> Path:
-        extra = {"rogue": self.dir / "rogue" / "ca.pem", "fakegrid": self.dir / "fakegrid" / "ca.pem"}
+        extra = {"rogue": self.dir / "rogue" / "ca.pem",
+                 "fakegrid": self.dir / "fakegrid" / "ca.pem"}
         return extra.get(name) or super().cert(name)
 
     def hash_of(self, name: str) -> str:
