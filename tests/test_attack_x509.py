@@ -26,7 +26,7 @@ from contextd.bundle import X509Signature
 from contextd.errors import ContextdError, SignatureError
 from contextd.verify import verify
 
-from conftest import base_policy, count
+from conftest import count
 from test_x509 import GRID_DN, PAYLOAD, ROBOT_DN, ROOT_DN, Pki, openssl
 
 X509 = x509sig.support_problem() is None
