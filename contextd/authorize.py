@@ -48,9 +48,11 @@ def review(payload: Payload, verified: Verified, policy: Policy,
         others = sorted(verified.signers)
         violations.append("payload says vo %r but is signed only by signers of %s"
                           % (payload.vo, ", ".join(repr(v) for v in others)))
-    elif len(signers) < trust.threshold:
-        violations.append("VO %r needs %d distinct trusted signers, payload has %d (%s)" % (
-            payload.vo, trust.threshold, len(signers), ", ".join(s.label for s in signers)))
+    elif verified.counted(payload.vo) < trust.threshold:
+        counted = verified.counted(payload.vo)
+        shared = "; signers sharing a key count once" if counted < len(signers) else ""
+        violations.append("VO %r needs %d distinct trusted signers, payload has %d (%s%s)" % (
+            payload.vo, trust.threshold, counted, ", ".join(s.label for s in signers), shared))
 
     if payload.serial < trust.min_serial:
         violations.append("payload serial %d is older than site backstop %d (rollback?)"

@@ -39,6 +39,8 @@ class Signer:
     principals: Tuple[str, ...] = ()
     x509_subject: Optional[str] = None
     x509_issuer: Optional[str] = None
+    # The CA in x509.ca_dir the chain must end at; None: the issuer itself (no intermediates).
+    x509_anchor: Optional[str] = None
     scopes: Optional[Tuple[str, ...]] = None   # None: every section
 
     @property
@@ -280,6 +282,7 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
     ids = [s.id for s in signers]
     if len(set(ids)) != len(ids):
         raise r.fail("signers", "has two signers with the same id")
+    _one_key_one_id(r, signers)
     threshold = r.int("threshold", default=1, minimum=1)
     assert threshold is not None
     if threshold > len(signers):
@@ -336,6 +339,20 @@ def _urls(r: Reader, key: str, parse: Callable[[str], Any]) -> Tuple[str, ...]:
     return tuple(out)
 
 
+def _one_key_one_id(r: Reader, signers: Any) -> None:
+    """A threshold counts keys: one key (or one X.509 identity) under two ids is refused, so
+    that no reader of the policy believes two signers are needed where one key suffices."""
+    seen: Dict[Any, str] = {}
+    for s in signers:
+        key = s.key_blob if s.key_blob else (s.x509_subject, s.x509_issuer)
+        if key in seen:
+            what = "X.509 signer" if s.kind == "x509" else "key"
+            raise r.fail("signers", "lists the same %s under two ids, %r and %r; a threshold "
+                         "counts keys, so it would count once" % (what, seen[key], s.id),
+                         "keep one of them")
+        seen[key] = s.id
+
+
 def _signer(r: Reader) -> Signer:
     r.only(["id", "ssh_key", "ssh_ca", "principals", "x509", "scopes"])
     sid = r.str("id", required=True, pattern=_SIGNER_ID, what="signer id")
@@ -363,13 +380,15 @@ def _signer(r: Reader) -> Signer:
         return Signer(id=sid, kind=kind, key_blob=blob, principals=principals, scopes=scopes)
     xr = r.mapping("x509", required=True)
     assert xr is not None
-    xr.only(["subject", "issuer"])
+    xr.only(["subject", "issuer", "anchor"])
     # Compared as strings with the certificate's DN in slash form, never parsed: a value may
     # hold '/' (CN=host/foo.cern.ch), so only the leading "/KEY=" is checked.
     dn = re.compile(r"^/[A-Za-z0-9.]+=[^\x00-\x1f\x7f]*$")
+    issuer = xr.str("issuer", required=True, pattern=dn, what="DN in /A=B form")
+    anchor = xr.str("anchor", pattern=dn, what="DN in /A=B form")
     return Signer(id=sid, kind=kind, scopes=scopes,
                   x509_subject=xr.str("subject", required=True, pattern=dn, what="DN in /A=B form"),
-                  x509_issuer=xr.str("issuer", required=True, pattern=dn, what="DN in /A=B form"))
+                  x509_issuer=issuer, x509_anchor=None if anchor == issuer else anchor)
 
 
 def normalised(policy: Policy) -> Dict[str, Any]:
@@ -401,6 +420,8 @@ def _signer_doc(s: Signer) -> Dict[str, Any]:
         doc["principals"] = list(s.principals)
     if s.x509_subject:
         doc["subject"], doc["issuer"] = s.x509_subject, s.x509_issuer
+        if s.x509_anchor:
+            doc["anchor"] = s.x509_anchor
     if s.scopes is not None:
         doc["scopes"] = list(s.scopes)
     return doc

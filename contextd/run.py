@@ -248,7 +248,7 @@ def _vo_report_url(pol: policy.Policy, doc: payload.Payload,
     trust = pol.trust.get(doc.vo)
     if not doc.report_url or trust is None:
         return None
-    if len(verified.signers.get(doc.vo, ())) < max(trust.threshold, 1):
+    if verified.counted(doc.vo) < max(trust.threshold, 1):
         return None
     return doc.report_url if authorize.report_url_allowed(doc.report_url, trust) else None
 

@@ -9,8 +9,13 @@ Namespace and algorithms are fixed in code, never taken from the input.
 Each signature is mapped to policy signers of every VO: an SSH key by key equality (a
 certificate signature also counts for an `ssh_key` signer pinning the certified key); an
 SSH certificate by its CA key, then principals, validity and critical options; an X.509
-signature by (issuer DN, subject DN), then chain and CRLs. Revoked ones are dropped. A
-signature that does not count leaves a note saying why.
+signature by (issuer DN, subject DN), then chain to the pinned anchor and CRLs. Revoked ones
+are dropped. A signature that does not count leaves a note saying why.
+
+A threshold counts keys, not names: each match remembers the key that signed (an SSH
+certificate counts as the key it certifies, an X.509 signer as its certificate's key), and a
+VO's count is the largest set of signatures in which every key and every signer counts once.
+It must never let one key count twice, however many ids or CAs vouch for it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class SignerMatch:
     ca_fingerprint: Optional[str] = None   # SSH certificate: the CA key's
     subject: Optional[str] = None  # X.509: the signer's subject DN (slash form)
     issuer: Optional[str] = None   # X.509: its issuer DN
+    crl: Optional[str] = None      # X.509: "checked", "absent" (no CRL for a CA) or "off"
+    key: bytes = field(default=b"", repr=False)   # the signing key (what a threshold counts)
 
     @property
     def label(self) -> str:
@@ -56,7 +63,8 @@ class SignerMatch:
                        ca_fingerprint=self.ca_fingerprint)
         if self.subject is not None:
             out.update(subject=self.subject, issuer=self.issuer,
-                       serial="%X" % self.serial if self.serial is not None else None)
+                       serial="%X" % self.serial if self.serial is not None else None,
+                       crl=self.crl)
         return out
 
 
@@ -70,11 +78,42 @@ class Verified:
     notes: Tuple[str, ...]                           # signatures that did not count, and why
     # True only for legacy user-data let through by accept_unsigned_legacy (signers empty).
     unsigned: bool = False
+    # VO -> how many distinct keys signed for distinct signers: what a threshold counts
+    key_counts: Mapping[str, int] = field(default_factory=dict)
     _token: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
             raise TypeError("Verified values are made by contextd.verify.verify only")
+
+    def counted(self, vo: str) -> int:
+        """What counts toward `vo`'s threshold: distinct keys, each for a distinct signer."""
+        return self.key_counts.get(vo, 0)
+
+
+def distinct_keys(pairs: Sequence[Tuple[bytes, str]]) -> int:
+    """The size of a largest matching of signing keys to signer ids (each used once).
+
+    One key vouched for by two ids (a pinned key and the CA that certified it) counts once;
+    two keys certified by one CA id count once too. Augmenting paths; the sets are tiny.
+    """
+    ids_of: Dict[bytes, List[str]] = {}
+    for key, sid in pairs:
+        ids_of.setdefault(key, [])
+        if sid not in ids_of[key]:
+            ids_of[key].append(sid)
+    owner: Dict[str, bytes] = {}         # signer id -> the key it counts for
+
+    def assign(key: bytes, visited: set) -> bool:
+        for sid in ids_of[key]:
+            if sid not in visited:
+                visited.add(sid)
+                if sid not in owner or assign(owner[sid], visited):
+                    owner[sid] = key
+                    return True
+        return False
+
+    return sum(1 for key in ids_of if assign(key, set()))
 
 
 def accept_unsigned_legacy(data: bytes, policy: Policy, kind: str = "amiconfig") -> Verified:
@@ -118,6 +157,7 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
     trusted: Dict[str, Dict[str, SignerMatch]] = {}
+    pairs: Dict[str, List[Tuple[bytes, str]]] = {}     # VO -> (signing key, signer id)
     notes: List[str] = []
     trust_dir: List[Any] = []
 
@@ -144,6 +184,7 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
             continue
         for match in found:
             trusted.setdefault(match.vo, {}).setdefault(match.signer.id, match)
+            pairs.setdefault(match.vo, []).append((match.key, match.signer.id))
     if not trusted:
         raise SignatureError("no trusted signature on payload: %s"
                              % "; ".join(notes or ["no signatures"]),
@@ -152,11 +193,17 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
     if first_line != TYPE_TAG:
         raise SignatureError("signed data is not a contextd payload (first line must be %r)"
                              % TYPE_TAG.decode())
+    counts = {vo: distinct_keys(p) for vo, p in pairs.items()}
+    for vo, n in counts.items():
+        if n < len(trusted[vo]):
+            notes.append("VO %s: signers %s count as %d toward its threshold (a threshold "
+                         "counts distinct keys)" % (vo, ", ".join(sorted(trusted[vo])), n))
     return Verified(
         data=payload,
         sha256=hashlib.sha256(payload).hexdigest(),
         signers={vo: tuple(m.values()) for vo, m in trusted.items()},
         notes=tuple(notes),
+        key_counts=counts,
         _token=_TOKEN,
     )
 
@@ -204,7 +251,7 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
     out = []
     for vo, signer in kept:
         if signer.kind == "ssh_key":
-            out.append(SignerMatch(vo, signer, key_fp))
+            out.append(SignerMatch(vo, signer, key_fp, key=sig.signing_key))
             continue
         assert cert is not None
         problem = sshsig.certificate_problem(cert, signer.principals, now, policy.clock_skew)
@@ -212,7 +259,7 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
             notes.append("%s: signer %r: %s" % (where, signer.id, problem))
             continue
         out.append(SignerMatch(vo, signer, key_fp, key_id=cert.key_id, serial=cert.serial,
-                               ca_fingerprint=cert.ca_fingerprint))
+                               ca_fingerprint=cert.ca_fingerprint, key=sig.signing_key))
     return out
 
 
@@ -227,12 +274,20 @@ def _x509(sig: X509Signature, payload: bytes, policy: Policy, now: datetime.date
     if not matches:
         raise _Skip("%s: X.509 signer %r (issuer %r) is not a trusted signer for any VO"
                     % (where, signer_cert.subject, signer_cert.issuer))
-    try:
-        x509sig.verify_signer(signer_cert, payload, policy.x509, now, load_trust)
-    except SignatureError as exc:
-        # The remedy ("run fetch-crl", "append the intermediate") belongs with the reason.
-        reason = "%s (%s)" % (exc.message, exc.hint) if exc.hint else exc.message
-        raise _Skip("%s by %s: %s" % (where, matches[0][1].id, reason)) from None
-    return [SignerMatch(vo, s, signer_cert.fingerprint, serial=signer_cert.serial,
-                        subject=signer_cert.subject, issuer=signer_cert.issuer)
-            for vo, s in matches]
+    out = []
+    checked: Dict[Optional[str], Optional[str]] = {}   # anchor -> CRL status, None: failed
+    for vo, s in matches:
+        if s.x509_anchor not in checked:
+            try:
+                checked[s.x509_anchor] = x509sig.verify_signer(
+                    signer_cert, payload, policy.x509, now, load_trust, s.x509_anchor)
+            except SignatureError as exc:
+                # The remedy ("run fetch-crl", "install that CA") belongs with the reason.
+                reason = "%s (%s)" % (exc.message, exc.hint) if exc.hint else exc.message
+                notes.append("%s by %s: %s" % (where, s.id, reason))
+                checked[s.x509_anchor] = None
+        if checked[s.x509_anchor] is not None:
+            out.append(SignerMatch(vo, s, signer_cert.fingerprint, serial=signer_cert.serial,
+                                   subject=signer_cert.subject, issuer=signer_cert.issuer,
+                                   crl=checked[s.x509_anchor], key=signer_cert.key))
+    return out

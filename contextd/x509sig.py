@@ -17,6 +17,12 @@ sites keep the SSH path, which needs nothing newer than cryptography 36 for pinn
 Revocation is ours: the verifier does none, so CRLs (`*.r0`, as fetch-crl writes them) are
 checked per the policy's `crl` setting (required | if-present | off) and `crl_max_stale`.
 
+Trust is pinned to an anchor, not to a name: any CA in the directory could mint a certificate
+whose subject is the pinned issuer DN. So the verifier is given only the anchors named by the
+policy (the signer's `issuer`, or its `anchor` where the policy names one), and shipped
+intermediates only when an `anchor` is named. An anchor's IGTF `<hash>.signing_policy` (EACL)
+and `<hash>.namespaces` files, when present, confine every certificate below it.
+
 What it must never do:
 - take the hash, padding or scheme from the input (SHA-256 with PKCS#1 v1.5 for RSA, ECDSA
   with SHA-256 on NIST curves, pure Ed25519; nothing else);
@@ -24,19 +30,24 @@ What it must never do:
   slash string one fixed way and the two strings are compared exactly;
 - abort on one unreadable file in the CA directory: anchors and CRLs load one by one, and
   what cannot load is skipped with a warning naming the file;
-- let anything but SignatureError (SigningError when signing) out on hostile input.
+- let anything but SignatureError (SigningError when signing) out on hostile input: every
+  certificate is decoded completely (cryptography parses some fields lazily) before use;
+- accept a chain that ends anywhere but at an anchor the policy names, or that the anchor's
+  signing_policy/namespaces files do not allow (an unreadable one allows nothing).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import logging
 import os
 import re
+import shlex
 import stat
 import warnings
-from typing import Any, Callable, List, Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -80,6 +91,8 @@ _SHORT_NAMES = {
 _RDN_INSIDE = re.compile(r"/[A-Za-z0-9.]+=")
 _CERT_FILE = re.compile(r"^[^.].*\.(pem|[0-9]+)$")     # <hash>.0, <hash>.1, <Alias>.pem
 _CRL_FILE = re.compile(r"^[^.].*\.r[0-9]+$")           # <hash>.r0 (fetch-crl)
+_HASH_FILE = re.compile(r"^([0-9a-f]{8})\.[0-9]+$")    # <hash>.0; policy files: <hash>.<kind>
+CONFINING = ("signing_policy", "namespaces")
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)"
                        rb"-----END CERTIFICATE-----")
 
@@ -95,10 +108,42 @@ class X509Signer:
     issuer: str                                     # slash DN of its issuer
     serial: int
     fingerprint: str                                # SHA256:<hex> of the signer cert DER
+    key: bytes = field(default=b"", repr=False)     # its public key (SSH wire form if it has one)
 
     @property
     def serial_hex(self) -> str:
         return "%X" % self.serial
+
+
+@record(frozen=True)
+class Rule:
+    """One line of an anchor's policy file: CA `issuer` may (not) sign subjects `pattern`."""
+
+    issuer: str                  # slash DN
+    pattern: Any                 # compiled regular expression, matched in full
+    permit: bool
+
+
+@record(frozen=True)
+class Confinement:
+    """What one IGTF policy file (`<hash>.signing_policy` or `.namespaces`) lets CAs sign."""
+
+    file: str
+    rules: Tuple[Rule, ...] = ()
+    problem: Optional[str] = None        # unreadable or malformed: it allows nothing
+
+    def refusal(self, issuer: str, subject: str) -> Optional[str]:
+        """Why this file does not let CA `issuer` sign `subject`, or None when it does."""
+        if self.problem:
+            return "%s cannot be used (%s)" % (self.file, self.problem)
+        mine = [r for r in self.rules if r.issuer == issuer]
+        if not mine:
+            return "%s has no rule for CA %r" % (self.file, issuer)
+        if any(not r.permit and r.pattern.fullmatch(subject) for r in mine):
+            return "%s denies CA %r to sign %r" % (self.file, issuer, subject)
+        if not any(r.permit and r.pattern.fullmatch(subject) for r in mine):
+            return "%s does not allow CA %r to sign %r" % (self.file, issuer, subject)
+        return None
 
 
 @record(frozen=True)
@@ -109,6 +154,14 @@ class TrustDir:
     anchors: Tuple[Any, ...] = field(repr=False)                  # x509.Certificate
     crls: Tuple[Tuple[str, Any], ...] = field(repr=False)         # (file name, CRL)
     warnings: Tuple[str, ...] = ()
+    subjects: Tuple[str, ...] = ()                    # slash DN of each anchor, in order
+    # anchor DER -> its policy files (none: unconfined, as grid middleware treats it)
+    confinements: Mapping[bytes, Tuple[Confinement, ...]] = field(
+        default_factory=dict, repr=False, compare=False)
+
+    def named(self, dn: str) -> List[Any]:
+        """The anchors whose subject is `dn` (a CA re-keyed under one name has several)."""
+        return [a for a, name in zip(self.anchors, self.subjects) if name == dn]
 
 
 # --- names and versions ------------------------------------------------------------------
@@ -175,15 +228,37 @@ def _short(text: str, limit: int = 200) -> str:
 # --- parsing and the signature over the payload -------------------------------------------
 
 
-def _load_der(der: bytes, what: str) -> Any:
+def _load_der(der: bytes, what: str, error: Any = SignatureError) -> Any:
+    """A certificate decoded completely, or SignatureError.
+
+    cryptography parses names, extensions and the key lazily, so a certificate that loads
+    may still raise (ValueError, UnicodeDecodeError, TypeError, UnsupportedAlgorithm, ...,
+    varying by version) when a field is first read. Every field contextd or the verifier
+    reads later is read here once; parsing is deterministic, so later reads succeed.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return x509.load_der_x509_certificate(bytes(der))
+            cert = x509.load_der_x509_certificate(bytes(der))
+            slash_dn(cert.subject), slash_dn(cert.issuer), list(cert.extensions)
+            cert.serial_number, _not_before(cert), _not_after(cert), cert.public_key()
+            cert.signature_hash_algorithm, cert.tbs_certificate_bytes, cert.signature
+        return cert
     # Hostile input reaches a third-party parser whose exception types vary by version.
     except Exception as exc:  # noqa: BLE001 - any failure here means "invalid certificate"
-        raise SignatureError("%s is not a valid X.509 certificate (%s)" % (what, _short(exc)),
-                             "ship the signer certificate as written by the CA (PEM)") from None
+        raise error("%s cannot be decoded as an X.509 certificate (%s: %s)"
+                    % (what, type(exc).__name__, _short(exc, 120)),
+                    "use the certificate as written by the CA (PEM)") from None
+
+
+def key_blob(key: Any) -> bytes:
+    """A public key as one byte string: its SSH wire form (so a key pinned as an SSH key and
+    certified by X.509 is recognised as the same key), else its DER SubjectPublicKeyInfo."""
+    try:
+        line = key.public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
+        return base64.b64decode(line.split(b" ")[1])
+    except Exception:  # noqa: BLE001 - a key type SSH has no form for
+        return b"spki:" + _spki(key)
 
 
 def parse(sig: X509Signature) -> X509Signer:
@@ -198,10 +273,14 @@ def parse(sig: X509Signature) -> X509Signer:
             raise SignatureError("X.509 signer certificate DN %r has '/KEY=' inside a value, "
                                  "so its slash form is ambiguous; it is not accepted"
                                  % slash_dn(name))
+    with warnings.catch_warnings():       # e.g. a serial <= 0: a warning on every read
+        warnings.simplefilter("ignore")
+        serial = leaf.serial_number
     return X509Signer(signature=bytes(sig.signature), leaf=leaf,
                       intermediates=tuple(certs[1:]), subject=slash_dn(leaf.subject),
-                      issuer=slash_dn(leaf.issuer), serial=leaf.serial_number,
-                      fingerprint="SHA256:" + hashlib.sha256(sig.certificates[0]).hexdigest())
+                      issuer=slash_dn(leaf.issuer), serial=serial,
+                      fingerprint="SHA256:" + hashlib.sha256(sig.certificates[0]).hexdigest(),
+                      key=key_blob(leaf.public_key()))
 
 
 def _check_key(key: Any, fail: Callable[[str], NoReturn]) -> None:
@@ -268,13 +347,84 @@ def _load_anchor(data: bytes) -> Any:
         bc = None
     if bc is None or not bc.ca:
         raise ValueError("not a CA certificate (basicConstraints CA:TRUE missing)")
+    slash_dn(cert.subject), cert.public_key()         # read once: lazily parsed fields
     return cert
 
 
 def _load_crl(data: bytes) -> Any:
     if b"-----BEGIN" in data:
-        return x509.load_pem_x509_crl(data)
-    return x509.load_der_x509_crl(data)
+        crl = x509.load_pem_x509_crl(data)
+    else:
+        crl = x509.load_der_x509_crl(data)
+    crl.issuer, _crl_dates(crl)                       # read once: lazily parsed fields
+    return crl
+
+
+# --- IGTF policy files: <hash>.signing_policy (Globus EACL) and <hash>.namespaces ----------
+
+
+def _glob(pattern: str) -> Any:
+    """An EACL subject pattern: `*` any characters, `?` one, everything else literal."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c)
+                              for c in pattern), re.DOTALL)
+
+
+def _signing_policy(text: str, self_dn: str) -> Tuple[Rule, ...]:
+    """access_id_CA X509 '<DN>' / pos_rights globus CA:sign / cond_subjects globus '"<glob>" ...'.
+
+    A block grants only with `pos_rights globus CA:sign`; anything else is an error (the
+    file then allows nothing), as Globus treats an EACL it does not understand.
+    """
+    rules: List[Rule] = []
+    ca = None
+    signs = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        key = words[0].lower()
+        if key == "access_id_ca" and len(words) == 3 and words[1].upper() == "X509":
+            ca, signs = words[2], False
+        elif key == "pos_rights" and ca and words[1:] == ["globus", "CA:sign"]:
+            signs = True
+        elif key == "cond_subjects" and ca and signs and len(words) == 3 and \
+                words[1] == "globus":
+            rules.extend(Rule(issuer=ca, pattern=_glob(p), permit=True)
+                         for p in shlex.split(words[2]))
+        else:
+            raise ValueError("line %d is not understood: %s" % (number, _short(line, 80)))
+    return tuple(rules)
+
+
+def _namespaces(text: str, self_dn: str) -> Tuple[Rule, ...]:
+    """TO Issuer "<DN>"|SELF PERMIT|DENY Subject "<regular expression>" (EUGridPMA format)."""
+    rules: List[Rule] = []
+    for number, line in enumerate(re.sub(r"\\\r?\n", " ", text).splitlines(), start=1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if len(words) != 6 or [w.upper() for w in (words[0], words[1], words[4])] != [
+                "TO", "ISSUER", "SUBJECT"] or words[3].upper() not in ("PERMIT", "DENY"):
+            raise ValueError("statement %d is not understood: %s" % (number, _short(line, 80)))
+        issuer = self_dn if words[2] == "SELF" else words[2]
+        rules.append(Rule(issuer=issuer, pattern=re.compile(words[5], re.DOTALL),
+                          permit=words[3].upper() == "PERMIT"))
+    return tuple(rules)
+
+
+def _confinement(path: str, kind: str, self_dn: str) -> Optional[Confinement]:
+    """The rules of one policy file; None when there is none; a problem when it is unusable."""
+    try:
+        text = _read(path).decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        return Confinement(file=path, problem=_short(exc, 120))
+    reader = _signing_policy if kind == "signing_policy" else _namespaces
+    try:
+        return Confinement(file=path, rules=reader(text, self_dn))
+    except (ValueError, re.error) as exc:     # shlex and re raise these on malformed input
+        return Confinement(file=path, problem=_short(exc, 120))
 
 
 def load_ca_dir(path: str) -> TrustDir:
@@ -292,7 +442,7 @@ def load_ca_dir(path: str) -> TrustDir:
                              "install the IGTF CA bundle there or fix x509.ca_dir in the policy"
                              ) from None
     anchors: List[Any] = []
-    seen = set()
+    seen: Dict[bytes, List[str]] = {}          # anchor DER -> the <hash> names it has
     crls: List[Tuple[str, Any]] = []
     notes: List[str] = []
     for name in names[:MAX_CA_FILES]:
@@ -316,13 +466,24 @@ def load_ca_dir(path: str) -> TrustDir:
             continue
         der = loaded.public_bytes(Encoding.DER)
         if der not in seen:           # <hash>.0 and <Alias>.pem are usually the same CA
-            seen.add(der)
+            seen[der] = []
             anchors.append(loaded)
+        hashed = _HASH_FILE.match(name)
+        if hashed:
+            seen[der].append(hashed.group(1))
     if len(names) > MAX_CA_FILES:
         notes.append("only the first %d files of %s were read" % (MAX_CA_FILES, path))
     for note in notes:
         log.warning("CA directory: %s", note)
-    return TrustDir(path=path, anchors=tuple(anchors), crls=tuple(crls), warnings=tuple(notes))
+    subjects = tuple(slash_dn(a.subject) for a in anchors)
+    confinements = {}
+    for anchor, subject in zip(anchors, subjects):
+        der = anchor.public_bytes(Encoding.DER)
+        found = [_confinement(os.path.join(path, "%s.%s" % (stem, kind)), kind, subject)
+                 for stem in sorted(set(seen[der])) for kind in CONFINING]
+        confinements[der] = tuple(c for c in found if c is not None)
+    return TrustDir(path=path, anchors=tuple(anchors), crls=tuple(crls), warnings=tuple(notes),
+                    subjects=subjects, confinements=confinements)
 
 
 # --- chain and revocation -----------------------------------------------------------------
@@ -365,8 +526,32 @@ def _check_dates(signer: X509Signer, now: datetime.datetime) -> None:
                              "the VO must renew the robot certificate and re-sign")
 
 
-def validate_chain(signer: X509Signer, trust: TrustDir, now: datetime.datetime) -> List[Any]:
-    """The validated chain (signer first, trust anchor last); SignatureError otherwise."""
+def _anchors_for(signer: X509Signer, trust: TrustDir, anchor: str) -> List[Any]:
+    """The CA certificates the chain may end at: those of the pinned name, from ca_dir."""
+    if not trust.anchors:
+        raise SignatureError("no CA certificate could be loaded from %s" % trust.path,
+                             "install the IGTF CA bundle there or fix x509.ca_dir in the policy")
+    found = trust.named(anchor)
+    if found:
+        return found
+    if anchor == signer.issuer:
+        raise SignatureError(
+            "X.509 signer %r: its issuer %r is not a trust anchor in %s"
+            % (signer.subject, signer.issuer, trust.path),
+            "install that CA there; if it is an intermediate shipped with the signature, name "
+            "the CA above it as x509.anchor of this signer in the policy")
+    raise SignatureError("X.509 signer %r: the trust anchor %r is not in %s"
+                         % (signer.subject, anchor, trust.path),
+                         "install that CA there or fix x509.anchor of this signer in the policy")
+
+
+def validate_chain(signer: X509Signer, trust: TrustDir, now: datetime.datetime,
+                   anchor: Optional[str] = None) -> List[Any]:
+    """The validated chain (signer first, trust anchor last); SignatureError otherwise.
+
+    `anchor` is the slash DN of the CA in ca_dir the chain must end at; None (or the
+    issuer's DN) means the signer's issuer itself, and shipped intermediates are not used.
+    """
     problem = support_problem()
     if problem:
         raise SignatureError(*problem)
@@ -378,29 +563,56 @@ def validate_chain(signer: X509Signer, trust: TrustDir, now: datetime.datetime) 
     )
 
     _check_dates(signer, now)
-    if not trust.anchors:
-        raise SignatureError("no CA certificate could be loaded from %s" % trust.path,
-                             "install the IGTF CA bundle there or fix x509.ca_dir in the policy")
-    builder = (PolicyBuilder().store(Store(list(trust.anchors))).time(now)
+    anchor = anchor or signer.issuer
+    anchors = _anchors_for(signer, trust, anchor)
+    # Without a named anchor, no intermediate: any CA could have minted one of that name.
+    shipped = list(signer.intermediates) if anchor != signer.issuer else []
+    builder = (PolicyBuilder().store(Store(anchors)).time(now)
                .max_chain_depth(MAX_CHAIN_DEPTH)
                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
                                    ee_policy=_ee_policy()))
     try:
-        verified = builder.build_client_verifier().verify(signer.leaf,
-                                                          list(signer.intermediates))
+        chain = list(builder.build_client_verifier().verify(signer.leaf, shipped).chain)
     except VerificationError as exc:
         text = str(exc)
         if "candidates exhausted with no interior errors" in text:
+            if anchor != signer.issuer:
+                raise SignatureError(
+                    "X.509 signer %r: its certificate does not chain to the trust anchor %r "
+                    "in %s through the certificates shipped with it"
+                    % (signer.subject, anchor, trust.path),
+                    "append the intermediate certificates after the signer's") from None
             raise SignatureError(
-                "X.509 signer %r: its issuer %r is not among the trusted CAs in %s nor the "
-                "certificates shipped with the signature" % (signer.subject, signer.issuer,
-                                                            trust.path),
-                "install that CA in x509.ca_dir, or append the intermediate certificate "
-                "after the signer's") from None
+                "X.509 signer %r: no CA %r in %s issued its certificate (a look-alike of that "
+                "name did)" % (signer.subject, anchor, trust.path),
+                "the VO must sign with a certificate issued by that CA") from None
         text = re.sub(r"\s*\(encountered processing <Certificate\(.*$", "", text)
         raise SignatureError("X.509 signer %r: certificate chain does not validate against %s: "
                              "%s" % (signer.subject, trust.path, _short(text))) from None
-    return list(verified.chain)
+    # Hostile input reached the verifier; whatever else it raises means "does not validate".
+    except Exception as exc:  # noqa: BLE001 - e.g. a ValueError from a malformed field
+        raise SignatureError("X.509 signer %r: certificate chain does not validate against %s "
+                             "(%s)" % (signer.subject, trust.path, _short(exc))) from None
+    top = chain[-1].public_bytes(Encoding.DER)
+    if not any(a.public_bytes(Encoding.DER) == top for a in anchors):  # the verifier's promise
+        raise SignatureError("X.509 signer %r: the chain does not end at anchor %r"
+                             % (signer.subject, anchor))
+    _check_confinement(chain, trust)
+    return chain
+
+
+def _check_confinement(chain: Sequence[Any], trust: TrustDir) -> None:
+    """Every certificate below the anchor against the anchor's IGTF policy files."""
+    files = trust.confinements.get(chain[-1].public_bytes(Encoding.DER), ())
+    for cert, issuer in zip(chain, chain[1:]):
+        subject, issuer_dn = slash_dn(cert.subject), slash_dn(issuer.subject)
+        for confinement in files:
+            refusal = confinement.refusal(issuer_dn, subject)
+            if refusal:
+                raise SignatureError("X.509 certificate %r is outside the namespace of its "
+                                     "trust anchor: %s" % (subject, refusal),
+                                     "the VO's robot certificate must come from a CA allowed "
+                                     "to issue that name, or the site fixes the policy file")
 
 
 def _crl_dates(crl: Any) -> Tuple[Optional[datetime.datetime], Optional[datetime.datetime]]:
@@ -413,15 +625,17 @@ def _crl_dates(crl: Any) -> Tuple[Optional[datetime.datetime], Optional[datetime
 
 
 def check_revocation(chain: Sequence[Any], trust: TrustDir, now: datetime.datetime,
-                     mode: str, max_stale: int) -> None:
+                     mode: str, max_stale: int) -> str:
     """Every certificate in `chain` below the anchor against its issuer's CRL; SignatureError.
 
     mode: `off` checks nothing; `if-present` checks where the directory has a CRL for the
     issuer; `required` also rejects when it has none. A CRL must verify with the issuer's
     key and be no more than `max_stale` seconds past its nextUpdate ("run fetch-crl").
+    Returns what the report says: "off", "checked", or "absent" (some CA had no CRL).
     """
     if mode == "off":
-        return
+        return "off"
+    status = "checked"
     for cert, issuer in zip(chain, chain[1:]):
         ca = slash_dn(issuer.subject)
         candidates = [(n, c) for n, c in trust.crls if c.issuer == issuer.subject]
@@ -441,6 +655,7 @@ def check_revocation(chain: Sequence[Any], trust: TrustDir, now: datetime.dateti
             if mode == "required":
                 raise SignatureError("no CRL for CA %r in %s (x509.crl is required)"
                                      % (ca, trust.path), "run fetch-crl")
+            status = "absent"
             continue
         name, crl = max(good, key=lambda item: _crl_dates(item[1])[0])
         _, next_update = _crl_dates(crl)
@@ -450,19 +665,28 @@ def check_revocation(chain: Sequence[Any], trust: TrustDir, now: datetime.dateti
                 "the CRL for CA %r (%s) is stale: its next update was due %s (now %s, "
                 "x509.crl_max_stale %ds)" % (ca, name, _when(next_update), _when(now),
                                              max_stale), "run fetch-crl")
-        revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        try:
+            revoked = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+            since = revoked and (getattr(revoked, "revocation_date_utc", None)
+                                 or revoked.revocation_date)
+        except Exception as exc:  # noqa: BLE001 - entries are parsed lazily: unusable CRL
+            raise SignatureError("the CRL for CA %r (%s) cannot be read (%s)"
+                                 % (ca, name, _short(exc, 120)), "run fetch-crl") from None
         if revoked is not None:
-            since = getattr(revoked, "revocation_date_utc", None) or revoked.revocation_date
             raise SignatureError("X.509 certificate %r (serial %X) is revoked by CA %r since %s"
                                  % (slash_dn(cert.subject), cert.serial_number, ca,
                                     _when(since)))
+    return status
 
 
 def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any],
-                  now: datetime.datetime, trust: Callable[[], TrustDir]) -> None:
+                  now: datetime.datetime, trust: Callable[[], TrustDir],
+                  anchor: Optional[str] = None) -> str:
     """Everything about one X.509 signature: version, payload signature, chain, CRLs.
 
-    `settings` is the policy's `x509` section; `trust` loads the CA directory (once).
+    `settings` is the policy's `x509` section; `trust` loads the CA directory (once);
+    `anchor` is the pinned signer's anchor DN (None: its issuer). Returns the CRL status
+    ("checked", "absent" or "off").
     """
     problem = support_problem()
     if problem:
@@ -473,27 +697,28 @@ def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any
                              "add x509: {ca_dir: /etc/grid-security/certificates} to the policy")
     verify_payload(signer, payload)
     trusted = trust()
-    chain = validate_chain(signer, trusted, now)
-    check_revocation(chain, trusted, now, str(settings.get("crl", "if-present")),
-                     int(settings.get("crl_max_stale", 2 * 86400)))
+    with warnings.catch_warnings():       # the input's quirks are reported as errors, if at all
+        warnings.simplefilter("ignore")
+        chain = validate_chain(signer, trusted, now, anchor)
+        return check_revocation(chain, trusted, now, str(settings.get("crl", "if-present")),
+                                int(settings.get("crl_max_stale", 2 * 86400)))
 
 
 # --- signing (VO side) -------------------------------------------------------------------
 
 
 def _pem_certificates(data: bytes, name: str) -> List[Any]:
-    import base64
-
     found = _PEM_CERT.findall(bytes(data))
     if not found:
         raise SigningError("%s holds no PEM certificate (BEGIN CERTIFICATE)" % name)
     out = []
     for body in found:
         try:
-            out.append(x509.load_der_x509_certificate(base64.b64decode(b"".join(body.split()))))
-        except Exception as exc:  # noqa: BLE001 - any failure means "not a certificate"
+            der = base64.b64decode(b"".join(body.split()))
+        except ValueError as exc:
             raise SigningError("%s holds an invalid certificate (%s)"
                                % (name, _short(exc))) from None
+        out.append(_load_der(der, "a certificate in %s" % name, SigningError))
     return out
 
 

@@ -274,16 +274,23 @@ def test_expired_robot(pki, tmp_path):
 
 
 def test_intermediate_shipped_with_the_signature(pki, tmp_path):
-    pol = policy_for(pki.ca_dir(tmp_path / "certs", anchors=["root"], crls=["grid", "root"]),
-                     [robot("ec")], crl="required")
+    """Only where the policy names the anchor above it (issue 12: a shipped intermediate of
+    the pinned issuer's name could come from any CA in ca_dir)."""
+    ca_dir = pki.ca_dir(tmp_path / "certs", anchors=["root"], crls=["grid", "root"])
+    anchored = robot("ec")
+    anchored["x509"]["anchor"] = ROOT_DN
+    pol = policy_for(ca_dir, [anchored], crl="required")
     sig = pki.signature("ec", chain=["grid"])
     if not X509:
         rejected([sig], pol)
         return
     assert check([sig], pol).signers["atlas"][0].label == "atlas-robot-ec"
-    # without it the signer's issuer is unknown, and the message says what to do
-    rejected([pki.signature("ec")], pol, "its issuer '%s' is not among the trusted CAs" % GRID_DN,
+    # without it the chain cannot reach the anchor, and the message says what to do
+    rejected([pki.signature("ec")], pol, "does not chain to the trust anchor '%s'" % ROOT_DN,
              "append the intermediate")
+    # without the anchor in the policy the issuer must itself be an anchor in ca_dir
+    rejected([sig], policy_for(ca_dir, [robot("ec")], crl="required"),
+             "its issuer '%s' is not a trust anchor in" % GRID_DN, "x509.anchor")
 
 
 def test_junk_in_the_ca_directory_is_skipped_with_a_warning(pki, tmp_path, caplog):
@@ -432,7 +439,9 @@ def test_contextd_sign_x509_interoperates_with_openssl(site, pki, tmp_path, kind
     (ctx / "payload.yaml.sig").write_text("".join(bundle.armor_signatures(parsed.signatures)))
     doc = base_policy(site.keys)
     doc["x509"] = {"ca_dir": str(pki.ca_dir(tmp_path / "igtf", anchors=["root"]))}
-    doc["trust"]["atlas"]["signers"].append(robot(kind, "atlas-robot"))
+    signer = robot(kind, "atlas-robot")
+    signer["x509"]["anchor"] = ROOT_DN        # the grid CA ships with the signature
+    doc["trust"]["atlas"]["signers"].append(signer)
     site.write_policy(doc)
     code, _, err = site.run("dir:%s" % ctx.parent)
     if not X509:
