@@ -6,7 +6,8 @@ absolute paths on the target system; the executor puts them under `--root`.
 
 from __future__ import annotations
 
-from typing import FrozenSet, Optional, Tuple, Union
+import re
+from typing import Any, FrozenSet, Optional, Tuple, Union
 
 from contextd.record import field, record
 
@@ -41,7 +42,7 @@ class RunCommand:
     # A service start runs after every other command, so a failed run never leaves
     # a daemon (HTCondor) accepting work with a half-written configuration.
     service: bool = False
-    undo: Optional[Tuple[str, ...]] = None  # argv that reverts it on rollback, if any
+    undo: Optional[Tuple[str, ...]] = None  # disable_unit(...) reverting it on rollback, if any
     reversible: bool = True                  # False: a Puppet run cannot be undone
     stdin: Optional[bytes] = field(default=None, repr=False)   # fed to the command, never logged
 
@@ -55,3 +56,27 @@ class RunCommand:
 
 
 Action = Union[WriteFile, RunCommand]
+
+
+# A systemd unit name (systemd's own characters), never starting with '-': it goes into an
+# argv, where it must not read as an option.
+UNIT_RE = re.compile(r"[A-Za-z0-9_.@:][A-Za-z0-9_.@:-]{0,254}\Z")
+
+
+def disable_unit(unit: str) -> Tuple[str, ...]:
+    """The undo of a service start, and the only undo there is: a rollback journal names the
+    unit, never an argv, so a journal on disk cannot make recover run anything else."""
+    if not unit_ok(unit):
+        raise ValueError("not a systemd unit name: %r" % (unit,))
+    return ("systemctl", "disable", "--now", "--no-block", unit)
+
+
+def unit_ok(unit: Any) -> bool:
+    return isinstance(unit, str) and UNIT_RE.match(unit) is not None
+
+
+def unit_disabled_by(argv: Optional[Tuple[str, ...]]) -> Optional[str]:
+    """The unit `argv` disables when it is exactly disable_unit(unit), else None."""
+    if argv and unit_ok(argv[-1]) and tuple(argv) == disable_unit(argv[-1]):
+        return argv[-1]
+    return None

@@ -7,7 +7,17 @@ file is put back byte for byte with its mode and owner, files the run created ar
 and services it started are stopped again. A journal left by a killed run is rolled back by
 `recover` before anything else happens: it undoes every listed file, which for a file the
 run had not reached yet restores what is already there.
-It never runs a shell, and never runs commands against an alternate root unless told to.
+
+The journal is input, not authority: whoever wrote the state dir (a disk copied from
+elsewhere, an image that ships one, any writer but this code) must get no more from it than
+a plugin gets. So it names target paths, which recover resolves under the root and accepts
+only where a plugin declares it writes; backups only by the plain names apply makes, read
+from the transaction dir without following symlinks; and a service's undo only as the unit a
+plugin starts, stopped by a fixed argv. Restores never set setuid bits, write access for group
+or others, or a new owner. A journal recover cannot trust, or cannot finish, is moved aside
+whole and the run ends with one line saying where (StateError): the next run starts afresh.
+It never runs a shell, never runs commands (undo included) against an alternate root unless
+told to, and never writes a file no plugin declares.
 """
 
 from __future__ import annotations
@@ -15,17 +25,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import stat
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from contextd import filesystem
-from contextd.actions import Action, RunCommand, WriteFile
-from contextd.errors import ApplyError
+from contextd.actions import Action, RunCommand, WriteFile, disable_unit, unit_disabled_by
+from contextd.errors import ApplyError, StateError
+from contextd.plugin import Footprint, show
 from contextd.record import field, record
 
 log = logging.getLogger("contextd.apply")
 TXN = "transaction"
 JOURNAL = "journal.json"
+# The journal, as apply writes it: target paths, plain backup names, units.
+#   {"entries": [{"path": "/etc/cvmfs/default.local", "backup": "0.bak" or null (created),
+#                 "mode": 420, "uid": 0, "gid": 0, "created_dirs": ["/etc/cvmfs"]}],
+#    "undo": [{"disable_unit": "condor"}]}
+ENTRY_KEYS = frozenset({"path", "backup", "mode", "uid", "gid", "created_dirs"})
+BACKUP_RE = re.compile(r"[0-9]{1,9}\.bak\Z")
+MAX_JOURNAL = 1024 * 1024
+MAX_BACKUP = 64 * 1024 * 1024           # what state_of reads when it backs a file up
+# Recover never restores setuid/setgid/sticky bits or write access for group or others: a
+# journal may say what a file held, not make a root-sourced file another user's to edit.
+SAFE_MODE = 0o755
 
 
 class ApplyFailed(ApplyError):
@@ -42,89 +66,222 @@ class _Journal:
     """What this transaction changed, on disk before each change, so a kill can be undone."""
 
     directory: str
+    root: str
     entries: List[Dict[str, Any]] = field(default_factory=list)     # files, in order
-    undo: List[List[str]] = field(default_factory=list)             # argv undoing started services
+    units: List[str] = field(default_factory=list)                  # services started
     touched: int = 0        # entries[:touched] may have changed on disk (in this process)
 
-    def started(self, undo: Sequence[str]) -> None:
-        self.undo.append(list(undo))
+    def started(self, unit: str) -> None:
+        self.units.append(unit)
         self.save()
 
     def save(self) -> None:
         filesystem.atomic_write(os.path.join(self.directory, JOURNAL), json.dumps(
-            {"entries": self.entries, "undo": self.undo}).encode(), 0o600)
+            {"entries": self.entries,
+             "undo": [{"disable_unit": unit} for unit in self.units]}).encode(), 0o600)
 
 
-def recover(state_dir: str) -> List[str]:
-    """Roll back a transaction a killed run left behind; returns the paths restored."""
+def recover(state_dir: str, root: str, run_commands: bool, allowed: Footprint) -> List[str]:
+    """Roll back a transaction a killed run left behind; returns the paths restored.
+
+    `allowed` is what the plugins may touch. Raises StateError, after moving the transaction
+    dir aside, when the journal cannot be trusted or undone."""
     directory = os.path.join(state_dir, TXN)
-    path = os.path.join(directory, JOURNAL)
-    if not os.path.exists(path):
-        if os.path.isdir(directory):
-            _discard(directory)           # killed before its first journal entry
+    if not os.path.lexists(directory):
         return []
     try:
-        with open(path, "rb") as f:
-            journal = json.load(f)
-        entries, undo = journal["entries"], journal.get("undo", [])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ApplyError("cannot read the interrupted transaction in %s: %s" % (directory, exc),
-                         "restore the listed files by hand, then remove that directory")
-    for argv in reversed(undo):
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            raise StateError("it is not a directory")        # a symlink leads elsewhere
+        if not os.path.lexists(os.path.join(directory, JOURNAL)):
+            _discard(directory)           # killed before its first journal entry
+            return []
+        entries, units = _read_journal(directory, root, allowed)
+        _undo_units(units, root, run_commands)
+        restored = _undo_files(directory, root, entries)
+        _discard(directory)
+        return restored
+    except (StateError, OSError) as exc:
+        raise _set_aside(directory, exc)
+
+
+def _undo_units(units: Sequence[str], root: str, run_commands: bool) -> None:
+    if units and not (run_commands or root in ("", "/")):
+        log.warning("alternate root %s: not stopping %s (commands need --run-commands)",
+                    root, ", ".join(units))
+        return
+    for unit in reversed(units):
         try:
-            _run(RunCommand(plugin="recover", argv=tuple(argv)))
-        except ApplyError as exc:
-            log.warning("could not undo a service the interrupted run started: %s", exc.message)
-    restored = _undo_files(directory, entries)
-    _discard(directory)
-    return restored
+            _run(RunCommand(plugin="recover", argv=disable_unit(unit)))
+        except (ApplyError, OSError) as exc:
+            log.warning("could not undo a service the interrupted run started: %s",
+                        exc.message if isinstance(exc, ApplyError) else exc)
 
 
-def _undo_files(directory: str, entries: Sequence[Dict[str, Any]]) -> List[str]:
+def _read_journal(directory: str, root: str,
+                  allowed: Footprint) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """The journal's entries and units, each checked; StateError at the first doubt."""
+    try:
+        doc = json.loads(_read_plain(directory, JOURNAL, MAX_JOURNAL))
+    except (ValueError, RecursionError) as exc:
+        raise StateError("%s is not JSON (%s)" % (JOURNAL, type(exc).__name__))
+    if not (isinstance(doc, dict) and set(doc) == {"entries", "undo"}
+            and isinstance(doc["entries"], list) and isinstance(doc["undo"], list)):
+        raise StateError('%s is not {"entries": [...], "undo": [...]}' % JOURNAL)
+    seen: Set[str] = set()
+    entries = [_checked_entry(i, e, directory, root, allowed, seen)
+               for i, e in enumerate(doc["entries"])]
+    units = []
+    for i, item in enumerate(doc["undo"]):
+        unit = item.get("disable_unit") if isinstance(item, dict) and len(item) == 1 else None
+        if not isinstance(unit, str) or unit not in allowed.units:
+            raise StateError("undo %d is %s, not a unit a plugin starts (%s)" % (
+                i, show(item), ", ".join(sorted(allowed.units)) or "none"))
+        units.append(unit)
+    return entries, units
+
+
+def _checked_entry(i: int, entry: Any, directory: str, root: str, allowed: Footprint,
+                   seen: Set[str]) -> Dict[str, Any]:
+    """A journal entry that names a plugin's file, a backup apply made, a safe mode, the
+    file's own or root's owner and the file's parents; its mode made safe."""
+    if not isinstance(entry, dict) or not {"path", "backup"} <= set(entry) <= ENTRY_KEYS:
+        raise StateError("entry %d is %s, not a journal entry" % (i, show(entry)))
+    path, backup = entry["path"], entry["backup"]
+    if not isinstance(path, str) or path not in allowed.paths:
+        raise StateError("entry %d names %s, not a file a plugin may write" % (i, show(path)))
+    if path in seen:
+        raise StateError("entry %d names %s twice" % (i, path))
+    seen.add(path)
+    checked: Dict[str, Any] = {"path": path, "backup": None, "created_dirs": []}
+    if backup is not None:
+        if not isinstance(backup, str) or not BACKUP_RE.match(backup):
+            raise StateError("entry %d: backup %s is not a name apply makes (N.bak)"
+                             % (i, show(backup)))
+        if not _is_regular(os.path.join(directory, backup)):
+            raise StateError("entry %d: backup %s is missing or not a regular file"
+                             % (i, backup))
+        mode, uid, gid = (entry.get(k) for k in ("mode", "uid", "gid"))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32
+                   for v in (mode, uid, gid)) or mode > 0o7777:
+            raise StateError("entry %d: mode, uid, gid %s, %s, %s are not a file's"
+                             % (i, show(mode), show(uid), show(gid)))
+        if uid not in (0, _uid_of(filesystem.under_root(root, path))):
+            raise StateError("entry %d: uid %d would give %s to another user" % (i, uid, path))
+        checked.update(backup=backup, mode=mode & SAFE_MODE, uid=uid, gid=gid)
+    created = entry.get("created_dirs", [])
+    if not isinstance(created, list) or not all(_parent(d, path) for d in created):
+        raise StateError("entry %d: created_dirs %s are not parents of %s"
+                         % (i, show(created), path))
+    checked["created_dirs"] = created
+    return checked
+
+
+def _parent(directory: Any, path: str) -> bool:
+    return isinstance(directory, str) and directory.startswith("/") and directory != "/" \
+        and os.path.normpath(directory) == directory and path.startswith(directory + "/")
+
+
+def _is_regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _uid_of(path: str) -> Optional[int]:
+    try:
+        return os.lstat(path).st_uid
+    except FileNotFoundError:
+        return None
+
+
+def _read_plain(directory: str, name: str, limit: int) -> bytes:
+    """A regular file in the transaction dir, never through a symlink, never a FIFO's wait."""
+    fd = os.open(os.path.join(directory, name),
+                 os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("%s in %s is not a regular file" % (name, directory))
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise OSError("%s in %s is larger than %d bytes" % (name, directory, limit))
+    return data
+
+
+def _set_aside(directory: str, exc: Exception) -> StateError:
+    """Move a transaction dir that cannot be trusted or undone out of the way, so the next
+    run starts afresh; the error says why and where it went."""
+    why = exc.message if isinstance(exc, StateError) else "%s" % exc
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(100):
+        aside = "%s.rejected-%s%s" % (directory, stamp, "-%d" % n if n else "")
+        if not os.path.lexists(aside):
+            break
+    try:
+        os.rename(directory, aside)
+    except OSError as err:
+        return StateError("cannot use the rollback journal in %s: %s; nor move that "
+                          "directory aside (%s)" % (directory, why, err.strerror or err),
+                          "remove it by hand, then run contextd again")
+    return StateError("cannot use the rollback journal in %s: %s; moved that directory to %s"
+                      % (directory, why, aside),
+                      "check the files it lists by hand; the next run starts afresh")
+
+
+def _undo_files(directory: str, root: str, entries: Sequence[Dict[str, Any]]) -> List[str]:
     """Put every listed file back as it was; returns the paths that had changed. A file the
     run never reached (the journal lists them all up front) is left untouched, unlisted."""
     restored = []
     for entry in reversed(entries):
-        target = entry["path"]
-        filesystem.remove_stale_temporaries(os.path.dirname(target))
-        if entry.get("backup") is not None:
-            with open(os.path.join(directory, entry["backup"]), "rb") as f:
-                content = f.read()
-            before = filesystem.FileState(content, entry["mode"], entry["uid"], entry["gid"])
-            changed = _state_or_none(target) != before
-            if changed:
-                filesystem.restore(target, before)
-        else:
-            changed = os.path.lexists(target)
-            filesystem.remove(target)
-        for created in reversed(entry.get("created_dirs", [])):
-            try:
-                os.rmdir(created)
-            except OSError:
-                pass
-        if changed:
-            restored.append(target)
+        try:
+            if _undo_file(directory, root, entry):
+                restored.append(filesystem.under_root(root, entry["path"], follow=False))
+        except OSError as exc:      # named by the file, not by the temp file or dir fd at fault
+            raise OSError("cannot restore %s: %s" % (entry["path"], exc.strerror or exc))
     return restored
 
 
-def _state_or_none(path: str) -> Optional[filesystem.FileState]:
+def _undo_file(directory: str, root: str, entry: Dict[str, Any]) -> bool:
+    """Put one listed file back; True when it had changed."""
+    target = filesystem.under_root(root, entry["path"], follow=False)
+    filesystem.remove_stale_temporaries(os.path.dirname(target), root=root)
+    if entry["backup"] is not None:
+        content = _read_plain(directory, entry["backup"], MAX_BACKUP)
+        before = filesystem.FileState(content, entry["mode"], entry["uid"], entry["gid"])
+        changed = _state_or_none(target, root) != before
+        if changed:
+            filesystem.restore(target, before, root=root)
+    else:
+        changed = os.path.lexists(target)
+        filesystem.remove(target, root=root)
+    for created in reversed(entry["created_dirs"]):
+        try:
+            os.rmdir(filesystem.under_root(root, created, follow=False))
+        except OSError:
+            pass
+    return changed
+
+
+def _state_or_none(path: str, root: str) -> Optional[filesystem.FileState]:
     """The file as it is, or None when it cannot be read as one (then restore rewrites it)."""
     try:
-        return filesystem.state_of(path)
+        return filesystem.state_of(path, root=root)
     except OSError:
         return None
 
 
-def execute(actions: Sequence[Action], root: str, state_dir: str,
-            run_commands: bool) -> List[Dict[str, Any]]:
-    """Perform `actions`; returns one result per action or raises ApplyFailed."""
+def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: bool,
+            allowed: Footprint) -> List[Dict[str, Any]]:
+    """Perform `actions`; returns one result per action or raises ApplyFailed.
+    `allowed`: what the plugins declare; any other file or undo is refused before any change."""
+    _check_declared(actions, allowed)
     files = [a for a in actions if isinstance(a, WriteFile)]
     commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
     services = [a for a in actions if isinstance(a, RunCommand) and a.service]
     may_run = run_commands or root in ("", "/")
 
     filesystem.private_dir(state_dir)
-    journal = _Journal(os.path.join(state_dir, TXN))
+    journal = _Journal(os.path.join(state_dir, TXN), root)
     filesystem.private_dir(journal.directory)
     results: List[Dict[str, Any]] = []
     done_services: List[RunCommand] = []
@@ -136,18 +293,19 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
             current = _result(action)
             results.append(current)
             start = time.monotonic()
-            entry = _prepare(action, root, journal)
+            owner = _owner(action, root)
+            entry = _prepare(action, root, owner, journal)
             if entry is None:
                 current["status"] = "unchanged"
                 current["ms"] = _ms(start)
             else:
-                planned.append((action, entry, current, start))
+                planned.append((action, entry, owner, current, start))
         current = None
         if planned:
             journal.save()
-        for action, entry, current, start in planned:
+        for action, entry, owner, current, start in planned:
             journal.touched += 1
-            _write(action, entry, root)
+            _write(action, entry, owner, root)
             current["status"] = "written" if entry["backup"] is not None else "created"
             current["ms"] = _ms(start)
         for action in list(commands) + list(services):
@@ -163,8 +321,9 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
             current["ms"] = _ms(start)
             if action.service:
                 done_services.append(action)
-                if action.undo:
-                    journal.started(action.undo)
+                unit = unit_disabled_by(action.undo)
+                if unit:
+                    journal.started(unit)
             if not action.reversible:
                 irreversible.append(action.target)
         current = None
@@ -183,24 +342,49 @@ def execute(actions: Sequence[Action], root: str, state_dir: str,
     return results
 
 
-def _prepare(action: WriteFile, root: str, journal: _Journal) -> Optional[Dict[str, Any]]:
+def _check_declared(actions: Sequence[Action], allowed: Footprint) -> None:
+    """Every file a declared one, every undo disable_unit of a declared unit: so whatever
+    journal this run leaves, recover accepts it."""
+    for action in actions:
+        if isinstance(action, WriteFile) and action.path not in allowed.paths:
+            raise ApplyError("plugin %s may not write %s: it does not declare that file"
+                             % (action.plugin, action.path),
+                             "a plugin lists every file it writes in writes(); nothing changed")
+        if isinstance(action, RunCommand) and action.undo is not None and \
+                unit_disabled_by(action.undo) not in allowed.units:
+            raise ApplyError("plugin %s: undo %s is not disable_unit() of a unit it declares"
+                             % (action.plugin, show(action.undo)), "nothing changed")
+
+
+def _prepare(action: WriteFile, root: str, owner: Optional[Tuple[int, int]],
+             journal: _Journal) -> Optional[Dict[str, Any]]:
     """The journal entry for `action` (its backup written), or None if nothing would change."""
     # Resolved inside the root (a symlink in the image never leads to the host); the file
     # itself is not followed: rename replaces a link. A secret refuses any link on the way.
     target = filesystem.under_root(root, action.path, follow=False, secret=action.secret)
     before = filesystem.state_of(target, root=root)
-    owner = _owner(action, root)
     if before is not None and before.content == action.content and \
             before.mode == action.mode and owner in (None, (before.uid, before.gid)):
         return None
-    entry: Dict[str, Any] = {"path": target, "backup": None, "owner": owner,
-                             "created_dirs": filesystem.missing_dirs(os.path.dirname(target))}
+    entry: Dict[str, Any] = {"path": action.path, "backup": None,
+                             "created_dirs": _on_target(root, action.path,
+                                                        filesystem.missing_dirs(
+                                                            os.path.dirname(target)))}
     if before is not None:
         name = "%d.bak" % len(journal.entries)
         filesystem.atomic_write(os.path.join(journal.directory, name), before.content, 0o600)
         entry.update(backup=name, mode=before.mode, uid=before.uid, gid=before.gid)
     journal.entries.append(entry)
     return entry
+
+
+def _on_target(root: str, path: str, directories: Sequence[str]) -> List[str]:
+    """Host directories under `root` as the target system names them (the journal's terms),
+    only those that are parents of `path` as named: recover accepts no other. (Directories
+    a symlink in the image moved elsewhere are left behind, empty, by a rollback.)"""
+    base = "" if root in ("", "/") else os.path.abspath(root)
+    named = [d[len(base):] for d in directories if d.startswith(base + "/")]
+    return [d for d in named if path.startswith(d + "/")]
 
 
 def _owner(action: WriteFile, root: str) -> Optional[Tuple[int, int]]:
@@ -216,9 +400,9 @@ def _owner(action: WriteFile, root: str) -> Optional[Tuple[int, int]]:
     return ids
 
 
-def _write(action: WriteFile, entry: Dict[str, Any], root: str) -> None:
-    target = entry["path"]
-    owner = entry["owner"]
+def _write(action: WriteFile, entry: Dict[str, Any], owner: Optional[Tuple[int, int]],
+           root: str) -> None:
+    target = filesystem.under_root(root, action.path, follow=False, secret=action.secret)
     # With dir_mode the parent gets it even if it existed (tokens.d must be 0700), and the
     # file's owner (only ever set when running as root), so its reader can enter it.
     filesystem.ensure_dir(os.path.dirname(target), action.dir_mode or 0o755, root=root,
@@ -272,7 +456,8 @@ def _rollback(journal: _Journal, services: List[RunCommand], irreversible: List[
                 not_undone.append(service.target)
         except ApplyError as exc:
             not_undone.append("%s (%s)" % (service.target, exc.message))
-    rolled_back = _undo_files(journal.directory, journal.entries[:journal.touched])
+    rolled_back = _undo_files(journal.directory, journal.root,
+                              journal.entries[:journal.touched])
     try:
         _discard(journal.directory)
     except OSError as exc:

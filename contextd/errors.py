@@ -106,3 +106,10 @@ class ApplyError(ContextdError):
     exit_code = EXIT_APPLY_FAILED
     stage = "apply"
 
+
+class StateError(ContextdError):
+    """What contextd left on disk (the rollback journal) cannot be trusted or used.
+
+    State is input like any carrier: refused, never obeyed, and never a crash."""
+
+    stage = "recover"

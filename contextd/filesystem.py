@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from typing import Callable, List, Optional, Tuple
 
 from contextd.errors import ApplyError
@@ -400,6 +401,34 @@ def fsync_dir(directory: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def lock(path: str, wait: float) -> Optional[int]:
+    """An exclusive flock on `path`, held until the returned descriptor is closed (or the
+    process dies); None when another holder kept it for `wait` seconds. The file is created
+    0600 and only ever opened as a regular file of its own: never through a symlink, never
+    a hard link to another file, never a FIFO's blocking open. Nothing is written to it."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                 | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError("%s is not a regular file of its own" % path)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.1)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def private_dir(path: str, *, root: str = "/") -> None:

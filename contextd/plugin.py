@@ -3,7 +3,9 @@
 A plugin owns one payload section (`cvmfs`, `htcondor`, ...). It reads its section into
 frozen typed settings, reads the site's `allow` and `site_settings` for it, decides what is
 allowed, and describes changes as actions. It never touches the system: the only outside
-input it gets is `PlanContext.read_file`, which the executor provides.
+input it gets is `PlanContext.read_file`, which the executor provides. It declares every file
+it may write and every unit it may start (`writes`, `units`): the executor writes, and
+recover puts back or stops, nothing else.
 
 Built-in plugins and site plugins alike are found through the `contextd.plugins` entry-point
 group, and only the plugins a policy or payload names are imported.
@@ -12,7 +14,8 @@ group, and only the plugins a policy or payload names are imported.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence
+from typing import Tuple
 
 from contextd.actions import Action
 from contextd.errors import PayloadError, PolicyError
@@ -98,6 +101,12 @@ class Plugin:
 
     name = ""
     secret_fields: frozenset = frozenset()   # payload keys never shown anywhere
+    units: Tuple[str, ...] = ()              # systemd units plan() may start as a service
+
+    def writes(self, site: Optional[Any]) -> Tuple[str, ...]:
+        """Every absolute target path plan() may write, given `site` (parse_site's value, or
+        None). A file not listed here is never written, nor restored from a journal."""
+        return ()
 
     def parse_settings(self, data: Any) -> Any:
         """The payload section -> frozen settings; raise PayloadError naming the field."""
@@ -121,6 +130,25 @@ class Plugin:
     def describe(self, settings: Any) -> Dict[str, Any]:
         """The settings as shown in explain and reports, secrets replaced."""
         raise NotImplementedError
+
+
+@record(frozen=True)
+class Footprint:
+    """What a set of plugins may touch on the target: absolute paths and systemd units."""
+
+    paths: FrozenSet[str] = frozenset()
+    units: FrozenSet[str] = frozenset()
+
+
+def footprint(names: Iterable[str], site_settings: Mapping[str, Any]) -> Footprint:
+    """The union of what the named plugins declare, with the site's settings for each."""
+    paths: set = set()
+    units: set = set()
+    for name in names:
+        section = load(name)
+        paths.update(section.writes(site_settings.get(name)))
+        units.update(section.units)
+    return Footprint(frozenset(paths), frozenset(units))
 
 
 # The built-in plugins are imported by name: scanning every installed distribution's

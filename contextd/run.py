@@ -3,6 +3,9 @@
 The stages are plain functions; this module only threads values between them, keeps the
 once-per-instance state and makes sure every run leaves a report, even one whose policy is
 broken or that hit a bug (`status --wait` must never wait for a run that has ended).
+Runs never overlap: each holds the state dir's lock from before it reads anything there
+until its report is out; a run that cannot get it in time ends without touching the state,
+the root or the report, which are the live run's.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import logging
 import os
 from typing import Any, Dict, List, Mapping, Optional
 
-from contextd import apply, authorize, filesystem, logs, payload, plan, policy, report
+from contextd import apply, authorize, filesystem, logs, payload, plan, plugin, policy, report
 from contextd import sources
-from contextd.errors import EXIT_INTERNAL, ContextdError
+from contextd.errors import EXIT_INTERNAL, ContextdError, UsageError
 from contextd.plugin import PlanContext
 from contextd.record import record
 from contextd.verify import Verified, verify
 
 APPLIED = "applied.json"
+LOCK = "lock"
+LOCK_WAIT = 60.0        # seconds a run waits for another to finish (a boot run takes ~1 s)
 log = logging.getLogger("contextd.run")
 
 
@@ -70,6 +75,36 @@ def facts_for(pol: policy.Policy, ctx_facts: Mapping[str, Optional[str]],
 
 
 def execute(opts: Options) -> Result:
+    """The whole run, one at a time. A dry run writes nothing (no state, no report), so it
+    neither takes the lock nor waits for it."""
+    if opts.dry_run:
+        return _execute(opts)
+    held = _lock(opts.state)
+    try:
+        return _execute(opts)
+    finally:
+        os.close(held)
+
+
+def _lock(state_dir: str) -> int:
+    """The state dir's lock, held while the returned descriptor is open. Without it a second
+    run would "recover" the first one's live journal and race it for files and report."""
+    path = os.path.join(state_dir, LOCK)
+    try:
+        filesystem.private_dir(state_dir)
+        fd = filesystem.lock(path, LOCK_WAIT)
+    except OSError as exc:
+        raise UsageError("cannot lock %s: %s" % (path, exc.strerror or exc),
+                         "run as root or give a writable --state-dir; the lock must be a "
+                         "regular file")
+    if fd is None:
+        raise UsageError("another contextd run holds %s and did not finish within %gs; this "
+                         "run did nothing" % (path, LOCK_WAIT),
+                         "its outcome: contextd status --wait")
+    return fd
+
+
+def _execute(opts: Options) -> Result:
     """The whole run, reported whatever happens. A broken policy raises after writing a
     report of its own (nothing is trusted without one); a bug raises after ending the report."""
     started = now()
@@ -84,7 +119,7 @@ def execute(opts: Options) -> Result:
     token: Optional[str] = None             # its report.token: a secret, never in `rep`
     try:
         if not opts.dry_run and os.path.isdir(opts.state):
-            rolled = apply.recover(opts.state)
+            rolled = apply.recover(opts.state, opts.root, opts.run_commands, _footprint(pol))
             if rolled:
                 rep["recovered"] = rolled
         stage = "fetch"
@@ -156,7 +191,8 @@ def execute(opts: Options) -> Result:
             legacy.run_pinned("prolog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
                               opts.run_commands, opts.state)
         try:
-            rep["actions"] = apply.execute(actions, opts.root, opts.state, opts.run_commands)
+            rep["actions"] = apply.execute(actions, opts.root, opts.state, opts.run_commands,
+                                           _footprint(pol))
         except apply.ApplyFailed as exc:
             rep["actions"] = exc.results
             rep["rolled_back"] = exc.rolled_back
@@ -186,6 +222,14 @@ def execute(opts: Options) -> Result:
         except Exception:  # noqa: BLE001 - the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
         raise
+
+
+def _footprint(pol: policy.Policy) -> plugin.Footprint:
+    """What a run under this policy may touch: the plugins it allows (authorize refuses every
+    other section), with the site's settings. policy.load has imported them already."""
+    names = {section for trust in pol.trust.values() for section in trust.allow
+             if section != "report"}
+    return plugin.footprint(names, pol.site_settings)
 
 
 def _fetch(opts: Options, pol: policy.Policy, rep: Dict[str, Any]) -> Optional[sources.Context]:

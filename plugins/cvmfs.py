@@ -148,6 +148,9 @@ class CvmfsPlugin(Plugin):
     name = NAME
     secret_fields: frozenset = frozenset()
 
+    def writes(self, site: Optional[Site]) -> Tuple[str, ...]:
+        return (PATH,)
+
     def parse_settings(self, data: Any) -> Settings:
         r = Reader(data, NAME, PayloadError)
         r.only(("repositories", "quota_limit_mb", "http_proxy"))

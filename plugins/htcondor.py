@@ -19,15 +19,16 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from contextd.actions import Action, RunCommand, WriteFile
+from contextd.actions import Action, RunCommand, WriteFile, disable_unit
 from contextd.errors import PayloadError, PolicyError
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.record import field, record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, kind, plain
 
 NAME = "htcondor"
-START_ARGV = ("systemctl", "enable", "--now", "--no-block", "condor")
-STOP_ARGV = ("systemctl", "disable", "--now", "--no-block", "condor")
+UNIT = "condor"
+START_ARGV = ("systemctl", "enable", "--now", "--no-block", UNIT)
+STOP_ARGV = disable_unit(UNIT)
 CONFIG_PATH = "/etc/condor/config.d/50-contextd.conf"
 # HTCondor's packaged default for SEC_TOKEN_SYSTEM_DIRECTORY ($(ETC)/tokens.d, ETC being
 # /etc/condor in the RPMs), so the configuration does not need to name it.
@@ -212,6 +213,10 @@ def _names(names: Sequence[str]) -> str:
 class HTCondorPlugin(Plugin):
     name = NAME
     secret_fields: frozenset = frozenset({"token"})
+    units = (UNIT,)
+
+    def writes(self, site: Optional[Site]) -> Tuple[str, ...]:
+        return (CONFIG_PATH, TOKEN_PATH)
 
     def parse_settings(self, data: Any) -> Settings:
         r = Reader(data, NAME, PayloadError)

@@ -246,6 +246,9 @@ class PuppetPlugin(Plugin):
     name = NAME
     secret_fields: frozenset = frozenset()
 
+    def writes(self, site: Optional[Site]) -> Tuple[str, ...]:
+        return ((site and site.config) or DEFAULT_CONFIG,)   # only the site moves puppet.conf
+
     def parse_settings(self, data: Any) -> Settings:
         r = Reader(data, NAME, PayloadError)
         r.only(("server", "environment", "run", "certname", "waitforcert", "manifest"))

@@ -19,6 +19,7 @@ import pytest
 from conftest import TOKEN, fake_commands, run_cli
 from contextd import apply, filesystem
 from contextd.actions import WriteFile
+from contextd.plugin import Footprint
 
 
 def host_dir(tmp_path, name):
@@ -161,6 +162,11 @@ def test_spool_dir_symlinked_to_the_host_receives_nothing(site, tmp_path):
 
 # --- the primitives on "/": real absolute paths, a planted symlink -------------------------
 
+def _declared(path):
+    """What a plugin writing only `path` declares (apply refuses any other file)."""
+    return Footprint(paths=frozenset({str(path)}))
+
+
 def _token(path, **kw):
     return WriteFile("htcondor", str(path), (TOKEN + "\n").encode(), mode=0o600, secret=True,
                      dir_mode=0o700, **kw)
@@ -172,7 +178,8 @@ def test_on_slash_a_secret_is_not_written_through_a_symlinked_directory(tmp_path
     os.symlink(str(host), str(tmp_path / "etc/condor/tokens.d"))
     token = tmp_path / "etc/condor/tokens.d/contextd.token"
     with pytest.raises(apply.ApplyFailed) as caught:
-        apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False)
+        apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False,
+                      allowed=_declared(token))
     assert "symbolic link" in caught.value.message
     untouched(host)
 
@@ -182,7 +189,8 @@ def test_on_slash_a_secret_is_not_written_through_a_relative_symlink(tmp_path):
     os.symlink("real", str(tmp_path / "etc/condor/tokens.d"))
     token = tmp_path / "etc/condor/tokens.d/contextd.token"
     with pytest.raises(apply.ApplyFailed):
-        apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False)
+        apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False,
+                      allowed=_declared(token))
     assert list((tmp_path / "etc/condor/real").iterdir()) == []
 
 
@@ -192,7 +200,8 @@ def test_on_slash_a_secret_is_not_written_through_a_symlinked_file(tmp_path):
     token = tmp_path / "tokens.d/contextd.token"
     os.symlink(str(host / "keep"), str(token))
     with pytest.raises(apply.ApplyFailed) as caught:
-        apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False)
+        apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False,
+                      allowed=_declared(token))
     assert "symbolic link" in caught.value.message
     untouched(host)
     assert os.path.islink(str(token))
@@ -240,7 +249,8 @@ def test_private_dir_under_a_root_never_chmods_the_host(tmp_path):
 
 def test_a_token_is_still_written_where_nothing_is_a_symlink(tmp_path):
     token = tmp_path / "etc/condor/tokens.d/contextd.token"
-    results = apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False)
+    results = apply.execute([_token(token)], "/", str(tmp_path / "state"), run_commands=False,
+                      allowed=_declared(token))
     assert results[0]["status"] == "created"
     assert token.read_bytes() == (TOKEN + "\n").encode()
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
