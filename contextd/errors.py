@@ -97,6 +97,16 @@ class PolicyViolation(ContextdError):
         super().__init__(head + "; ".join(self.violations))
 
 
+class StateError(ContextdError):
+    """contextd's own state (what this instance applied) is not what contextd writes.
+
+    Refused rather than ignored: treating it as "no history" would let a replayed older
+    payload through. Nothing is applied (exit 1) until the file is removed.
+    """
+
+    stage = "state"
+
+
 class ApplyError(ContextdError):
     """Applying the plan failed; what was written has been rolled back."""
 

@@ -12,9 +12,9 @@ group, and only the plugins a policy or payload names are imported.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from contextd.actions import Action
+from contextd.actions import Action, RunCommand
 from contextd.errors import PayloadError, PolicyError
 from contextd.record import field, record
 
@@ -98,6 +98,9 @@ class Plugin:
 
     name = ""
     secret_fields: frozenset = frozenset()   # payload keys never shown anywhere
+    # The systemd units this plugin's plan starts (htcondor: condor.service). When the payload
+    # that configured them is no longer allowed, `run` keeps them from starting: see hold().
+    services: Tuple[str, ...] = ()
 
     def parse_settings(self, data: Any) -> Any:
         """The payload section -> frozen settings; raise PayloadError naming the field."""
@@ -121,6 +124,14 @@ class Plugin:
     def describe(self, settings: Any) -> Dict[str, Any]:
         """The settings as shown in explain and reports, secrets replaced."""
         raise NotImplementedError
+
+    def hold(self) -> List[Action]:
+        """Commands keeping `services` from starting on this boot. contextd.service runs
+        Before= them, so they have not started yet; a runtime mask vanishes at the next boot,
+        where contextd decides again. --now stops one already running (a run by hand),
+        --no-block because a job waiting for contextd's own start must not be waited for."""
+        return [RunCommand(self.name, ("systemctl", "mask", "--runtime", "--now", "--no-block",
+                                       unit)) for unit in self.services]
 
 
 # The built-in plugins are imported by name: scanning every installed distribution's

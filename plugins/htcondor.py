@@ -211,6 +211,7 @@ def _names(names: Sequence[str]) -> str:
 class HTCondorPlugin(Plugin):
     name = NAME
     secret_fields: frozenset = frozenset({"token"})
+    services = ("condor.service",)          # what START_ARGV starts
 
     def parse_settings(self, data: Any) -> Settings:
         r = Reader(data, NAME, PayloadError)
