@@ -12,10 +12,12 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import fake_commands
-
-from contextd import sshsig
+from contextd import history, sshsig
+from contextd.errors import StateError
 
 SERIAL = 2026112401            # base_payload's serial, above the fixture policy's min_serial
 MASK = "systemctl mask --runtime --now --no-block condor.service"
@@ -33,11 +35,13 @@ class Machine:
         self.env = fake_commands(tmp_path / "bin", self.log)
 
     def run(self, bundle, *extra):
+        """`contextd run` of a bundle file, or of a source spec (a str)."""
         s = self.site
         if self.log.exists():
             self.log.unlink()
+        source = bundle if isinstance(bundle, str) else "file:%s" % bundle
         proc = subprocess.run(
-            [sys.executable, "-m", "contextd", "run", "--source", "file:%s" % bundle,
+            [sys.executable, "-m", "contextd", "run", "--source", source,
              "--policy", str(s.policy_path), "--root", str(s.root), "--run-dir", str(s.run_dir),
              "--state-dir", str(s.state_dir), "--spool-dir", str(s.spool_dir), *extra],
             capture_output=True, text=True, env=self.env, timeout=120)
@@ -273,17 +277,28 @@ def test_state_written_by_the_previous_format_is_read(machine, site, payload_doc
     assert code == 1 and "is lower than serial %d" % SERIAL in err
 
 
+def _record(**changes):
+    doc = {"instance": "machine:0123456789abcdef", "payload_sha256": "ab" * 32,
+           "serial": SERIAL, "vo": "atlas", "applied_at": "2026-11-24T00:00:00Z",
+           "sections": ["cvmfs"], "serials": {"atlas": {"serial": SERIAL,
+                                                      "payload_sha256": "ab" * 32}}}
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
 @pytest.mark.parametrize("content", [
-    b"{not json", b"", b"[]", b"null", b"\xff\xfe", b'{"instance": 5}',
-    b'{"instance": "machine:0123456789abcdef", "payload_sha256": []}',
-    b'{"instance": "machine:0123456789abcdef", "payload_sha256": "x", "serials": []}',
-    b'{"instance": "machine:0123456789abcdef", "serials": {"atlas": {"serial": "999"}}}',
-    b'{"instance": "machine:0123456789abcdef", "serials": {"atlas": {"serial": 1e400}}}',
-    b'{"instance": "machine:0123456789abcdef", "serials": {"atlas": 3}}',
-    b'{"instance": "machine:0123456789abcdef", "sections": "htcondor"}',
-    b'{"instance": "machine:0123456789abcdef", "applied_at": "yesterday"}',
-    b"[" * 100000,
-], ids=lambda c: repr(c[:40]))
+    b"{not json", b"", b"[]", b"null", b"\xff\xfe", b"[" * 100000, b"[" * 50000,
+    _record(instance=5), _record(payload_sha256=[]), _record(payload_sha256="x"),
+    _record(serial=None), _record(serial=True), _record(serial=-1), _record(vo="a b"),
+    _record(serials=[]), _record(serials={"atlas": {"serial": "999"}}),
+    _record(serials={"atlas": {"serial": 1e400}}), _record(serials={"atlas": 3}),
+    _record(serials={"atlas": {"serial": 1}}), _record(sections="htcondor"),
+    _record(sections=["../x"]), _record(applied_at="yesterday"),
+], ids=["not-json", "empty", "list", "null", "not-utf8", "too-big", "too-deep",
+        "instance-type", "digest-type", "digest-grammar", "serial-missing", "serial-bool",
+        "serial-negative", "vo-grammar", "serials-type", "serial-string", "serial-float",
+        "serial-record-type", "serial-record-digest", "sections-type", "section-name",
+        "applied-at"])
 def test_malformed_state_is_refused_clearly(machine, site, content):
     bundle = machine.bundle(None, "p.yaml")
     site.state_dir.mkdir(mode=0o700)
@@ -295,3 +310,57 @@ def test_malformed_state_is_refused_clearly(machine, site, content):
     rep = site.report()
     assert rep["outcome"] == "rejected" and rep["stage"] == "state"
     assert machine.calls() == [] and not (site.root / "etc/cvmfs").exists()
+
+
+def test_unsigned_legacy_user_data_has_no_serial_to_floor(machine, site, payload_doc):
+    """amiconfig (opted in, unsigned) carries no serial anyone vouches for: it neither sets
+    nor meets a floor, so changed user-data still applies on the next boot."""
+    from fakes_sources import Imds
+    from test_legacy import AMICONFIG, opted_in
+
+    site.write_policy(opted_in(site.keys))
+    imds = Imds()
+    try:
+        imds.user_data(machine.bundle(payload_doc, "signed.yaml").read_bytes())
+        code, _, err = machine.run("ec2:%s" % imds.url)
+        assert code == 0 and site.report()["outcome"] == "applied", err
+        for data in (AMICONFIG, AMICONFIG.replace(b"sft.cern.ch", b"atlas-condb.cern.ch")):
+            imds.user_data(data)
+            code, _, err = machine.run("ec2:%s" % imds.url)
+            assert code == 0, err
+            assert site.report()["outcome"] == "applied" and site.report()["payload"]["unsigned"]
+        code, _, err = machine.run("ec2:%s" % imds.url)
+        assert code == 0 and site.report()["outcome"] == "unchanged", err
+    finally:
+        imds.close()
+    assert applied_state(site)["serials"]["atlas"]["serial"] == SERIAL
+
+
+# --- fuzz: applied.json of any JSON shape is a History or a StateError ----------------------
+
+DIGEST = "ab" * 32
+INSTANCE = "machine:0123456789abcdef"
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
+                         st.sampled_from([DIGEST, INSTANCE, "atlas", "2026-11-24T00:00:00Z",
+                                          "htcondor", -1, 2 ** 70]))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3),
+    st.dictionaries(st.sampled_from(["instance", "payload_sha256", "serial", "vo", "applied_at",
+                                     "sections", "serials", "atlas", "x"]), inner, max_size=8)),
+    max_leaves=16)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(doc=json_values)
+def test_fuzz_state_shapes_give_a_history_or_a_state_error(tmp_path, doc):
+    (tmp_path / "applied.json").write_text(json.dumps(doc))
+    try:
+        past = history.load(str(tmp_path), INSTANCE)
+    except StateError as exc:
+        assert str(tmp_path / "applied.json") in exc.one_line()
+        return
+    assert past.instance in (None, INSTANCE)
+    assert isinstance(past.unchanged(DIGEST), bool)
+    assert past.rollback("atlas", 0, DIGEST) is None or "serial 0" in past.rollback(
+        "atlas", 0, DIGEST)
