@@ -1,9 +1,11 @@
-"""What this instance has applied: the state dir's `applied.json`.
+"""What this machine has applied: the state dir's `applied.json`.
 
-It holds the last payload applied on the instance (a reboot with the same one is
-`unchanged`) and the highest serial applied per VO on it (a lower serial, or the same
-serial with another digest, is a rollback: DESIGN section 8). Serials of another instance
-(an image made from a used disk) do not count.
+It holds the last payload applied and the instance it was applied on (a reboot of that
+instance with the same payload is `unchanged`), and the highest serial applied per VO (a
+lower serial, or the same serial with another digest, is a rollback: DESIGN section 8).
+The floors outlive a change of instance id: the id comes from the carrier or the metadata
+service, which whoever replays an old payload may control too, so a new id must not be a
+way around them. A new instance only re-applies (it is never `unchanged`).
 
 The file is input like any other (DESIGN section 4): it is checked whole before use, and
 one that is not what contextd writes is refused in one line naming it; never guessed at,
@@ -39,10 +41,11 @@ log = logging.getLogger("contextd.run")
 
 @record(frozen=True)
 class History:
-    """This instance's record; empty for a new instance or a state dir without one."""
+    """The record as it concerns this instance: empty for a state dir without one; for a
+    record of another instance, only the serial floors."""
 
     instance: Optional[str] = None
-    payload_sha256: Optional[str] = None        # the payload applied last on this instance
+    payload_sha256: Optional[str] = None        # the payload this instance applied last
     vo: Optional[str] = None                    # its VO; None in a record of the older format
     applied_at: Optional[datetime.datetime] = None
     sections: Tuple[str, ...] = ()              # the plugins it configured
@@ -58,17 +61,17 @@ class History:
             return None
         highest, applied = self.serials[vo]
         if serial < highest:
-            return ("serial %d is lower than serial %d already applied on this instance for "
+            return ("serial %d is lower than serial %d already applied on this machine for "
                     "VO %s (a replayed older payload?)" % (serial, highest, vo))
         if serial == highest and digest != applied:
-            return ("serial %d was already applied on this instance for VO %s with another "
+            return ("serial %d was already applied on this machine for VO %s with another "
                     "payload (sha256 %s); a changed payload needs a higher serial"
                     % (serial, vo, applied))
         return None
 
 
 def load(state_dir: str, instance: str) -> History:
-    """The history of `instance` from `state_dir`; StateError when the file is malformed."""
+    """What `state_dir` says about `instance`; StateError when the file is malformed."""
     path = os.path.join(state_dir, APPLIED)
     try:
         data = filesystem.read_limited(path, LIMIT)
@@ -81,8 +84,8 @@ def load(state_dir: str, instance: str) -> History:
         raise StateError("state file %s is not what contextd writes (%s)"
                          % (path, " ".join(reason.split())[:200]),
                          "remove it: the next run then applies its payload as on a new "
-                         "instance") from None
-    return past if past.instance == instance else History()
+                         "machine, with no serial floors") from None
+    return past if past.instance == instance else History(serials=past.serials)
 
 
 def _parse(doc: Any) -> History:
@@ -138,7 +141,7 @@ def remember(state_dir: str, past: History, instance: str, digest: str, vo: str,
              sections: Sequence[str], when: datetime.datetime, signed: bool = True) -> None:
     """Record an applied payload: the instance's last payload and, when it was signed, its
     VO's new floor (unsigned legacy user-data has no serial anyone vouches for)."""
-    floors = dict(past.serials) if past.instance == instance else {}
+    floors = dict(past.serials)
     if signed:
         floors[vo] = (serial, digest)
     filesystem.private_dir(state_dir)
