@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import stat
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import filesystem
@@ -74,7 +75,7 @@ def load(state_dir: str, instance: str) -> History:
     """What `state_dir` says about `instance`; StateError when the file is malformed."""
     path = os.path.join(state_dir, APPLIED)
     try:
-        data = filesystem.read_limited(path, LIMIT)
+        data = _read(path)
         if data is None:
             return History()
         doc = json.loads(data.decode("utf-8"))
@@ -86,6 +87,22 @@ def load(state_dir: str, instance: str) -> History:
                          "remove it: the next run then applies its payload as on a new "
                          "machine, with no serial floors") from None
     return past if past.instance == instance else History(serials=past.serials)
+
+
+def _read(path: str) -> Optional[bytes]:
+    """The file's bytes, None when there is none. Opened without blocking and read only
+    when it is a regular file: a FIFO planted there must not hang the boot."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        data = f.read(LIMIT + 1)
+    if len(data) > LIMIT:
+        raise OSError("larger than %d bytes" % LIMIT)
+    return data
 
 
 def _parse(doc: Any) -> History:

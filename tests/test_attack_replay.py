@@ -368,3 +368,19 @@ def test_fuzz_state_shapes_give_a_history_or_a_state_error(tmp_path, doc):
     assert isinstance(past.unchanged(DIGEST), bool)
     assert past.rollback("atlas", 0, DIGEST) is None or "serial 0" in past.rollback(
         "atlas", 0, DIGEST)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_state_that_is_not_a_regular_file_is_refused_without_blocking(machine, site, kind):
+    import os
+
+    bundle = machine.bundle(None, "p.yaml")
+    site.state_dir.mkdir(mode=0o700)
+    target = site.state_dir / "applied.json"
+    os.mkfifo(target) if kind == "fifo" else target.mkdir()
+    start = time.monotonic()
+    code, _, err = machine.run(bundle)
+    assert time.monotonic() - start < 30
+    assert code == 1, err
+    assert_one_line(err)
+    assert str(target) in err and site.report()["stage"] == "state"
