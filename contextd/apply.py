@@ -15,7 +15,7 @@ only where a plugin declares it writes; backups only by the plain names apply ma
 from the transaction dir without following symlinks; and a service's undo only as the unit a
 plugin starts, stopped by a fixed argv. Restores never set setuid bits, write access for group
 or others, or a new owner. A journal recover cannot trust, or cannot finish, is moved aside
-whole and the run ends with one line saying where (StateError): the next run starts afresh.
+whole and the run ends with one line saying where (JournalError): the next run starts afresh.
 It never runs a shell, never runs commands (undo included) against an alternate root unless
 told to, and never writes a file no plugin declares.
 """
@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from contextd import filesystem
 from contextd.actions import Action, RunCommand, WriteFile, disable_unit, unit_disabled_by
-from contextd.errors import ApplyError, StateError
+from contextd.errors import ApplyError, JournalError
 from contextd.plugin import Footprint, show
 from contextd.record import field, record
 
@@ -84,14 +84,14 @@ class _Journal:
 def recover(state_dir: str, root: str, run_commands: bool, allowed: Footprint) -> List[str]:
     """Roll back a transaction a killed run left behind; returns the paths restored.
 
-    `allowed` is what the plugins may touch. Raises StateError, after moving the transaction
+    `allowed` is what the plugins may touch. Raises JournalError, after moving the transaction
     dir aside, when the journal cannot be trusted or undone."""
     directory = os.path.join(state_dir, TXN)
     if not os.path.lexists(directory):
         return []
     try:
         if not stat.S_ISDIR(os.lstat(directory).st_mode):
-            raise StateError("it is not a directory")        # a symlink leads elsewhere
+            raise JournalError("it is not a directory")        # a symlink leads elsewhere
         if not os.path.lexists(os.path.join(directory, JOURNAL)):
             _discard(directory)           # killed before its first journal entry
             return []
@@ -100,7 +100,7 @@ def recover(state_dir: str, root: str, run_commands: bool, allowed: Footprint) -
         restored = _undo_files(directory, root, entries)
         _discard(directory)
         return restored
-    except (StateError, OSError) as exc:
+    except (JournalError, OSError) as exc:
         raise _set_aside(directory, exc)
 
 
@@ -119,14 +119,14 @@ def _undo_units(units: Sequence[str], root: str, run_commands: bool) -> None:
 
 def _read_journal(directory: str, root: str,
                   allowed: Footprint) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """The journal's entries and units, each checked; StateError at the first doubt."""
+    """The journal's entries and units, each checked; JournalError at the first doubt."""
     try:
         doc = json.loads(_read_plain(directory, JOURNAL, MAX_JOURNAL))
     except (ValueError, RecursionError) as exc:
-        raise StateError("%s is not JSON (%s)" % (JOURNAL, type(exc).__name__))
+        raise JournalError("%s is not JSON (%s)" % (JOURNAL, type(exc).__name__))
     if not (isinstance(doc, dict) and set(doc) == {"entries", "undo"}
             and isinstance(doc["entries"], list) and isinstance(doc["undo"], list)):
-        raise StateError('%s is not {"entries": [...], "undo": [...]}' % JOURNAL)
+        raise JournalError('%s is not {"entries": [...], "undo": [...]}' % JOURNAL)
     seen: Set[str] = set()
     entries = [_checked_entry(i, e, directory, root, allowed, seen)
                for i, e in enumerate(doc["entries"])]
@@ -134,7 +134,7 @@ def _read_journal(directory: str, root: str,
     for i, item in enumerate(doc["undo"]):
         unit = item.get("disable_unit") if isinstance(item, dict) and len(item) == 1 else None
         if not isinstance(unit, str) or unit not in allowed.units:
-            raise StateError("undo %d is %s, not a unit a plugin starts (%s)" % (
+            raise JournalError("undo %d is %s, not a unit a plugin starts (%s)" % (
                 i, show(item), ", ".join(sorted(allowed.units)) or "none"))
         units.append(unit)
     return entries, units
@@ -145,32 +145,32 @@ def _checked_entry(i: int, entry: Any, directory: str, root: str, allowed: Footp
     """A journal entry that names a plugin's file, a backup apply made, a safe mode, the
     file's own or root's owner and the file's parents; its mode made safe."""
     if not isinstance(entry, dict) or not {"path", "backup"} <= set(entry) <= ENTRY_KEYS:
-        raise StateError("entry %d is %s, not a journal entry" % (i, show(entry)))
+        raise JournalError("entry %d is %s, not a journal entry" % (i, show(entry)))
     path, backup = entry["path"], entry["backup"]
     if not isinstance(path, str) or path not in allowed.paths:
-        raise StateError("entry %d names %s, not a file a plugin may write" % (i, show(path)))
+        raise JournalError("entry %d names %s, not a file a plugin may write" % (i, show(path)))
     if path in seen:
-        raise StateError("entry %d names %s twice" % (i, path))
+        raise JournalError("entry %d names %s twice" % (i, path))
     seen.add(path)
     checked: Dict[str, Any] = {"path": path, "backup": None, "created_dirs": []}
     if backup is not None:
         if not isinstance(backup, str) or not BACKUP_RE.match(backup):
-            raise StateError("entry %d: backup %s is not a name apply makes (N.bak)"
+            raise JournalError("entry %d: backup %s is not a name apply makes (N.bak)"
                              % (i, show(backup)))
         if not _is_regular(os.path.join(directory, backup)):
-            raise StateError("entry %d: backup %s is missing or not a regular file"
+            raise JournalError("entry %d: backup %s is missing or not a regular file"
                              % (i, backup))
         mode, uid, gid = (entry.get(k) for k in ("mode", "uid", "gid"))
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32
                    for v in (mode, uid, gid)) or mode > 0o7777:
-            raise StateError("entry %d: mode, uid, gid %s, %s, %s are not a file's"
+            raise JournalError("entry %d: mode, uid, gid %s, %s, %s are not a file's"
                              % (i, show(mode), show(uid), show(gid)))
         if uid not in (0, _uid_of(filesystem.under_root(root, path))):
-            raise StateError("entry %d: uid %d would give %s to another user" % (i, uid, path))
+            raise JournalError("entry %d: uid %d would give %s to another user" % (i, uid, path))
         checked.update(backup=backup, mode=mode & SAFE_MODE, uid=uid, gid=gid)
     created = entry.get("created_dirs", [])
     if not isinstance(created, list) or not all(_parent(d, path) for d in created):
-        raise StateError("entry %d: created_dirs %s are not parents of %s"
+        raise JournalError("entry %d: created_dirs %s are not parents of %s"
                          % (i, show(created), path))
     checked["created_dirs"] = created
     return checked
@@ -208,10 +208,10 @@ def _read_plain(directory: str, name: str, limit: int) -> bytes:
     return data
 
 
-def _set_aside(directory: str, exc: Exception) -> StateError:
+def _set_aside(directory: str, exc: Exception) -> JournalError:
     """Move a transaction dir that cannot be trusted or undone out of the way, so the next
     run starts afresh; the error says why and where it went."""
-    why = exc.message if isinstance(exc, StateError) else "%s" % exc
+    why = exc.message if isinstance(exc, JournalError) else "%s" % exc
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for n in range(100):
         aside = "%s.rejected-%s%s" % (directory, stamp, "-%d" % n if n else "")
@@ -220,10 +220,10 @@ def _set_aside(directory: str, exc: Exception) -> StateError:
     try:
         os.rename(directory, aside)
     except OSError as err:
-        return StateError("cannot use the rollback journal in %s: %s; nor move that "
+        return JournalError("cannot use the rollback journal in %s: %s; nor move that "
                           "directory aside (%s)" % (directory, why, err.strerror or err),
                           "remove it by hand, then run contextd again")
-    return StateError("cannot use the rollback journal in %s: %s; moved that directory to %s"
+    return JournalError("cannot use the rollback journal in %s: %s; moved that directory to %s"
                       % (directory, why, aside),
                       "check the files it lists by hand; the next run starts afresh")
 
@@ -443,6 +443,32 @@ def _run(action: RunCommand) -> None:
     if proc.returncode not in action.ok_codes:
         tail = output.strip().splitlines()[-1:] or ["no output"]
         raise ApplyError("%s exited with %d (%s)" % (action.target, proc.returncode, tail[0]))
+
+
+def run_outside_transaction(commands: Sequence[RunCommand], root: str,
+                            run_commands: bool) -> List[Dict[str, Any]]:
+    """Run `commands` one by one with no transaction and no journal, for a run that is
+    ending anyway (holding the services of a payload the site now refuses). A failure is in
+    its result, never raised; alternate roots as in `execute`."""
+    may_run = run_commands or root in ("", "/")
+    results = []
+    for action in commands:
+        current = _result(action)
+        results.append(current)
+        if not may_run:
+            current["status"] = "skipped"
+            current["reason"] = "alternate root %s: commands need --run-commands" % root
+            continue
+        start = time.monotonic()
+        try:
+            _run(action)
+            current["status"] = "ran"
+        except ApplyError as exc:
+            current["status"] = "failed"
+            current["error"] = exc.message
+            log.warning("%s", exc.message)
+        current["ms"] = _ms(start)
+    return results
 
 
 def _rollback(journal: _Journal, services: List[RunCommand], irreversible: List[str],

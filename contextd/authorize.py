@@ -34,9 +34,13 @@ def _when(t: datetime.datetime) -> str:
 
 
 def review(payload: Payload, verified: Verified, policy: Policy,
-           facts: Mapping[str, Optional[str]], now: datetime.datetime
+           facts: Mapping[str, Optional[str]], now: Optional[datetime.datetime]
            ) -> Tuple[Optional[Authorization], List[str], List[Finding]]:
-    """Everything `authorize` decides, without raising: (result, violations, denied)."""
+    """Everything `authorize` decides, without raising: (result, violations, denied).
+
+    `now` None: a payload this instance already applied, held against today's policy but
+    not the clock (DESIGN section 8): its validity window and max_validity are not checked.
+    """
     violations: List[str] = []
     denied: List[Finding] = []
     trust = policy.trust.get(payload.vo)
@@ -60,20 +64,8 @@ def review(payload: Payload, verified: Verified, policy: Policy,
     if payload.serial in trust.revoked.serials:
         violations.append("payload serial %d was revoked by the site" % payload.serial)
 
-    skew = datetime.timedelta(seconds=policy.clock_skew)
-    if payload.expires <= payload.not_before:
-        violations.append("payload expires (%s) before it is valid (%s)"
-                          % (_when(payload.expires), _when(payload.not_before)))
-    elif (payload.expires - payload.not_before).total_seconds() > policy.max_validity:
-        violations.append("payload validity %s is longer than the site maximum %s" % (
-            payload.expires - payload.not_before,
-            datetime.timedelta(seconds=policy.max_validity)))
-    if now + skew < payload.not_before:
-        violations.append("payload not valid before %s (clock says %s; is time synced?)"
-                          % (_when(payload.not_before), _when(now)))
-    if now - skew > payload.expires:
-        violations.append("payload expired at %s (clock says %s); ask the VO to re-sign"
-                          % (_when(payload.expires), _when(now)))
+    if now is not None:
+        violations.extend(_validity(payload, policy, now))
 
     if payload.targets and not any(
             all(facts.get(k) is not None and glob_match(str(facts[k]), [v])
@@ -104,6 +96,26 @@ def review(payload: Payload, verified: Verified, policy: Policy,
     result = Authorization(payload=payload, signers=tuple(signers), decisions=decisions,
                            overridden=tuple(overridden), report_url=report_url)
     return result, violations, denied
+
+
+def _validity(payload: Payload, policy: Policy, now: datetime.datetime) -> List[str]:
+    """The payload's validity window against the site maximum and the clock."""
+    violations = []
+    skew = datetime.timedelta(seconds=policy.clock_skew)
+    if payload.expires <= payload.not_before:
+        violations.append("payload expires (%s) before it is valid (%s)"
+                          % (_when(payload.expires), _when(payload.not_before)))
+    elif (payload.expires - payload.not_before).total_seconds() > policy.max_validity:
+        violations.append("payload validity %s is longer than the site maximum %s" % (
+            payload.expires - payload.not_before,
+            datetime.timedelta(seconds=policy.max_validity)))
+    if now + skew < payload.not_before:
+        violations.append("payload not valid before %s (clock says %s; is time synced?)"
+                          % (_when(payload.not_before), _when(now)))
+    if now - skew > payload.expires:
+        violations.append("payload expired at %s (clock says %s); ask the VO to re-sign"
+                          % (_when(payload.expires), _when(now)))
+    return violations
 
 
 def authorize_sections(payload: Payload, trust: VoTrust, policy: Policy, violations: List[str],
@@ -144,7 +156,8 @@ def report_url_allowed(url: str, trust: VoTrust) -> bool:
 
 
 def authorize(payload: Payload, verified: Verified, policy: Policy,
-              facts: Mapping[str, Optional[str]], now: datetime.datetime) -> Authorization:
+              facts: Mapping[str, Optional[str]],
+              now: Optional[datetime.datetime]) -> Authorization:
     result, violations, _ = review(payload, verified, policy, facts, now)
     if violations or result is None:
         raise PolicyViolation(violations)

@@ -100,16 +100,25 @@ class PolicyViolation(ContextdError):
         super().__init__(head + "; ".join(self.violations))
 
 
+class StateError(ContextdError):
+    """contextd's own state (what this instance applied) is not what contextd writes.
+
+    State is input like any carrier: refused, never obeyed, never a crash. Refused rather
+    than ignored: treating it as "no history" would let a replayed older payload through.
+    Nothing is applied (exit 1) until the file is removed.
+    """
+
+    stage = "state"
+
+
+class JournalError(StateError):
+    """The rollback journal a killed run left cannot be trusted or used (moved aside)."""
+
+    stage = "recover"
+
+
 class ApplyError(ContextdError):
     """Applying the plan failed; what was written has been rolled back."""
 
     exit_code = EXIT_APPLY_FAILED
     stage = "apply"
-
-
-class StateError(ContextdError):
-    """What contextd left on disk (the rollback journal) cannot be trusted or used.
-
-    State is input like any carrier: refused, never obeyed, and never a crash."""
-
-    stage = "recover"

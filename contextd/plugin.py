@@ -17,7 +17,7 @@ import re
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence
 from typing import Tuple
 
-from contextd.actions import Action
+from contextd.actions import Action, RunCommand
 from contextd.errors import PayloadError, PolicyError
 from contextd.record import field, record
 
@@ -130,6 +130,19 @@ class Plugin:
     def describe(self, settings: Any) -> Dict[str, Any]:
         """The settings as shown in explain and reports, secrets replaced."""
         raise NotImplementedError
+
+    def hold(self) -> List[Action]:
+        """Commands keeping `units` from starting on this boot. contextd.service runs
+        Before= them, so they have not started yet; a runtime mask vanishes at the next boot,
+        where contextd decides again. --now stops one already running (a run by hand),
+        --no-block because a job waiting for contextd's own start must not be waited for."""
+        return [RunCommand(self.name, ("systemctl", "mask", "--runtime", "--now", "--no-block",
+                                       service_name(unit))) for unit in self.units]
+
+
+def service_name(unit: str) -> str:
+    """A unit as systemd names it ("condor" -> "condor.service"): the name the report shows."""
+    return unit if "." in unit else unit + ".service"
 
 
 @record(frozen=True)

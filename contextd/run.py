@@ -11,19 +11,18 @@ the root or the report, which are the live run's.
 from __future__ import annotations
 
 import datetime
-import json
+import hashlib
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from contextd import apply, authorize, filesystem, logs, payload, plan, plugin, policy, report
-from contextd import sources
-from contextd.errors import EXIT_INTERNAL, ContextdError, UsageError
+from contextd import apply, authorize, filesystem, history, logs, payload, plan, plugin, policy
+from contextd import report, sources
+from contextd.errors import EXIT_INTERNAL, ContextdError, PolicyViolation, UsageError
 from contextd.plugin import PlanContext
 from contextd.record import record
 from contextd.verify import Verified, verify
 
-APPLIED = "applied.json"
 LOCK = "lock"
 LOCK_WAIT = 60.0        # seconds a run waits for another to finish (a boot run takes ~1 s)
 log = logging.getLogger("contextd.run")
@@ -117,6 +116,7 @@ def _execute(opts: Options) -> Result:
     stage = "recover"
     vo_url: Optional[str] = None            # the payload's report URL, once it is trusted
     token: Optional[str] = None             # its report.token: a secret, never in `rep`
+    hold: Sequence[str] = ()                # sections whose services a rejection keeps down
     try:
         if not opts.dry_run and os.path.isdir(opts.state):
             rolled = apply.recover(opts.state, opts.root, opts.run_commands, _footprint(pol))
@@ -138,13 +138,22 @@ def _execute(opts: Options) -> Result:
         facts = facts_for(pol, ctx.facts, rep["host"]["hostname"])
         rep["host"].update(instance_id=facts["instance_id"])
         rep["host"]["image"]["image_id"] = facts["image_id"]
+        instance = _instance_key(opts, facts)
+        stage = "state"
+        past = history.History() if opts.dry_run else history.load(opts.state, instance)
+        unchanged = past.unchanged(hashlib.sha256(ctx.payload).hexdigest())
+        if unchanged:       # if the site now refuses it, what it configured must not start
+            hold = past.sections
 
         stage = "verify"
         if ctx.legacy:              # unsigned: only where the policy opted in, else this raises
             from contextd.verify import accept_unsigned_legacy
             verified = accept_unsigned_legacy(ctx.payload, pol, ctx.legacy)
         else:
-            verified = verify(ctx.payload, ctx.signatures, pol, now=started)
+            # An applied payload is checked as of when it was applied: a certificate that
+            # has expired since does not undo it (DESIGN section 8), a revocation does.
+            clock = (past.applied_at or started) if unchanged else started
+            verified = verify(ctx.payload, ctx.signatures, pol, now=clock)
         stage = "parse"
         if verified.unsigned:
             doc, rep["legacy"] = legacy.parse_amiconfig(
@@ -160,11 +169,25 @@ def _execute(opts: Options) -> Result:
                                                    key=lambda d: d["label"])}
         if verified.unsigned:
             rep["payload"]["unsigned"] = True
-        instance = _instance_key(opts, facts)
-        if not opts.dry_run and _already_applied(opts, instance, doc.sha256):
+        if unchanged:
+            hold = tuple(doc.sections)  # its own word, also where the record predates sections
+            stage = "authorize"         # today's policy, not the clock (DESIGN section 8)
+            if verified.unsigned:
+                legacy.authorize_unsigned(doc, verified, pol)
+            else:
+                authorize.authorize(doc, verified, pol, facts, None)
+            hold = ()
+            if past.vo is None:         # a record of the older format: upgrade it
+                history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
+                                 list(doc.sections), past.applied_at or started,
+                                 signed=not verified.unsigned)
             return _done(opts, rep, "unchanged", started, "apply", "payload already applied "
                          "on this instance; nothing changed", pol=pol, vo_url=vo_url,
                          token=token)
+        stage = "authorize"
+        rollback = None if verified.unsigned else past.rollback(doc.vo, doc.serial, doc.sha256)
+        if rollback:
+            raise PolicyViolation([rollback])
 
         stage = "fetch"
         sources.check_listed_files(ctx, doc.files)
@@ -198,7 +221,8 @@ def _execute(opts: Options) -> Result:
             rep["rolled_back"] = exc.rolled_back
             rep["not_undone"] = exc.not_undone
             raise
-        _remember(opts, instance, doc.sha256, doc.serial)
+        history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
+                         list(auth.decisions), started, signed=not verified.unsigned)
         if ctx.scripts:
             legacy.run_pinned("epilog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
                               opts.run_commands, opts.state)
@@ -207,6 +231,8 @@ def _execute(opts: Options) -> Result:
         if getattr(exc, "violations", None):
             rep["denied"] = [{"reason": v} for v in exc.violations]  # type: ignore[attr-defined]
         outcome = "failed" if exc.exit_code == 3 else "rejected"
+        if hold and outcome == "rejected":
+            _hold(opts, rep, hold)
         result = _done(opts, rep, outcome, started, exc.stage or stage, exc.one_line(), pol=pol,
                        vo_url=vo_url, token=token, exit_code=exc.exit_code)
         result.error = exc
@@ -307,17 +333,16 @@ def _instance_key(opts: Options, facts: Mapping[str, Optional[str]]) -> str:
     return "machine:%s" % (machine or b"unknown").decode("ascii", "replace").strip()
 
 
-def _already_applied(opts: Options, instance: str, digest: str) -> bool:
+def _hold(opts: Options, rep: Dict[str, Any], sections: Sequence[str]) -> None:
+    """Keep the services an applied payload configured from starting on this boot, now that
+    the site refuses that payload: the run is rejected, and HTCondor must not take jobs
+    with a configuration the site has revoked. Best effort; the report says what ran."""
+    rep["held"] = []
     try:
-        data = filesystem.read_limited(os.path.join(opts.state, APPLIED), 64 * 1024)
-        state = json.loads(data) if data else {}
-    except (OSError, ValueError):
-        return False
-    return isinstance(state, dict) and state.get("instance") == instance and \
-        state.get("payload_sha256") == digest
-
-
-def _remember(opts: Options, instance: str, digest: str, serial: int) -> None:
-    filesystem.private_dir(opts.state)
-    filesystem.atomic_write(os.path.join(opts.state, APPLIED), json.dumps(
-        {"instance": instance, "payload_sha256": digest, "serial": serial}).encode(), 0o600)
+        commands = history.hold_commands(sections)
+        results = apply.run_outside_transaction(commands, opts.root, opts.run_commands)
+    except Exception:  # noqa: BLE001 - a broken site plugin must not cost the run its report
+        log.exception("could not hold the services of %s", ", ".join(sections))
+        return
+    rep["actions"] = list(rep.get("actions") or ()) + results
+    rep["held"] = [c.argv[-1] for c, r in zip(commands, results) if r["status"] == "ran"]

@@ -6,7 +6,9 @@ STARTD_ATTRS), the pool token to `/etc/condor/tokens.d/contextd.token` (0600, in
 directory, both owned by the condor user) when the payload gives one, and asks for `systemctl enable --now --no-block
 condor` as a service action, which the executor runs last of all. `--no-block` because
 contextd.service is ordered Before=condor.service: a blocking start from inside contextd's
-own start job would wait for contextd to finish, forever (seen in the VM boot test).
+own start job would wait for contextd to finish, forever (seen in the VM boot test). It
+declares condor.service as its service, which `run` keeps from starting on a boot where the
+site no longer allows the payload that configured it.
 
 It must never write a value that has not passed the grammar checks below (HTCondor expands
 `$(...)` in configuration values, so `$`, quotes, backslashes and newlines never get through),
