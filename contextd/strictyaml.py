@@ -15,11 +15,12 @@ from contextd.errors import ContextdError
 MAX_DEPTH = 64
 
 
-def load(text: bytes, what: str, err: Type[ContextdError]) -> Any:
-    """Parse `text`; any YAML problem becomes `err` naming `what` and the line."""
+def load(text: bytes, what: str, err: Type[ContextdError], libyaml: bool = True) -> Any:
+    """Parse `text`; any YAML problem becomes `err` naming `what` and the line.
+    `libyaml=False` takes PyYAML's own parser (tests hold both to the same rules)."""
     import yaml
 
-    loader_cls = _loader_class()
+    loader_cls = _loader_class(libyaml)
     try:
         loader = loader_cls(text)
         try:
