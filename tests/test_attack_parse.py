@@ -430,3 +430,13 @@ def test_fifo_as_a_listed_file(site):
 def test_fifo_as_iso(site):
     code, out, err = run(site, "--source", "iso:%s" % fifo(site.tmp / "context.iso"))
     assert code == 1 and "not a file or block device" in one_clear_line(err), err
+
+
+def test_fifo_as_the_policy(site):
+    """Trusted, but a FIFO there (a mistake, or a test harness) must not hang the boot: the
+    policy is opened without blocking, then refused as not a regular file (exit 2)."""
+    site.policy_path.unlink()
+    fifo(site.policy_path)
+    code, out, err = run(site, "--source", "file:%s" % site.bundle())
+    assert code == 2 and "not a regular file" in one_clear_line(err), err
+    assert site.report()["stage"] == "policy"
