@@ -27,6 +27,7 @@ MAX_PARAMS = 16             # parameters of one Content-Type or Content-Disposit
 MAX_PARTS = 256             # leaf parts in all
 MAX_MULTIPARTS = 32         # multipart containers in all
 MAX_DEPTH = 8               # containers inside containers
+MAX_BOUNDARY = 70           # RFC 2046
 
 _EOL = re.compile(rb"\r\n|\r|\n")               # line ends, as the email package splits them
 _FIELD = re.compile(rb"[!-9;-~]+:")             # a header line starts with NAME:
@@ -80,7 +81,8 @@ class _Walk:
                 self.entity(part_start, part_end, depth + 1)
             return
         if len(self.parts) >= MAX_PARTS:
-            raise self.fail("more than %d MIME parts" % MAX_PARTS)
+            raise self.fail("more than %d MIME parts" % MAX_PARTS,
+                            "cloud-init style user-data has a few parts")
         number = len(self.parts) + 1
         self.parts.append(Part(number, ctype, self.filename(headers, params),
                                self.decode(headers, body, end, number)))
@@ -162,22 +164,34 @@ class _Walk:
 
     def children(self, start: int, end: int, boundary: bytes) -> Iterator[Tuple[int, int]]:
         """(start, end) of each part between `--boundary` lines; the line break before a
-        boundary line belongs to the boundary. The preamble and epilogue are skipped."""
+        boundary line belongs to the boundary. The preamble and epilogue are skipped.
+        Found with bytes.find, not line by line: C speed, and linear for a needle of at
+        most 72 bytes."""
+        if len(boundary) > MAX_BOUNDARY:
+            raise self.fail("MIME boundary is longer than %d characters" % MAX_BOUNDARY,
+                            "RFC 2046 allows 70")
         delimiter = b"--" + boundary
         part_start: Optional[int] = None
-        previous_break = start
-        for line_start, content_end, line_end in _lines(self.data, start, end):
-            if self.data.startswith(delimiter, line_start, content_end):
-                rest = self.data[line_start + len(delimiter):content_end]
-                closing = rest.startswith(b"--")
-                if not rest[2 if closing else 0:].strip(b" \t"):
-                    if part_start is not None:
-                        yield part_start, max(part_start, previous_break)
-                    if closing:
-                        return
-                    part_start = line_end
-            previous_break = content_end
-        if part_start is not None:                  # no closing boundary: up to the end
+        pos = start
+        while True:
+            at = self.data.find(delimiter, pos, end)
+            if at < 0:
+                break
+            pos = at + len(delimiter)
+            if at > start and self.data[at - 1] not in b"\r\n":
+                continue                                # not at the start of a line
+            eol = _EOL.search(self.data, pos, end)
+            content_end, line_end = (eol.start(), eol.end()) if eol else (end, end)
+            rest = self.data[pos:content_end]
+            closing = rest.startswith(b"--")
+            if rest[2 if closing else 0:].strip(b" \t"):
+                continue                                # --boundaryX: not a boundary line
+            if part_start is not None:
+                yield part_start, max(part_start, _before_break(self.data, at, start))
+            if closing:
+                return
+            part_start = pos = line_end
+        if part_start is not None:                      # no closing boundary: up to the end
             yield part_start, end
 
     def filename(self, headers: Dict[bytes, bytes], params: Dict[bytes, bytes]) -> Optional[str]:
@@ -229,6 +243,13 @@ def _param_text(params: Dict[bytes, bytes], key: bytes) -> Optional[str]:
         return unquote_to_bytes(encoded).decode(charset.decode("ascii") or "ascii", "replace")
     except (LookupError, UnicodeError):
         return None
+
+
+def _before_break(data: bytes, at: int, start: int) -> int:
+    """Where the line break that ends just before `at` begins (CRLF, CR or LF)."""
+    if at - 2 >= start and data[at - 2:at] == b"\r\n":
+        return at - 2
+    return at - 1 if at > start else at
 
 
 def _show(name: bytes) -> str:
