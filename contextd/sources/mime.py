@@ -83,9 +83,8 @@ class _Walk:
         if len(self.parts) >= MAX_PARTS:
             raise self.fail("more than %d MIME parts" % MAX_PARTS,
                             "cloud-init style user-data has a few parts")
-        number = len(self.parts) + 1
-        self.parts.append(Part(number, ctype, self.filename(headers, params),
-                               self.decode(headers, body, end, number)))
+        self.parts.append(Part(len(self.parts) + 1, ctype, self.filename(headers, params),
+                               self.decode(headers, body, end)))
 
     def headers(self, start: int, end: int) -> Tuple[Dict[bytes, bytes], int]:
         """The fields contextd reads (first of each name wins, as in the email package),
@@ -203,17 +202,19 @@ class _Walk:
                 return name
         return _param_text(params, b"name")
 
-    def decode(self, headers: Dict[bytes, bytes], start: int, end: int, number: int) -> bytes:
+    def decode(self, headers: Dict[bytes, bytes], start: int, end: int) -> bytes:
+        """The body with its transfer encoding undone; as leniently as the email package
+        (padding added where missing; undecodable stays as it is: then it is not ours)."""
         body = self.data[start:end]
         encoding = headers.get(b"content-transfer-encoding", b"").lower()
-        try:
-            if encoding == b"base64":
-                return binascii.a2b_base64(body)
-            if encoding == b"quoted-printable":
-                return binascii.a2b_qp(body)
-        except (binascii.Error, ValueError):
-            raise self.fail("MIME part %d is not valid %s" % (number, encoding.decode()),
-                            "encode it again") from None
+        if encoding == b"quoted-printable":
+            return binascii.a2b_qp(body)
+        if encoding == b"base64":
+            for padding in (b"", b"=="):
+                try:
+                    return binascii.a2b_base64(body + padding)
+                except binascii.Error:
+                    pass
         return body
 
 
@@ -241,7 +242,7 @@ def _param_text(params: Dict[bytes, bytes], key: bytes) -> Optional[str]:
     from urllib.parse import unquote_to_bytes
     try:
         return unquote_to_bytes(encoded).decode(charset.decode("ascii") or "ascii", "replace")
-    except (LookupError, UnicodeError):
+    except (LookupError, ValueError):       # an unknown or a non-text codec
         return None
 
 
