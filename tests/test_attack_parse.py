@@ -292,6 +292,7 @@ def email_leaves(data: bytes):
 
 def mime_documents():
     from email.mime.application import MIMEApplication
+    from email.mime.message import MIMEMessage
     from email.mime.multipart import MIMEMultipart
     from email.mime.text import MIMEText
 
@@ -308,8 +309,9 @@ def mime_documents():
         for child in children:
             outer.attach(child)
         return outer
-    tree = st.recursive(leaf, lambda inner: st.lists(inner, min_size=1, max_size=4).map(container),
-                        max_leaves=8)
+    tree = st.recursive(leaf, lambda inner: st.one_of(
+        st.lists(inner, min_size=1, max_size=4).map(container), inner.map(MIMEMessage)),
+        max_leaves=8)
     def document(parts, crlf):
         message = container(parts)
         for number, part in enumerate(message.walk()):     # not the random module's

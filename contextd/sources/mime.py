@@ -80,6 +80,9 @@ class _Walk:
             for part_start, part_end in self.children(body, end, boundary):
                 self.entity(part_start, part_end, depth + 1)
             return
+        if ctype == "message/rfc822":           # a message inside: its parts, as walk() does
+            self.entity(body, end, depth + 1)
+            return
         if len(self.parts) >= MAX_PARTS:
             raise self.fail("more than %d MIME parts" % MAX_PARTS,
                             "cloud-init style user-data has a few parts")
