@@ -108,8 +108,8 @@ def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
 
 
 def _read_safely(path: str, check_owner: bool) -> bytes:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:        # O_NONBLOCK: a FIFO there is refused below instead of hanging the boot
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise PolicyError("policy file %s does not exist" % path,
                           "install one (see examples/policy.yaml) or pass --policy FILE")

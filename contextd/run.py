@@ -110,7 +110,12 @@ def _execute(opts: Options) -> Result:
     try:
         pol = policy.load(opts.policy)
     except ContextdError as exc:
-        _record_broken_policy(opts, started, exc)
+        _record_broken_policy(opts, started, exc.one_line(), exc.exit_code)
+        raise
+    except Exception as exc:
+        # A bug: exit 70 and a traceback file, but the run has ended, so its report says so.
+        # Only the type: the exception's text may hold anything from the policy.
+        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, EXIT_INTERNAL)
         raise
     rep = report.new(started, pol.site, opts.root, pol.sha256)
     stage = "recover"
@@ -242,8 +247,7 @@ def _execute(opts: Options) -> Result:
         # here, so a pilot blocked on `status --wait` learns now, and the site and VO hear of
         # it. Only the exception's type goes in: its text may hold anything, secrets too.
         try:
-            _done(opts, rep, "failed", started, stage, "internal error (a bug): %s; the "
-                  "traceback is in the file contextd named on stderr" % type(exc).__name__,
+            _done(opts, rep, "failed", started, stage, _INTERNAL % type(exc).__name__,
                   pol=pol, vo_url=vo_url, token=token, exit_code=EXIT_INTERNAL)
         except Exception:  # noqa: BLE001 - the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
@@ -293,18 +297,21 @@ def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.da
     return Result(rep)
 
 
-def _record_broken_policy(opts: Options, started: datetime.datetime,
-                          exc: ContextdError) -> None:
+def _record_broken_policy(opts: Options, started: datetime.datetime, message: str,
+                          exit_code: int) -> None:
     """Without a policy nothing is trusted, fetched or delivered; but the run did finish,
     and `status --wait` (pilots block on it) must see that now, not at its timeout."""
     if opts.dry_run:
         return
-    rep = report.new(started, None, opts.root, None)
-    report.finish(rep, "failed", started, "policy", exc.one_line(), exc.exit_code)
     try:
+        rep = report.new(started, None, opts.root, None)
+        report.finish(rep, "failed", started, "policy", message, exit_code)
         report.write(rep, opts.run)
-    except OSError as err:          # the policy error is what the run reports
+    except Exception as err:  # noqa: BLE001 - the policy's error is what the run reports
         log.warning("cannot write the report to %s: %s", opts.run, err)
+
+
+_INTERNAL = "internal error (a bug): %s; the traceback is in the file contextd named on stderr"
 
 
 _LEVELS = {"applied": logging.INFO, "unchanged": logging.INFO, "skipped": logging.INFO,

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd.errors import PayloadError, SourceError, UsageError
 from contextd.record import field, record
@@ -139,6 +140,54 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
             notes.extend("hepix-cdrom: %s" % n for n in search.notes)
             return Detection(ctx, tuple(notes))
     return Detection(None, tuple(notes))
+
+
+def open_regular(path: str, what: str) -> IO[bytes]:
+    """`path` opened for reading, refused unless it is a regular file.
+
+    Opened with O_NONBLOCK and checked with fstat before any read: a FIFO where a bundle or
+    payload should be would block the boot forever (open waits for a writer), a device or a
+    socket would never end. Symbolic links are followed: the path is the site's (its
+    policy's `file.path`, its image) or the operator's (`--source`), a link there is a way
+    to install, and what is read is verified like any other bytes.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise SourceError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise SourceError("cannot read %s %s: it is %s, not a regular file"
+                              % (what, path, _file_kind(mode)),
+                              "give the path of a file holding it")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular(path: str, limit: int, what: str) -> bytes:
+    """The bytes of the regular file `path` (see open_regular); SourceError over `limit`."""
+    with open_regular(path, what) as f:
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise SourceError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+    if len(data) > limit:
+        raise SourceError("%s %s is larger than %d bytes" % (what, path, limit))
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def check_listed_files(ctx: Context, files: Tuple[Tuple[str, str], ...]) -> None:

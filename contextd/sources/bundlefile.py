@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from contextd import bundle
-from contextd.errors import SourceError
-from contextd.sources import Context
+from contextd.sources import Context, read_regular
 
 
 def read(path: str) -> Context:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(bundle.MAX_BUNDLE + 1)
-    except OSError as exc:
-        raise SourceError("cannot read bundle %s: %s" % (path, exc.strerror or exc))
-    if len(data) > bundle.MAX_BUNDLE:
-        raise SourceError("bundle %s is larger than %d bytes" % (path, bundle.MAX_BUNDLE))
+    data = read_regular(path, bundle.MAX_BUNDLE, "bundle")     # a FIFO there must not hang us
     parsed = bundle.decode(data, what="bundle %s" % path)
     return Context(kind="file", location=path, payload=parsed.payload,
                    signatures=parsed.ssh_signatures)

@@ -11,21 +11,14 @@ import os
 
 from contextd import bundle
 from contextd.errors import SourceError
-from contextd.sources import MAX_LISTED_FILE, Context
+from contextd.sources import MAX_LISTED_FILE, Context, open_regular, read_regular
 
 PAYLOAD = "contextd/payload.yaml"
 SIGNATURES = "contextd/payload.yaml.sig"
 
 
 def _read(path: str, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
-    if len(data) > limit:
-        raise SourceError("%s is larger than %d bytes" % (path, limit))
-    return data
+    return read_regular(path, limit, "file")        # regular files only: a FIFO would hang
 
 
 def read(path: str) -> Context:
@@ -56,7 +49,7 @@ def _sha256(path: str, limit: int) -> str:
     digest = hashlib.sha256()
     size = 0
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "file") as f:
             for chunk in iter(lambda: f.read(1024 * 1024), b""):
                 size += len(chunk)
                 if size > limit:

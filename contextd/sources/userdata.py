@@ -1,9 +1,10 @@
 """What a blob of user-data is, for contextd: a bundle, legacy amiconfig INI, or not ours.
 
 User-data comes from EC2 metadata or from a variable of a context CD's `context.sh`. It may
-be the bundle, gzip-compressed or not, or MIME multipart (cloud-init style) with exactly one
-part that is a bundle; other parts are someone else's (cloud-config, shell scripts for
-cloud-init, amiconfig for CernVM) and are only listed. INI text that starts with a
+be the bundle, gzip-compressed or not, or MIME multipart with exactly one part that is a
+bundle, recognised as cloud-init recognises it (`MIME-Version:` in the first 4096 bytes) and
+split by contextd.sources.mime in linear time; other parts are someone else's (cloud-config,
+shell scripts for cloud-init, amiconfig for CernVM) and are only listed. INI text that starts with a
 `[section]` line is amiconfig user-data, which only the explicit legacy opt-in may use.
 
 What this module must never do: run or interpret a part (scripts stay bytes), follow an
@@ -20,13 +21,11 @@ from contextd.errors import SourceError
 from contextd.record import field, record
 
 MAX_USER_DATA = bundle.MAX_BUNDLE          # raw and after decompression
-MAX_MIME_DEPTH = 8
-MAX_MULTIPARTS = 32     # containers; the email parser's cost grows with their nesting
 MAX_LISTED_PARTS = 20
 BUNDLE, AMICONFIG, OTHER = "bundle", "amiconfig", "other"
 _MAGIC = bundle.MAGIC.encode()
 _INI_SECTION = re.compile(rb"\[[A-Za-z0-9_.-]{1,64}\][ \t]*\Z")
-_MIME_START = (b"content-type:", b"mime-version:")
+_MIME_MARK = b"mime-version:"     # cloud-init's test: in the first 4096 bytes, any case
 
 
 @record(frozen=True)
@@ -48,12 +47,11 @@ def classify(raw: bytes, what: str = "user-data") -> UserData:
     data = _maybe_gunzip(raw, what)
     if first_line(data) == _MAGIC:
         return UserData(BUNDLE, data)
+    if _MIME_MARK in data[:4096].lower():
+        return _mime(data, what)
     if data.startswith(b"#!"):
         return UserData(OTHER, b"", "%s is a script (%s), which contextd never runs"
                         % (what, _describe_start(data)))
-    head = data.lstrip()[:20].lower()
-    if head.startswith(_MIME_START):
-        return _mime(data, what)
     meaningful = _first_meaningful_line(data)
     if meaningful is not None and _INI_SECTION.match(meaningful):
         return UserData(AMICONFIG, data)
@@ -85,32 +83,19 @@ def _describe_start(data: bytes) -> str:
 
 
 def _mime(data: bytes, what: str) -> UserData:
-    import email.parser  # pylint: disable=import-outside-toplevel  (boot-time import cost)
-    import email.policy  # pylint: disable=import-outside-toplevel
+    from contextd.sources import mime   # boot-time import cost: only for MIME user-data
 
-    if data.lower().count(b"multipart/") > MAX_MULTIPARTS:
-        raise SourceError("%s: more than %d MIME multipart containers" % (what, MAX_MULTIPARTS),
-                          "cloud-init style user-data needs one")
-    try:
-        message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
-        leaves = _leaves(message, what)
-    except RecursionError:
-        raise SourceError("%s: MIME parts are nested too deeply" % what)
+    if data.lower().count(b"multipart/") > mime.MAX_MULTIPARTS:   # cheap, before parsing
+        raise SourceError("%s: more than %d MIME multipart containers"
+                          % (what, mime.MAX_MULTIPARTS), "cloud-init style user-data needs one")
     found: List[bytes] = []
     ignored: List[Dict[str, Any]] = []
-    for index, part in leaves:
-        try:
-            body = part.get_payload(decode=True) or b""
-        except Exception as exc:  # noqa: BLE001 - the email package on hostile input
-            raise SourceError("%s: MIME part %d cannot be decoded: %s"
-                              % (what, index, type(exc).__name__))
-        if not isinstance(body, bytes):
-            body = b""
-        body = _maybe_gunzip(body, "%s MIME part %d" % (what, index))
+    for part in mime.leaves(data, what):
+        body = _maybe_gunzip(part.body, "%s MIME part %d" % (what, part.number))
         if first_line(body) == _MAGIC:
             found.append(body)
         else:
-            ignored.append(_part_info(index, part, body))
+            ignored.append(_part_info(part, body))
     if len(found) > 1:
         raise SourceError("%s: %d MIME parts are contextd bundles; exactly one is allowed"
                           % (what, len(found)), "send one bundle, signed by all who must sign")
@@ -123,37 +108,15 @@ def _mime(data: bytes, what: str) -> UserData:
     return UserData(BUNDLE, found[0], "", shown)
 
 
-def _leaves(message, what: str) -> List[Tuple[int, Any]]:
-    """The non-multipart parts, in order, numbered from 1; bounded depth."""
-    out: List[Tuple[int, Any]] = []
-    stack = [(message, 0)]
-    while stack:
-        part, depth = stack.pop()
-        if depth > MAX_MIME_DEPTH:
-            raise SourceError("%s: MIME parts are nested more than %d deep"
-                              % (what, MAX_MIME_DEPTH))
-        if part.is_multipart():
-            children = part.get_payload()
-            if isinstance(children, list):
-                stack.extend((child, depth + 1) for child in reversed(children))
-            continue
-        out.append((len(out) + 1, part))
-    return out
-
-
 def _clean(value: Any, limit: int = 64) -> str:
     text = "" if value is None else str(value)
     text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)
     return text[:limit]
 
 
-def _part_info(index: int, part, body: bytes) -> Dict[str, Any]:
-    info: Dict[str, Any] = {"part": index, "type": _clean(part.get_content_type()),
+def _part_info(part: Any, body: bytes) -> Dict[str, Any]:
+    info: Dict[str, Any] = {"part": part.number, "type": _clean(part.content_type),
                             "bytes": len(body)}
-    try:
-        name = part.get_filename()
-    except Exception:  # noqa: BLE001 - a malformed header is not worth failing over
-        name = None
-    if name:
-        info["filename"] = _clean(name)
+    if part.filename:
+        info["filename"] = _clean(part.filename)
     return info
