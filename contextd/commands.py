@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import stat
 import sys
 import time
 from typing import Any, Dict
@@ -75,13 +76,17 @@ def _spec_for(path: str) -> str:
         return path
     if os.path.isdir(path):
         return "dir:" + path
+    from contextd import sources
+
     try:
-        with open(path, "rb") as f:
-            f.seek(32769)
-            if f.read(5) == b"CD001":
-                return "iso:" + path
+        if stat.S_ISBLK(os.stat(path).st_mode):       # a context CD-ROM itself
+            return "iso:" + path
     except OSError as exc:
         raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
+    with sources.open_regular(path, "context") as f:     # a FIFO must not hang explain
+        f.seek(32769)
+        if f.read(5) == b"CD001":
+            return "iso:" + path
     return "file:" + path
 
 

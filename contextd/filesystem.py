@@ -201,12 +201,18 @@ def _open_parent(root: str, path: str, secret: bool = False) -> Tuple[int, str]:
 
 
 def read_limited(path: str, limit: int) -> Optional[bytes]:
-    """The file's bytes, None when it does not exist; refuses to read past `limit`."""
+    """The file's bytes, None when it does not exist; refuses to read past `limit`, and
+    anything but a regular file (opened without blocking: a FIFO in an image would hang the
+    boot in open(), a device never ends)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | _CLOEXEC)
     except FileNotFoundError:
         return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("%s is not a regular file" % path)
+        os.set_blocking(fd, True)
+        data = f.read(limit + 1)
     if len(data) > limit:
         raise OSError("%s is larger than %d bytes" % (path, limit))
     return data
