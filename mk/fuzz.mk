@@ -2,5 +2,5 @@
 FUZZ_EXAMPLES ?= 20000
 .PHONY: fuzz
 fuzz: system-deps test-venv
-	CONTEXTD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_tamper.py \
-	  tests/test_attack_x509.py::test_mutated_certificate_der_only_typed_errors
+	CONTEXTD_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py tests/test_fuzz_attack_*.py \
+	  tests/test_tamper.py

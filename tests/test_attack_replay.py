@@ -12,12 +12,9 @@ import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from conftest import fake_commands
-from contextd import history, sshsig
-from contextd.errors import StateError
+from contextd import sshsig
 
 SERIAL = 2026112401            # base_payload's serial, above the fixture policy's min_serial
 MASK = "systemctl mask --runtime --now --no-block condor.service"
@@ -342,34 +339,6 @@ def test_unsigned_legacy_user_data_has_no_serial_to_floor(machine, site, payload
 
 
 # --- fuzz: applied.json of any JSON shape is a History or a StateError ----------------------
-
-DIGEST = "ab" * 32
-INSTANCE = "machine:0123456789abcdef"
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
-                         st.sampled_from([DIGEST, INSTANCE, "atlas", "2026-11-24T00:00:00Z",
-                                          "htcondor", -1, 2 ** 70]))
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3),
-    st.dictionaries(st.sampled_from(["instance", "payload_sha256", "serial", "vo", "applied_at",
-                                     "sections", "serials", "atlas", "x"]), inner, max_size=8)),
-    max_leaves=16)
-
-
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(doc=json_values)
-def test_fuzz_state_shapes_give_a_history_or_a_state_error(tmp_path, doc):
-    (tmp_path / "applied.json").write_text(json.dumps(doc))
-    try:
-        past = history.load(str(tmp_path), INSTANCE)
-    except StateError as exc:
-        assert str(tmp_path / "applied.json") in exc.one_line()
-        return
-    assert past.instance in (None, INSTANCE)
-    assert isinstance(past.unchanged(DIGEST), bool)
-    assert past.rollback("atlas", 0, DIGEST) is None or "serial 0" in past.rollback(
-        "atlas", 0, DIGEST)
-
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_state_that_is_not_a_regular_file_is_refused_without_blocking(machine, site, kind):
