@@ -37,9 +37,9 @@ def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]
 
 def pack_iso(bundle_data: bytes, output: str, extra: Sequence[str] = (),
              label: str = "CONTEXT") -> None:
-    from contextd import iso
+    from contextd.vo import isowriter
 
-    iso.write_iso(iso_files(bundle_data, extra), output, label=label)
+    isowriter.write_iso(iso_files(bundle_data, extra), output, label=label)
 
 
 def pack_user_data(bundle_data: bytes, output: str) -> int:

@@ -15,7 +15,8 @@ import pytest
 
 from contextd import iso as isomod
 from contextd.errors import SigningError, SourceError
-from contextd.iso import MAX_FILE, IsoImage, write_iso
+from contextd.iso import MAX_FILE, IsoImage
+from contextd.vo.isowriter import write_iso
 
 PAYLOAD = b"apiVersion: contextd/v1\nkind: Payload\nplugins: {}\n"
 SIG = b"-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"
