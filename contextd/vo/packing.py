@@ -1,7 +1,8 @@
 """The VO side: put a bundle on a carrier (a context ISO, or EC2 user-data).
 
 It writes files only through the ISO writer or an atomic write, and refuses carriers a
-platform would truncate (EC2 user-data above 16 KiB).
+platform would truncate (EC2 user-data above 16 KiB). It must never be imported on the boot
+path (see `contextd.vo`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 from typing import Dict, Sequence
 
 from contextd import bundle, filesystem
+from contextd.vo import armor
 from contextd.errors import SigningError, UsageError
 
 USER_DATA_LIMIT = 16 * 1024
@@ -21,7 +23,7 @@ def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]
     files = {
         "contextd/payload.yaml": parsed.payload,
         "contextd/payload.yaml.sig": "".join(
-            bundle.armor_signatures(parsed.ssh_signatures)).encode("ascii"),
+            armor.armor_signatures(parsed.ssh_signatures)).encode("ascii"),
     }
     for item in extra:
         rel, sep, path = item.partition("=")
