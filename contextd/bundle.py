@@ -18,6 +18,7 @@ import zlib
 from typing import List, Tuple, Union
 
 from contextd.errors import BundleError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
 MAGIC = "#contextd-signed-v1"
@@ -25,8 +26,8 @@ PAYLOAD = "CONTEXTD PAYLOAD"
 SSH_SIGNATURE = "SSH SIGNATURE"
 X509_SIGNATURE = "CONTEXTD X509 SIGNATURE"
 CERTIFICATE = "CERTIFICATE"
-MAX_BUNDLE = 1024 * 1024          # after decompression
-MAX_CERTIFICATES = 8              # per X.509 signature: the signer and its intermediates
+MAX_BUNDLE = LIMITS.bundle_bytes  # contextd/limits.py says why
+MAX_CERTIFICATES = LIMITS.bundle_certificates  # contextd/limits.py says why
 _KNOWN = (PAYLOAD, SSH_SIGNATURE, X509_SIGNATURE, CERTIFICATE)
 _LAYOUT_HINT = ("a bundle holds one CONTEXTD PAYLOAD block, then SSH SIGNATURE blocks and/or "
                 "CONTEXTD X509 SIGNATURE blocks each followed by its CERTIFICATE blocks")

@@ -21,6 +21,7 @@ import time
 from typing import Callable, List, Optional, Tuple
 
 from contextd.errors import ApplyError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
 
@@ -32,7 +33,7 @@ class FileState:
     gid: int
 
 
-MAX_SYMLINKS = 40           # what Linux follows before ELOOP
+MAX_SYMLINKS = LIMITS.symlinks  # contextd/limits.py says why
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 # Walking needs only search permission on a directory, as the kernel's own lookup does:

@@ -33,8 +33,8 @@ import struct
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from contextd.errors import SourceError
+from contextd.limits import LIMITS
 
-MAX_FILE = 1024 * 1024  # default per-file read limit
 _HASH_CHUNK = 1024 * 1024
 
 _REBUILD_HINT = "rebuild it with contextd pack iso or genisoimage -V CONTEXT -J -R"
@@ -50,8 +50,6 @@ _VERSION_RE = re.compile(r";[0-9]*\Z")
 _MIN_ISO_BYTES = 18 * 2048
 _MULTI_EXTENT = 0x80  # directory record file flag: more records follow for this file
 _DIRECTORY = 0x02     # directory record file flag: a directory
-_MAX_VOLUME_DESCRIPTORS = 64
-_MAX_DIR_RECORDS = 100000  # across one directory tree; a context ISO has a handful
 
 # Name sets, in lookup order.
 _RR, _JOLIET, _ISO = "rock-ridge", "joliet", "iso9660"
@@ -153,9 +151,6 @@ _ROOT_RECORD = slice(156, 190)  # the root directory record inside a volume desc
 _JOLIET_ESCAPES = (b"%/@", b"%/C", b"%/E")  # UCS-2 levels 1, 2 and 3
 _RRIP_IDS = (b"RRIP_1991A", b"IEEE_P1282", b"IEEE_1282")  # ER identifiers of Rock Ridge
 _NM_CONTINUE = 0x01  # Rock Ridge NM flag: the name goes on in the next NM entry
-_MAX_DIR_BYTES = 64 * 1024 * 1024  # directory data read per tree; a context ISO has a few KiB
-_CE_PER_RECORD = 32     # chained Rock Ridge continuation areas per directory record
-_MAX_CE_AREAS = 16384   # continuation areas read per image, all records together
 
 
 def _open_source(path: str):
@@ -253,7 +248,7 @@ class IsoImage:
         self._rr_skip: Optional[int] = None  # SUSP len_skp when the image has Rock Ridge
         self._directories: Dict[int, _Record] = {}  # ISO9660 tree: extent -> directory
         self._dir_bytes_left = 0
-        self._ce_left = _MAX_CE_AREAS
+        self._ce_left = LIMITS.iso_ce_areas
         fp = _open_source(path)
         try:
             try:
@@ -311,7 +306,7 @@ class IsoImage:
             raise SourceError("context ISO %s: %s is a file, not a directory" % (self.path, rel))
         return sorted(child.name for child in self._guard(self._children, names, entry.record))
 
-    def read(self, rel: str, limit: int = MAX_FILE) -> bytes:
+    def read(self, rel: str, limit: int = LIMITS.iso_file_bytes) -> bytes:
         """The bytes of file `rel`; SourceError if it is missing or larger than `limit`."""
         names, entry = self._file(rel)
         return self._guard(self._read_record, names, rel, entry.record, limit)
@@ -393,7 +388,7 @@ class IsoImage:
     def _volume_descriptors(self) -> Tuple[bytes, Optional[bytes]]:
         """The primary and (if any) the Joliet volume descriptor, read from sector 16 on."""
         pvd = joliet = None
-        for index in range(_MAX_VOLUME_DESCRIPTORS):
+        for index in range(LIMITS.iso_volume_descriptors):
             offset = (16 + index) * _SECTOR
             if offset + _SECTOR > self._size:
                 break
@@ -418,8 +413,8 @@ class IsoImage:
         """Read the whole directory tree of volume descriptor `vd`; return its root.
 
         Each directory extent is entered once: a record pointing back at an ancestor (or
-        anywhere already read) is a loop and refused, so are more than _MAX_DIR_RECORDS
-        records or _MAX_DIR_BYTES bytes of directories. In the ISO9660 tree (`iso9660`)
+        anywhere already read) is a loop and refused, so are more than LIMITS.iso_dir_records
+        records or LIMITS.iso_dir_bytes of directories. In the ISO9660 tree (`iso9660`)
         this also finds Rock Ridge, on the root's '.' record, and reads each record's.
         """
         root = _Record(vd[_ROOT_RECORD])
@@ -427,15 +422,15 @@ class IsoImage:
         pending = [root]
         visited = {root.extent}
         records = 0
-        self._dir_bytes_left = _MAX_DIR_BYTES
+        self._dir_bytes_left = LIMITS.iso_dir_bytes
         while pending:
             directory = pending.pop()
             children: List[_Record] = []
             directory.children = children
             for raw in self._directory_records(directory):
                 records += 1
-                if records > _MAX_DIR_RECORDS:
-                    raise _BadImage("more than %d directory records" % _MAX_DIR_RECORDS)
+                if records > LIMITS.iso_dir_records:
+                    raise _BadImage("more than %d directory records" % LIMITS.iso_dir_records)
                 record = _Record(raw)
                 if record.ident in (b"\x00", b"\x01"):  # '.' and '..'
                     if iso9660 and records == 1 and record.ident == b"\x00":
@@ -463,7 +458,7 @@ class IsoImage:
             )
         self._dir_bytes_left -= directory.size
         if self._dir_bytes_left < 0:
-            raise _BadImage("more than %d bytes of directories" % _MAX_DIR_BYTES)
+            raise _BadImage("more than %d bytes of directories" % LIMITS.iso_dir_bytes)
         pos = start
         while pos < end:
             stop = min(end, (pos // _SECTOR + 1) * _SECTOR)
@@ -551,21 +546,21 @@ class IsoImage:
     def _continuation(self, ce: Tuple[int, int, int], seen: set) -> bytes:
         """The continuation area a CE entry points at: (block, offset, length).
 
-        Bounded: at most _CE_PER_RECORD areas chained from one record, none twice, each
-        within one logical block of the image, and _MAX_CE_AREAS for the whole image.
+        Bounded: at most LIMITS.iso_ce_per_record areas chained from one record, none twice,
+        each within one logical block of the image, and LIMITS.iso_ce_areas for the image.
         """
         block, offset, length = ce
         if ce in seen:
             raise _BadImage("Rock Ridge continuation areas form a loop (block %d)" % block)
-        if len(seen) >= _CE_PER_RECORD:
+        if len(seen) >= LIMITS.iso_ce_per_record:
             raise _BadImage(
                 "a directory record chains more than %d Rock Ridge continuation areas"
-                % _CE_PER_RECORD
+                % LIMITS.iso_ce_per_record
             )
         seen.add(ce)
         self._ce_left -= 1
         if self._ce_left < 0:
-            raise _BadImage("more than %d Rock Ridge continuation areas" % _MAX_CE_AREAS)
+            raise _BadImage("more than %d Rock Ridge continuation areas" % LIMITS.iso_ce_areas)
         start = block * self._block + offset
         if offset + length > self._block or start + length > self._size:
             raise _BadImage(

@@ -39,6 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from contextd.errors import SignatureError, SigningError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
 NAMESPACE = "contextd-payload"
@@ -71,7 +72,6 @@ _RSA_SIG_HASHES: Dict[str, str] = {
 SUPPORTED_KEY_TYPES = (ED25519,) + tuple(sorted(_ECDSA)) + (RSA,)
 # OpenSSH caps RSA at 16384 bits; below 2048 bits a key is too weak to trust with root.
 RSA_MIN_BITS = 2048
-RSA_MAX_BITS = 16384
 
 _CERT_SUFFIX = "-cert-v01@openssh.com"
 # cryptography's SSHCertificate API: added in 40.0, critical options parsed correctly since
@@ -288,8 +288,9 @@ def _load_public_key(blob: bytes) -> Tuple[str, object]:
 def _check_rsa_size(bits: int) -> None:
     if bits < RSA_MIN_BITS:
         raise _Malformed("RSA key of %d bits is too small (minimum %d)" % (bits, RSA_MIN_BITS))
-    if bits > RSA_MAX_BITS:
-        raise _Malformed("RSA key of %d bits is too large (maximum %d)" % (bits, RSA_MAX_BITS))
+    if bits > LIMITS.rsa_bits:
+        raise _Malformed("RSA key of %d bits is too large (maximum %d)"
+                         % (bits, LIMITS.rsa_bits))
 
 
 def public_key_blob(line: str) -> bytes:

@@ -60,6 +60,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from contextd.bundle import X509Signature
 from contextd.errors import SignatureError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
 
@@ -69,9 +70,6 @@ log = logging.getLogger("contextd")
 # with EKU clientAuth/emailProtection validates) arrived in cryptography 45.0.
 X509_MIN_CRYPTOGRAPHY = (45,)
 RSA_MIN_BITS = 2048
-MAX_CHAIN_DEPTH = 8
-MAX_CA_FILE = 1024 * 1024
-MAX_CA_FILES = 5000
 _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 # An EKU, when the signer certificate has one, must allow one of these (signing a document
 # as a person or robot). A serverAuth-only host certificate cannot sign payloads.
@@ -334,9 +332,9 @@ def _read(path: str) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise OSError("not a regular file")
-        data = f.read(MAX_CA_FILE + 1)
-    if len(data) > MAX_CA_FILE:
-        raise OSError("larger than %d bytes" % MAX_CA_FILE)
+        data = f.read(LIMITS.ca_file_bytes + 1)
+    if len(data) > LIMITS.ca_file_bytes:
+        raise OSError("larger than %d bytes" % LIMITS.ca_file_bytes)
     return data
 
 
@@ -449,7 +447,7 @@ def load_ca_dir(path: str) -> TrustDir:
     seen: Dict[bytes, List[str]] = {}          # anchor DER -> the <hash> names it has
     crls: List[Tuple[str, Any]] = []
     notes: List[str] = []
-    for name in names[:MAX_CA_FILES]:
+    for name in names[:LIMITS.ca_files]:
         is_cert, is_crl = bool(_CERT_FILE.match(name)), bool(_CRL_FILE.match(name))
         if not is_cert and not is_crl:
             continue
@@ -475,8 +473,8 @@ def load_ca_dir(path: str) -> TrustDir:
         hashed = _HASH_FILE.match(name)
         if hashed:
             seen[der].append(hashed.group(1))
-    if len(names) > MAX_CA_FILES:
-        notes.append("only the first %d files of %s were read" % (MAX_CA_FILES, path))
+    if len(names) > LIMITS.ca_files:
+        notes.append("only the first %d files of %s were read" % (LIMITS.ca_files, path))
     for note in notes:
         log.warning("CA directory: %s", note)
     subjects = tuple(slash_dn(a.subject) for a in anchors)
@@ -572,7 +570,7 @@ def validate_chain(signer: X509Signer, trust: TrustDir, now: datetime.datetime,
     # Without a named anchor, no intermediate: any CA could have minted one of that name.
     shipped = list(signer.intermediates) if anchor != signer.issuer else []
     builder = (PolicyBuilder().store(Store(anchors)).time(now)
-               .max_chain_depth(MAX_CHAIN_DEPTH)
+               .max_chain_depth(LIMITS.x509_chain_depth)
                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
                                    ee_policy=_ee_policy()))
     try:

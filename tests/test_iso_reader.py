@@ -17,6 +17,7 @@ import pytest
 from contextd import iso as isomod
 from contextd.errors import SourceError
 from contextd.iso import IsoImage
+from contextd.limits import LIMITS, Limits
 from contextd.vo.isowriter import write_iso
 from test_iso import populate
 
@@ -185,7 +186,7 @@ def test_too_many_chained_continuation_areas_are_refused(tmp_path):
         return [(28 * k, ce_entry(block, 28 * (k + 1), 28)) for k in range(60)]
 
     image, _ = image_with_ce_chain(tmp_path, chain)
-    refused(image, "chains more than %d Rock Ridge continuation areas" % isomod._CE_PER_RECORD)
+    refused(image, "chains more than %d Rock Ridge continuation areas" % LIMITS.iso_ce_per_record)
 
 
 @pytest.mark.parametrize("offset, length", [(2040, 28), (0, 4096)])
@@ -197,7 +198,7 @@ def test_continuation_area_outside_its_block_is_refused(tmp_path, offset, length
 
 def test_continuation_areas_are_budgeted_per_image(tmp_path, monkeypatch):
     image = genisoimage(tmp_path, {LONG_NAME: b"long\n", "context.sh": CONTEXT_SH}, "-R")
-    monkeypatch.setattr(isomod, "_MAX_CE_AREAS", 1)  # the root's ER area, then the name's
+    monkeypatch.setattr(isomod, "LIMITS", Limits(iso_ce_areas=1))  # the root's ER area, then the name's
     refused(image, "more than 1 Rock Ridge continuation areas")
 
 
@@ -208,10 +209,10 @@ def test_directory_budgets(tmp_path, monkeypatch):
     out = tmp_path / "c.iso"
     write_iso({"a/b/c.txt": b"c", "context.sh": CONTEXT_SH}, str(out))
     with monkeypatch.context() as patch:
-        patch.setattr(isomod, "_MAX_DIR_RECORDS", 5)
+        patch.setattr(isomod, "LIMITS", Limits(iso_dir_records=5))
         refused(out, "more than 5 directory records")
     with monkeypatch.context() as patch:
-        patch.setattr(isomod, "_MAX_DIR_BYTES", 2 * 2048)
+        patch.setattr(isomod, "LIMITS", Limits(iso_dir_bytes=2 * 2048))
         refused(out, "more than 4096 bytes of directories")
     with IsoImage(str(out)) as img:
         assert img.read("a/b/c.txt") == b"c"

@@ -22,7 +22,8 @@ from contextd import filesystem, logs
 from contextd.delivery.protocol import shown
 from contextd.delivery import send, spool
 from contextd.delivery.send import DELIVERED, KEPT, PENDING, REFUSED
-from contextd.delivery.spool import FAILED, MAX_ENTRY_BYTES, DeliveryError, Destination, Entry
+from contextd.delivery.spool import FAILED, DeliveryError, Destination, Entry
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
 if TYPE_CHECKING:                     # `report flush` must not pay for the policy's imports
@@ -157,7 +158,7 @@ def flush(spool_dir: str, budget: float = BUDGET) -> FlushResult:
             if name.startswith(".") or not name.endswith(".json") or not os.path.isfile(path):
                 continue
             try:
-                data = filesystem.read_limited(path, MAX_ENTRY_BYTES) or b""
+                data = filesystem.read_limited(path, LIMITS.spool_entry_bytes) or b""
             except OSError as exc:            # too large, unreadable: left for a human
                 result.remaining.append(Outcome("(unknown)", KEPT, "cannot read: %s" % exc,
                                                 path))

@@ -25,12 +25,12 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from contextd import __version__, filesystem
+from contextd.limits import LIMITS
 
 if TYPE_CHECKING:
     from contextd.delivery.spool import Entry
 
 KEY_LABEL = b"contextd-report-key/v1:"
-MAX_KEY_BYTES = 4096
 
 
 def body_of(report: Dict[str, Any]) -> bytes:
@@ -58,7 +58,7 @@ def _mac_key(entry: Entry) -> Optional[bytes]:
     if not entry.mac_key_file:
         return None
     try:
-        secret = filesystem.read_limited(entry.mac_key_file, MAX_KEY_BYTES)
+        secret = filesystem.read_limited(entry.mac_key_file, LIMITS.report_key_bytes)
     except OSError as exc:
         raise OSError("cannot read report.hmac_key_file %s: %s"
                       % (entry.mac_key_file, exc.strerror or exc))

@@ -31,7 +31,6 @@ from contextd.record import field, record
 
 FORMAT = "contextd.spool/v1"
 FAILED = "failed"
-MAX_ENTRY_BYTES = 8 * 1024 * 1024
 
 
 class DeliveryError(ContextdError):

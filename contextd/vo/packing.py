@@ -12,10 +12,10 @@ import os
 from typing import Dict, Sequence
 
 from contextd import bundle, filesystem
+from contextd.limits import LIMITS
 from contextd.vo import armor
 from contextd.errors import SigningError, UsageError
 
-USER_DATA_LIMIT = 16 * 1024
 
 
 def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]:
@@ -49,9 +49,9 @@ def pack_user_data(bundle_data: bytes, output: str) -> int:
     plain = bundle.gunzip(bundle_data) if bundle.is_gzip(bundle_data) else bundle_data
     packed = gzip.compress(plain, compresslevel=9, mtime=0)
     data = packed if len(packed) < len(plain) else plain
-    if len(data) > USER_DATA_LIMIT:
+    if len(data) > LIMITS.ec2_user_data_bytes:
         raise SigningError("user-data would be %d bytes, above EC2's limit of %d"
-                           % (len(data), USER_DATA_LIMIT),
+                           % (len(data), LIMITS.ec2_user_data_bytes),
                            "shrink the payload or ship it on a context ISO instead")
     filesystem.atomic_write(os.path.abspath(output), data, 0o644)
     return len(data)
