@@ -20,6 +20,7 @@ import os
 import re
 from typing import Dict, List, Mapping, Tuple
 
+from contextd import filesystem
 from contextd.errors import SigningError, SourceError
 from contextd.iso import iso_key, mangle_dir, mangle_file, short_reason
 
@@ -175,41 +176,11 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
 
 
 def _write_atomically(iso, out_path: str) -> None:
-    # Imported here, not at the top: tempfile imports shutil and random, which the boot
-    # path (reading) has no use for.
-    import tempfile  # pylint: disable=import-outside-toplevel
-
-    directory = os.path.dirname(os.path.abspath(out_path))
-    tmp_path = None
+    """Stream the image into a 0644 temporary file next to `out_path`, rename it over."""
     try:
-        fd, tmp_path = tempfile.mkstemp(
-            prefix="." + os.path.basename(out_path) + ".", suffix=".tmp", dir=directory
-        )
-        with os.fdopen(fd, "wb") as out:
-            iso.write_fp(out)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(tmp_path, out_path)
-        tmp_path = None
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY)
-        except OSError:  # pragma: no cover
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:  # pragma: no cover - some filesystems refuse
-            pass
-        finally:
-            os.close(dir_fd)
+        filesystem.atomic_write(os.path.abspath(out_path), iso.write_fp, 0o644)
     except OSError as exc:
         raise SigningError(
             "cannot write context ISO %s: %s" % (out_path, exc.strerror or exc),
             hint="check that the directory exists and is writable",
         ) from exc
-    finally:
-        if tmp_path is not None:
-            try:
-                os.unlink(tmp_path)
-            except OSError:
-                pass
