@@ -24,6 +24,10 @@ CVE-2023-38325). On older versions a certificate signature is a SignatureError n
 versions, never an AttributeError. `verify` checks the CA's signature over the certificate;
 `certificate_problem` checks type, principals, validity and critical options against values
 the caller takes from the policy; whether the CA is trusted is the caller's decision.
+
+It is longer than the house's 400 lines: the wire reader, the key allow-list and the
+certificate checks share private helpers; the SSH certificate part (~200 lines) could become
+its own module once nothing outside reaches into those helpers.
 """
 
 from __future__ import annotations
