@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from contextd import filesystem
 from contextd.actions import Action, RunCommand, WriteFile, disable_unit, unit_disabled_by
 from contextd.errors import ApplyError, JournalError
+from contextd.limits import LIMITS
 from contextd.plugin import Footprint, show
 from contextd.record import field, record
 
@@ -45,8 +46,8 @@ JOURNAL = "journal.json"
 #    "undo": [{"disable_unit": "condor"}]}
 ENTRY_KEYS = frozenset({"path", "backup", "mode", "uid", "gid", "created_dirs"})
 BACKUP_RE = re.compile(r"[0-9]{1,9}\.bak\Z")
-MAX_JOURNAL = 1024 * 1024
-MAX_BACKUP = 64 * 1024 * 1024           # what state_of reads when it backs a file up
+MAX_JOURNAL = LIMITS.journal_bytes  # contextd/limits.py says why
+MAX_BACKUP = LIMITS.backup_bytes  # contextd/limits.py says why
 # Recover never restores setuid/setgid/sticky bits or write access for group or others: a
 # journal may say what a file held, not make a root-sourced file another user's to edit.
 SAFE_MODE = 0o755

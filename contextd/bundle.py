@@ -1,7 +1,7 @@
 """The signed bundle's armour (DESIGN section 5): text in, payload bytes and signature blobs out.
 
-It only splits and decodes; it never looks inside the payload (no YAML here) and never
-decides whether a signature is good. Size limits apply before and after gunzip.
+It only splits and decodes (writing is `contextd.vo.armor`); it never looks inside the payload
+(no YAML here) and never decides whether a signature is good. Size limits apply before and after gunzip.
 
 Signature blocks are `SSH SIGNATURE` (an SSHSIG blob, kept as bytes) and `CONTEXTD X509
 SIGNATURE` (a raw signature over the payload bytes) followed by the `CERTIFICATE` blocks that
@@ -15,9 +15,10 @@ import binascii
 import gzip
 import io
 import zlib
-from typing import List, Sequence, Tuple, Union
+from typing import List, Tuple, Union
 
 from contextd.errors import BundleError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
 MAGIC = "#contextd-signed-v1"
@@ -25,8 +26,8 @@ PAYLOAD = "CONTEXTD PAYLOAD"
 SSH_SIGNATURE = "SSH SIGNATURE"
 X509_SIGNATURE = "CONTEXTD X509 SIGNATURE"
 CERTIFICATE = "CERTIFICATE"
-MAX_BUNDLE = 1024 * 1024          # after decompression
-MAX_CERTIFICATES = 8              # per X.509 signature: the signer and its intermediates
+MAX_BUNDLE = LIMITS.bundle_bytes  # contextd/limits.py says why
+MAX_CERTIFICATES = LIMITS.bundle_certificates  # contextd/limits.py says why
 _KNOWN = (PAYLOAD, SSH_SIGNATURE, X509_SIGNATURE, CERTIFICATE)
 _LAYOUT_HINT = ("a bundle holds one CONTEXTD PAYLOAD block, then SSH SIGNATURE blocks and/or "
                 "CONTEXTD X509 SIGNATURE blocks each followed by its CERTIFICATE blocks")
@@ -196,37 +197,3 @@ def _blocks(lines: List[str], what: str, first: int = 2) -> List[Tuple[str, byte
         raise BundleError("%s: %s block at line %d has no END line (truncated?)"
                           % (what, label, start))
     return blocks
-
-
-def encode(payload: bytes, armored_signatures: List[str]) -> bytes:
-    """The bundle text for `payload` and already-armoured signature blocks."""
-    b64 = base64.b64encode(payload).decode("ascii")
-    wrapped = "\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))
-    parts = [MAGIC, "-----BEGIN %s-----" % PAYLOAD]
-    if wrapped:
-        parts.append(wrapped)
-    parts.append("-----END %s-----" % PAYLOAD)
-    text = "\n".join(parts) + "\n" + "".join(
-        s if s.endswith("\n") else s + "\n" for s in armored_signatures)
-    return text.encode("ascii")
-
-
-def armor_signatures(signatures: Sequence[Signature]) -> List[str]:
-    """Armoured text for each signature, as `encode` and a payload.yaml.sig want it."""
-    from contextd import sshsig
-
-    return [armor_x509(s) if isinstance(s, X509Signature) else sshsig.armor(s)
-            for s in signatures]
-
-
-def _pem(label: str, data: bytes) -> str:
-    b64 = base64.b64encode(data).decode("ascii")
-    lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-    return "\n".join(["-----BEGIN %s-----" % label] + lines + ["-----END %s-----" % label]) + "\n"
-
-
-def armor_x509(sig: X509Signature) -> str:
-    """The X.509 signature block and its certificate blocks, as `openssl ... | base64 -w 64`
-    and `cat cert.pem` would write them."""
-    return _pem(X509_SIGNATURE, sig.signature) + "".join(
-        _pem(CERTIFICATE, der) for der in sig.certificates)

@@ -125,7 +125,7 @@ def _print_explain(out: Dict[str, Any]) -> None:
 
 
 def sign(args: Any) -> int:
-    from contextd import signing
+    from contextd.vo import signing
 
     if bool(args.key) == bool(args.x509_key):
         raise UsageError("contextd sign needs exactly one of --key (SSH) and --x509-key (X.509)",
@@ -169,7 +169,7 @@ def _read_input(path: str, what: str, limit: int = 16 * 1024 * 1024) -> bytes:
 
 
 def pack(args: Any) -> int:
-    from contextd import packing
+    from contextd.vo import packing
 
     data = _read_input(args.bundle, "bundle")
     if args.carrier == "iso":

@@ -18,9 +18,10 @@ import errno
 import os
 import stat
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import BinaryIO, Callable, List, Optional, Tuple, Union
 
 from contextd.errors import ApplyError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
 
@@ -32,7 +33,7 @@ class FileState:
     gid: int
 
 
-MAX_SYMLINKS = 40           # what Linux follows before ELOOP
+MAX_SYMLINKS = LIMITS.symlinks  # contextd/limits.py says why
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 # Walking needs only search permission on a directory, as the kernel's own lookup does:
@@ -348,12 +349,15 @@ def _create_temp(dir_fd: int, base: str) -> Tuple[int, str]:
     raise FileExistsError("no free temporary file name next to %s" % base)
 
 
-def atomic_write(path: str, content: bytes, mode: int,
+def atomic_write(path: str, content: Union[bytes, Callable[[BinaryIO], None]], mode: int,
                  uid: Optional[int] = None, gid: Optional[int] = None, *,
                  root: str = "/", secret: bool = False) -> None:
     """Replace `path` (a host path under `root`) with `content`: temp file in the same
     directory, mode and owner on its fd, fsync, rename within the directory's fd (a
-    symlink at `path` is replaced, never written through), fsync the directory."""
+    symlink at `path` is replaced, never written through), fsync the directory.
+
+    `content` is the bytes, or a function that writes them to the file it is given (the
+    VO side streams an ISO image that way instead of holding it in memory)."""
     dir_fd, name = _open_parent(root, path, secret=secret)
     try:
         fd, tmp = _create_temp(dir_fd, name)
@@ -361,10 +365,14 @@ def atomic_write(path: str, content: bytes, mode: int,
             os.fchmod(fd, mode)
             if uid is not None and os.geteuid() == 0:
                 os.fchown(fd, uid, gid if gid is not None else -1)
-            view = memoryview(content)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            if callable(content):
+                with os.fdopen(fd, "wb", closefd=False) as out:
+                    content(out)
+            else:
+                view = memoryview(content)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
             os.fsync(fd)
             os.close(fd)
             fd = -1

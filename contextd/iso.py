@@ -1,10 +1,11 @@
-"""Context ISO images: write them (VO/site side, with pycdlib) and read them (in the VM).
+"""Read context ISO images in the VM, without mounting and without pycdlib (the boot side).
 
 A context CD-ROM (HEPiX / OpenNebula convention, label ``CONTEXT``) is ISO9660 with Joliet
-and Rock Ridge long names. ``write_iso`` builds one in pure Python with pycdlib (no
-genisoimage needed); ``IsoImage`` reads one, from an image file or straight from a block
+and Rock Ridge long names. ``IsoImage`` reads one, from an image file or straight from a block
 device such as ``/dev/sr0``, by parsing the on-disc structures itself: it runs at every boot,
 where pycdlib's import and open cost too much, and it must stay bounded on a hostile disc.
+The VO-side writer (``contextd.vo.isowriter``, with pycdlib) shares only the name mangling
+below, so what it writes is what this finds.
 
 What this module must never do:
 
@@ -15,37 +16,33 @@ What this module must never do:
   read, and only that many bytes are read; directories, Rock Ridge continuation areas and
   volume descriptors are read within fixed budgets, and nothing is followed twice;
 - never let a parsing or I/O exception escape on hostile input: whatever the disc does,
-  callers see a ``SourceError`` whose message names the image.
+  callers see a ``SourceError`` whose message names the image;
+- never import pycdlib or the writer.
 
-pycdlib is imported lazily (boot-time import cost), only by ``write_iso``; reading never
-imports it.
+It is longer than the house's 400 lines because Ecma-119, Joliet and SUSP/Rock Ridge are one
+on-disc format read in one pass by one class; split, the budgets would be shared across modules.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import stat
 import struct
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-from contextd.errors import SigningError, SourceError
+from contextd.errors import SourceError
+from contextd.limits import LIMITS
 
-MAX_FILE = 1024 * 1024  # default per-file read limit
 _HASH_CHUNK = 1024 * 1024
 
 _REBUILD_HINT = "rebuild it with contextd pack iso or genisoimage -V CONTEXT -J -R"
 
-# ISO9660 limits we write to (Ecma-119 7.5, 7.6, 6.8.2.1; interchange level 3).
+# ISO9660 name limits (Ecma-119 7.5, 7.6; interchange level 3): the writer mangles to them,
+# the reader mangles a wanted name the same way to find it in a plain ISO9660 tree.
 _ISO_FILE_MAX = 30     # name + extension, without the "." and ";1"
 _ISO_DIR_MAX = 31
-_ISO_DEPTH_MAX = 8     # path components, root excluded (Ecma-119: eight directory levels)
-_JOLIET_NAME_MAX = 64  # UCS-2 characters
-_LABEL_MAX = 16        # the Joliet volume identifier holds 16 UCS-2 characters
-_LABEL_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,%d}\Z" % _LABEL_MAX)
-_JOLIET_FORBIDDEN = frozenset('*/:;?\\')
 _NOT_D_CHAR = re.compile(r"[^A-Z0-9_]")
 _VERSION_RE = re.compile(r";[0-9]*\Z")
 
@@ -53,29 +50,16 @@ _VERSION_RE = re.compile(r";[0-9]*\Z")
 _MIN_ISO_BYTES = 18 * 2048
 _MULTI_EXTENT = 0x80  # directory record file flag: more records follow for this file
 _DIRECTORY = 0x02     # directory record file flag: a directory
-_MAX_VOLUME_DESCRIPTORS = 64
-_MAX_DIR_RECORDS = 100000  # across one directory tree; a context ISO has a handful
 
 # Name sets, in lookup order.
 _RR, _JOLIET, _ISO = "rock-ridge", "joliet", "iso9660"
-
-
-def _import_pycdlib():
-    try:
-        import pycdlib  # pylint: disable=import-outside-toplevel
-    except ImportError as exc:  # pragma: no cover - packaging problem
-        raise SourceError(
-            "cannot write context ISOs: the pycdlib module is missing (%s)" % exc,
-            hint="install python3-pycdlib or pip install pycdlib",
-        ) from exc
-    return pycdlib
 
 
 class _BadImage(ValueError):
     """A structural problem our own checks found (the message says it all)."""
 
 
-def _reason(exc: BaseException) -> str:
+def short_reason(exc: BaseException) -> str:
     """A short, one-line description of an exception raised on hostile input."""
     text = " ".join(str(exc).split())
     if not text:
@@ -96,7 +80,7 @@ def _split_rel(rel: str) -> List[str]:
     return [part for part in rel.split("/") if part not in ("", ".")]
 
 
-def _mangle_file(name: str, used: Optional[set] = None) -> str:
+def mangle_file(name: str, used: Optional[set] = None) -> str:
     """An ISO9660 level-3 file identifier (without ';1') for a long name, unique in `used`.
 
     Upper-cased, anything but A-Z 0-9 _ becomes _, the last dot separates the extension,
@@ -112,19 +96,19 @@ def _mangle_file(name: str, used: Optional[set] = None) -> str:
     base = base[: _ISO_FILE_MAX - len(ext)]
     candidate = "%s.%s" % (base, ext)
     counter = 0
-    while used is not None and _iso_key(candidate) in used:
+    while used is not None and iso_key(candidate) in used:
         counter += 1
         suffix = "_%d" % counter
         candidate = "%s%s.%s" % (base[: _ISO_FILE_MAX - len(ext) - len(suffix)], suffix, ext)
     return candidate
 
 
-def _mangle_dir(name: str, used: Optional[set] = None) -> str:
+def mangle_dir(name: str, used: Optional[set] = None) -> str:
     """An ISO9660 level-3 directory identifier for a long name, unique in `used`."""
     base = _NOT_D_CHAR.sub("_", name.upper())[:_ISO_DIR_MAX]
     candidate = base
     counter = 0
-    while used is not None and _iso_key(candidate) in used:
+    while used is not None and iso_key(candidate) in used:
         counter += 1
         suffix = "_%d" % counter
         candidate = base[: _ISO_DIR_MAX - len(suffix)] + suffix
@@ -143,7 +127,7 @@ def _mangle_8_3(name: str, is_dir: bool) -> str:
     return "%s.%s" % (base, ext) if ext else base
 
 
-def _iso_key(identifier: str) -> str:
+def iso_key(identifier: str) -> str:
     """Compare ISO9660 identifiers the way a reader does: no ';1', no trailing '.', any case."""
     return _VERSION_RE.sub("", identifier).rstrip(".").upper()
 
@@ -151,181 +135,6 @@ def _iso_key(identifier: str) -> str:
 def _iso_display(identifier: str) -> str:
     """How Linux shows a plain ISO9660 name (map=normal): no ';1', no trailing '.', lower case."""
     return _VERSION_RE.sub("", identifier).rstrip(".").lower()
-
-
-def _check_component(rel: str, part: str) -> None:
-    problem = None
-    if part in ("", ".", ".."):
-        problem = "an empty, '.' or '..' component"
-    elif len(part) > _JOLIET_NAME_MAX:
-        problem = "a name longer than %d characters (the Joliet limit)" % _JOLIET_NAME_MAX
-    else:
-        for char in part:
-            code = ord(char)
-            if code < 0x20 or code == 0x7F:
-                problem = "a control character"
-            elif char in _JOLIET_FORBIDDEN:
-                problem = "the character %r, which Joliet forbids" % char
-            elif code > 0xFFFF or 0xD800 <= code <= 0xDFFF:
-                problem = "a character outside the Unicode BMP, which Joliet cannot hold"
-            if problem:
-                break
-    if problem:
-        raise SigningError(
-            "cannot pack %r into a context ISO: its path has %s" % (rel, problem),
-            hint="use relative '/'-separated paths of plain names",
-        )
-
-
-# --------------------------------------------------------------------------------------
-# Writing
-
-
-def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT") -> None:
-    """Write `files` (relative POSIX path -> content) as an ISO9660 image at `out_path`.
-
-    The image has Joliet and Rock Ridge long names (what genisoimage -J -R makes), the
-    volume label `label`, and ISO9660 names mangled to level-3 d-characters. The image is
-    written to a temporary file next to `out_path` and renamed over it, mode 0644.
-
-    Raises SigningError (the "cannot be packed" error) for a name or label an ISO cannot
-    hold, or when the image cannot be written.
-    """
-    if not isinstance(label, str) or not _LABEL_RE.match(label):
-        raise SigningError(
-            "cannot use %r as a context ISO label" % (label,),
-            hint="use 1-%d characters from A-Z a-z 0-9 _ . -, e.g. CONTEXT" % _LABEL_MAX,
-        )
-
-    # Validate everything before building anything.
-    entries: List[Tuple[List[str], bytes]] = []
-    dirs: set = set()
-    for rel in files:
-        if not isinstance(rel, str):
-            raise TypeError("write_iso: file names must be str, got %r" % (rel,))
-        data = files[rel]
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("write_iso: content of %r must be bytes" % rel)
-        if rel.startswith("/"):
-            raise SigningError(
-                "cannot pack %r into a context ISO: the path is absolute" % rel,
-                hint="use paths relative to the ISO root, e.g. contextd/payload.yaml",
-            )
-        parts = rel.split("/")
-        for part in parts:
-            _check_component(rel, part)
-        if len(parts) > _ISO_DEPTH_MAX:
-            raise SigningError(
-                "cannot pack %r into a context ISO: it is nested %d deep, ISO9660 allows %d"
-                % (rel, len(parts), _ISO_DEPTH_MAX)
-            )
-        entries.append((parts, bytes(data)))
-        for depth in range(1, len(parts)):
-            dirs.add(tuple(parts[:depth]))
-    for parts, _ in entries:
-        if tuple(parts) in dirs:
-            raise SigningError(
-                "cannot pack %r into a context ISO: it is both a file and a directory"
-                % "/".join(parts)
-            )
-
-    # Assign unique ISO9660 names, parents first, in a stable order.
-    iso_names: Dict[Tuple[str, ...], str] = {}  # long path -> ISO9660 path
-    used: Dict[Tuple[str, ...], set] = {(): set()}
-    for key in sorted(dirs, key=lambda d: (len(d), d)):
-        parent = key[:-1]
-        ident = _mangle_dir(key[-1], used[parent])
-        used[parent].add(_iso_key(ident))
-        used[key] = set()
-        iso_names[key] = (iso_names[parent] if parent else "") + "/" + ident
-    file_names: Dict[Tuple[str, ...], str] = {}
-    for parts, _ in sorted(entries, key=lambda e: e[0]):
-        key = tuple(parts)
-        parent = key[:-1]
-        ident = _mangle_file(key[-1], used[parent])
-        used[parent].add(_iso_key(ident))
-        file_names[key] = (iso_names[parent] if parent else "") + "/" + ident + ";1"
-        if len(file_names[key]) - 1 > 255:  # Ecma-119 6.8.2.1
-            raise SigningError(
-                "cannot pack %r into a context ISO: its ISO9660 path would be longer than "
-                "255 characters" % "/".join(parts),
-                hint="use shorter directory names",
-            )
-
-    pycdlib = _import_pycdlib()
-    iso = pycdlib.PyCdlib()
-    try:
-        iso.new(
-            interchange_level=3,
-            vol_ident=label,
-            joliet=3,
-            rock_ridge="1.09",
-            app_ident_str="contextd",
-        )
-        for key in sorted(dirs, key=lambda d: (len(d), d)):
-            iso.add_directory(
-                iso_path=iso_names[key], rr_name=key[-1], joliet_path="/" + "/".join(key)
-            )
-        for parts, data in sorted(entries, key=lambda e: e[0]):
-            key = tuple(parts)
-            iso.add_fp(
-                io.BytesIO(data),
-                len(data),
-                iso_path=file_names[key],
-                rr_name=key[-1],
-                joliet_path="/" + "/".join(key),
-            )
-        _write_atomically(iso, out_path)
-    except SigningError:
-        raise
-    except pycdlib.pycdlibexception.PyCdlibException as exc:
-        raise SigningError("cannot build context ISO %s: %s" % (out_path, _reason(exc))) from exc
-    finally:
-        try:
-            iso.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
-
-
-def _write_atomically(iso, out_path: str) -> None:
-    # Imported here, not at the top: tempfile imports shutil and random, which the boot
-    # path (reading) has no use for.
-    import tempfile  # pylint: disable=import-outside-toplevel
-
-    directory = os.path.dirname(os.path.abspath(out_path))
-    tmp_path = None
-    try:
-        fd, tmp_path = tempfile.mkstemp(
-            prefix="." + os.path.basename(out_path) + ".", suffix=".tmp", dir=directory
-        )
-        with os.fdopen(fd, "wb") as out:
-            iso.write_fp(out)
-            out.flush()
-            os.fchmod(out.fileno(), 0o644)
-            os.fsync(out.fileno())
-        os.replace(tmp_path, out_path)
-        tmp_path = None
-        try:
-            dir_fd = os.open(directory, os.O_RDONLY)
-        except OSError:  # pragma: no cover
-            return
-        try:
-            os.fsync(dir_fd)
-        except OSError:  # pragma: no cover - some filesystems refuse
-            pass
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise SigningError(
-            "cannot write context ISO %s: %s" % (out_path, exc.strerror or exc),
-            hint="check that the directory exists and is writable",
-        ) from exc
-    finally:
-        if tmp_path is not None:
-            try:
-                os.unlink(tmp_path)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------------------
@@ -342,9 +151,6 @@ _ROOT_RECORD = slice(156, 190)  # the root directory record inside a volume desc
 _JOLIET_ESCAPES = (b"%/@", b"%/C", b"%/E")  # UCS-2 levels 1, 2 and 3
 _RRIP_IDS = (b"RRIP_1991A", b"IEEE_P1282", b"IEEE_1282")  # ER identifiers of Rock Ridge
 _NM_CONTINUE = 0x01  # Rock Ridge NM flag: the name goes on in the next NM entry
-_MAX_DIR_BYTES = 64 * 1024 * 1024  # directory data read per tree; a context ISO has a few KiB
-_CE_PER_RECORD = 32     # chained Rock Ridge continuation areas per directory record
-_MAX_CE_AREAS = 16384   # continuation areas read per image, all records together
 
 
 def _open_source(path: str):
@@ -442,7 +248,7 @@ class IsoImage:
         self._rr_skip: Optional[int] = None  # SUSP len_skp when the image has Rock Ridge
         self._directories: Dict[int, _Record] = {}  # ISO9660 tree: extent -> directory
         self._dir_bytes_left = 0
-        self._ce_left = _MAX_CE_AREAS
+        self._ce_left = LIMITS.iso_ce_areas
         fp = _open_source(path)
         try:
             try:
@@ -500,7 +306,7 @@ class IsoImage:
             raise SourceError("context ISO %s: %s is a file, not a directory" % (self.path, rel))
         return sorted(child.name for child in self._guard(self._children, names, entry.record))
 
-    def read(self, rel: str, limit: int = MAX_FILE) -> bytes:
+    def read(self, rel: str, limit: int = LIMITS.iso_file_bytes) -> bytes:
         """The bytes of file `rel`; SourceError if it is missing or larger than `limit`."""
         names, entry = self._file(rel)
         return self._guard(self._read_record, names, rel, entry.record, limit)
@@ -533,7 +339,7 @@ class IsoImage:
                 "cannot read context ISO %s: %s" % (self.path, exc.strerror or exc),
                 hint="check that the disc or image is present and readable",
             )
-        return self._broken(_reason(exc))
+        return self._broken(short_reason(exc))
 
     def _guard(self, func, *args):
         """Call into the parsed structures or the device; only SourceError comes out."""
@@ -582,7 +388,7 @@ class IsoImage:
     def _volume_descriptors(self) -> Tuple[bytes, Optional[bytes]]:
         """The primary and (if any) the Joliet volume descriptor, read from sector 16 on."""
         pvd = joliet = None
-        for index in range(_MAX_VOLUME_DESCRIPTORS):
+        for index in range(LIMITS.iso_volume_descriptors):
             offset = (16 + index) * _SECTOR
             if offset + _SECTOR > self._size:
                 break
@@ -607,8 +413,8 @@ class IsoImage:
         """Read the whole directory tree of volume descriptor `vd`; return its root.
 
         Each directory extent is entered once: a record pointing back at an ancestor (or
-        anywhere already read) is a loop and refused, so are more than _MAX_DIR_RECORDS
-        records or _MAX_DIR_BYTES bytes of directories. In the ISO9660 tree (`iso9660`)
+        anywhere already read) is a loop and refused, so are more than LIMITS.iso_dir_records
+        records or LIMITS.iso_dir_bytes of directories. In the ISO9660 tree (`iso9660`)
         this also finds Rock Ridge, on the root's '.' record, and reads each record's.
         """
         root = _Record(vd[_ROOT_RECORD])
@@ -616,15 +422,15 @@ class IsoImage:
         pending = [root]
         visited = {root.extent}
         records = 0
-        self._dir_bytes_left = _MAX_DIR_BYTES
+        self._dir_bytes_left = LIMITS.iso_dir_bytes
         while pending:
             directory = pending.pop()
             children: List[_Record] = []
             directory.children = children
             for raw in self._directory_records(directory):
                 records += 1
-                if records > _MAX_DIR_RECORDS:
-                    raise _BadImage("more than %d directory records" % _MAX_DIR_RECORDS)
+                if records > LIMITS.iso_dir_records:
+                    raise _BadImage("more than %d directory records" % LIMITS.iso_dir_records)
                 record = _Record(raw)
                 if record.ident in (b"\x00", b"\x01"):  # '.' and '..'
                     if iso9660 and records == 1 and record.ident == b"\x00":
@@ -652,7 +458,7 @@ class IsoImage:
             )
         self._dir_bytes_left -= directory.size
         if self._dir_bytes_left < 0:
-            raise _BadImage("more than %d bytes of directories" % _MAX_DIR_BYTES)
+            raise _BadImage("more than %d bytes of directories" % LIMITS.iso_dir_bytes)
         pos = start
         while pos < end:
             stop = min(end, (pos // _SECTOR + 1) * _SECTOR)
@@ -740,21 +546,21 @@ class IsoImage:
     def _continuation(self, ce: Tuple[int, int, int], seen: set) -> bytes:
         """The continuation area a CE entry points at: (block, offset, length).
 
-        Bounded: at most _CE_PER_RECORD areas chained from one record, none twice, each
-        within one logical block of the image, and _MAX_CE_AREAS for the whole image.
+        Bounded: at most LIMITS.iso_ce_per_record areas chained from one record, none twice,
+        each within one logical block of the image, and LIMITS.iso_ce_areas for the image.
         """
         block, offset, length = ce
         if ce in seen:
             raise _BadImage("Rock Ridge continuation areas form a loop (block %d)" % block)
-        if len(seen) >= _CE_PER_RECORD:
+        if len(seen) >= LIMITS.iso_ce_per_record:
             raise _BadImage(
                 "a directory record chains more than %d Rock Ridge continuation areas"
-                % _CE_PER_RECORD
+                % LIMITS.iso_ce_per_record
             )
         seen.add(ce)
         self._ce_left -= 1
         if self._ce_left < 0:
-            raise _BadImage("more than %d Rock Ridge continuation areas" % _MAX_CE_AREAS)
+            raise _BadImage("more than %d Rock Ridge continuation areas" % LIMITS.iso_ce_areas)
         start = block * self._block + offset
         if offset + length > self._block or start + length > self._size:
             raise _BadImage(
@@ -882,13 +688,13 @@ class IsoImage:
 def _match_iso(children: List[_Entry], want: str) -> Optional[_Entry]:
     """Find `want` among plain ISO9660 names: exact (any case), then as mangled."""
     for child in children:
-        if _iso_key(child.name) == _iso_key(want):
+        if iso_key(child.name) == iso_key(want):
             return child
     for mangle in (
-        lambda name, is_dir: _mangle_dir(name) if is_dir else _mangle_file(name),
+        lambda name, is_dir: mangle_dir(name) if is_dir else mangle_file(name),
         _mangle_8_3,
     ):
         for child in children:
-            if _iso_key(child.name) == _iso_key(mangle(want, child.is_dir)):
+            if iso_key(child.name) == iso_key(mangle(want, child.is_dir)):
                 return child
     return None

@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from contextd import filesystem, plugin
 from contextd.authorize import Authorization, authorize_sections
 from contextd.errors import ApplyError, PayloadError, PolicyViolation
+from contextd.limits import LIMITS
 from contextd.payload import Payload
 from contextd.plugin import Finding
 from contextd.verify import Verified
@@ -46,7 +47,7 @@ log = logging.getLogger("contextd.legacy")
 SCRIPTS = ("prolog.sh", "epilog.sh")
 SCRIPT_TIMEOUT = 300.0                 # seconds for one HEPiX script
 SCRIPT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "LC_ALL": "C"}
-MAX_SHOWN_OUTPUT = 2048                # bytes of a script's output that go to the log
+MAX_SHOWN_OUTPUT = LIMITS.shown_output_bytes  # contextd/limits.py says why
 # amiconfig plugin -> contextd plugin it becomes; only these sections are translated.
 SECTIONS = {"cernvm": "cvmfs", "condor": "htcondor", "puppet": "puppet"}
 _SPLIT = re.compile(r"[\s,]+")

@@ -15,11 +15,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from contextd import plugin, sshsig, strictyaml, urls
 from contextd.errors import PolicyError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.schema import Reader
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
-MAX_POLICY_BYTES = 1024 * 1024
+MAX_POLICY_BYTES = LIMITS.policy_bytes  # contextd/limits.py says why
 SOURCES = ("hepix-cdrom", "ec2", "file")
 CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
 

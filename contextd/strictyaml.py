@@ -17,9 +17,10 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Type
 
 from contextd.errors import ContextdError
+from contextd.limits import LIMITS
 
-MAX_DEPTH = 64
-MAX_INT_CHARS = 100     # of one integer (sign, 0x, digits, _); the largest contextd reads has 10
+MAX_DEPTH = LIMITS.yaml_depth  # contextd/limits.py says why
+MAX_INT_CHARS = LIMITS.yaml_int_chars  # contextd/limits.py says why
 
 _T = "tag:yaml.org,2002:"
 # The tags whose constructors make the plain values promised above, by node kind.

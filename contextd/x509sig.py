@@ -5,7 +5,8 @@ or ECDSA, SHA-256) or `openssl pkeyutl -sign -rawin -inkey robotkey.pem -in payl
 (Ed25519), and ships it with the signer certificate and any intermediates. This module parses
 that, checks the signature over the exact payload bytes, names the signer in grid slash form
 (/DC=ch/DC=cern/CN=...), validates the certificate chain against the site's IGTF-style CA
-directory and checks CRLs; it also makes such signatures for `contextd sign`.
+directory and checks CRLs. Making such signatures (`contextd sign`) is `contextd.vo.x509sign`,
+which the boot path never imports.
 
 Chain validation: cryptography.x509.verification (cryptography >= 45, for custom extension
 policies; older versions get a SignatureError naming the installed and needed versions). We
@@ -30,10 +31,15 @@ What it must never do:
   slash string one fixed way and the two strings are compared exactly;
 - abort on one unreadable file in the CA directory: anchors and CRLs load one by one, and
   what cannot load is skipped with a warning naming the file;
-- let anything but SignatureError (SigningError when signing) out on hostile input: every
+- let anything but SignatureError (SigningError for the signing side's
+  certificates) out on hostile input: every
   certificate is decoded completely (cryptography parses some fields lazily) before use;
 - accept a chain that ends anywhere but at an anchor the policy names, or that the anchor's
   signing_policy/namespaces files do not allow (an unreadable one allows nothing).
+
+It is longer than the house's 400 lines: parsing, the CA directory with its IGTF policy
+files, and chain plus revocation checks are one trust decision; the CA directory loader
+(`load_ca_dir` and the IGTF parsers, ~170 lines) is the natural next module to split off.
 """
 
 from __future__ import annotations
@@ -57,7 +63,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from contextd.bundle import X509Signature
-from contextd.errors import SignatureError, SigningError
+from contextd.errors import SignatureError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
 
@@ -67,9 +74,6 @@ log = logging.getLogger("contextd")
 # with EKU clientAuth/emailProtection validates) arrived in cryptography 45.0.
 X509_MIN_CRYPTOGRAPHY = (45,)
 RSA_MIN_BITS = 2048
-MAX_CHAIN_DEPTH = 8
-MAX_CA_FILE = 1024 * 1024
-MAX_CA_FILES = 5000
 _CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 # An EKU, when the signer certificate has one, must allow one of these (signing a document
 # as a person or robot). A serverAuth-only host certificate cannot sign payloads.
@@ -93,8 +97,6 @@ _CERT_FILE = re.compile(r"^[^.].*\.(pem|[0-9]+)$")     # <hash>.0, <hash>.1, <Al
 _CRL_FILE = re.compile(r"^[^.].*\.r[0-9]+$")           # <hash>.r0 (fetch-crl)
 _HASH_FILE = re.compile(r"^([0-9a-f]{8})\.[0-9]+$")    # <hash>.0; policy files: <hash>.<kind>
 CONFINING = ("signing_policy", "namespaces")
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)"
-                       rb"-----END CERTIFICATE-----")
 
 
 @record(frozen=True)
@@ -251,6 +253,10 @@ def _load_der(der: bytes, what: str, error: Any = SignatureError) -> Any:
                     "use the certificate as written by the CA (PEM)") from None
 
 
+def _spki(key: Any) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
 def key_blob(key: Any) -> bytes:
     """A public key as one byte string: its SSH wire form (so a key pinned as an SSH key and
     certified by X.509 is recognised as the same key), else its DER SubjectPublicKeyInfo."""
@@ -330,9 +336,9 @@ def _read(path: str) -> bytes:
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise OSError("not a regular file")
-        data = f.read(MAX_CA_FILE + 1)
-    if len(data) > MAX_CA_FILE:
-        raise OSError("larger than %d bytes" % MAX_CA_FILE)
+        data = f.read(LIMITS.ca_file_bytes + 1)
+    if len(data) > LIMITS.ca_file_bytes:
+        raise OSError("larger than %d bytes" % LIMITS.ca_file_bytes)
     return data
 
 
@@ -445,7 +451,7 @@ def load_ca_dir(path: str) -> TrustDir:
     seen: Dict[bytes, List[str]] = {}          # anchor DER -> the <hash> names it has
     crls: List[Tuple[str, Any]] = []
     notes: List[str] = []
-    for name in names[:MAX_CA_FILES]:
+    for name in names[:LIMITS.ca_files]:
         is_cert, is_crl = bool(_CERT_FILE.match(name)), bool(_CRL_FILE.match(name))
         if not is_cert and not is_crl:
             continue
@@ -471,8 +477,8 @@ def load_ca_dir(path: str) -> TrustDir:
         hashed = _HASH_FILE.match(name)
         if hashed:
             seen[der].append(hashed.group(1))
-    if len(names) > MAX_CA_FILES:
-        notes.append("only the first %d files of %s were read" % (MAX_CA_FILES, path))
+    if len(names) > LIMITS.ca_files:
+        notes.append("only the first %d files of %s were read" % (LIMITS.ca_files, path))
     for note in notes:
         log.warning("CA directory: %s", note)
     subjects = tuple(slash_dn(a.subject) for a in anchors)
@@ -568,7 +574,7 @@ def validate_chain(signer: X509Signer, trust: TrustDir, now: datetime.datetime,
     # Without a named anchor, no intermediate: any CA could have minted one of that name.
     shipped = list(signer.intermediates) if anchor != signer.issuer else []
     builder = (PolicyBuilder().store(Store(anchors)).time(now)
-               .max_chain_depth(MAX_CHAIN_DEPTH)
+               .max_chain_depth(LIMITS.x509_chain_depth)
                .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(),
                                    ee_policy=_ee_policy()))
     try:
@@ -702,74 +708,3 @@ def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any
         chain = validate_chain(signer, trusted, now, anchor)
         return check_revocation(chain, trusted, now, str(settings.get("crl", "if-present")),
                                 int(settings.get("crl_max_stale", 2 * 86400)))
-
-
-# --- signing (VO side) -------------------------------------------------------------------
-
-
-def _pem_certificates(data: bytes, name: str) -> List[Any]:
-    found = _PEM_CERT.findall(bytes(data))
-    if not found:
-        raise SigningError("%s holds no PEM certificate (BEGIN CERTIFICATE)" % name)
-    out = []
-    for body in found:
-        try:
-            der = base64.b64decode(b"".join(body.split()))
-        except ValueError as exc:
-            raise SigningError("%s holds an invalid certificate (%s)"
-                               % (name, _short(exc))) from None
-        out.append(_load_der(der, "a certificate in %s" % name, SigningError))
-    return out
-
-
-def _spki(key: Any) -> bytes:
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-
-
-def sign(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], payload: bytes,
-         key_name: str = "key", now: Optional[datetime.datetime] = None) -> X509Signature:
-    """An X.509 signature over `payload`, as `openssl dgst -sha256 -sign` / `pkeyutl` make it.
-
-    `certificates` are (name, PEM data) of files: the first certificate found is the signer,
-    every further one an intermediate, in order. Raises SigningError.
-    """
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
-    try:
-        key = load_pem_private_key(bytes(key_pem), password=None)
-    except TypeError:
-        raise SigningError("private key '%s' is passphrase-protected, which contextd cannot use"
-                           % key_name, "sign with an unencrypted copy kept safe, or with "
-                           "'openssl dgst -sha256 -sign KEY' and cat (see README)") from None
-    except Exception as exc:  # noqa: BLE001 - any failure means "not a usable key file"
-        raise SigningError("private key '%s' is not a PEM private key (%s)"
-                           % (key_name, _short(exc)),
-                           "give the robot certificate's key, e.g. robotkey.pem") from None
-    certs: List[Any] = []
-    for name, data in certificates:
-        certs.extend(_pem_certificates(data, name))
-    if not certs:
-        raise SigningError("no signer certificate given", "pass --x509-cert CERT.pem")
-    leaf = certs[0]
-    subject = slash_dn(leaf.subject)
-
-    def fail(problem: str) -> NoReturn:
-        raise SigningError("private key '%s': %s" % (key_name, problem))
-
-    if _spki(key.public_key()) != _spki(leaf.public_key()):
-        raise SigningError("private key '%s' does not belong to certificate %r"
-                           % (key_name, subject), "give the key of the signer certificate")
-    _check_key(leaf.public_key(), fail)
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    if now > _not_after(leaf):
-        raise SigningError("certificate %r expired at %s" % (subject, _when(_not_after(leaf))),
-                           "renew the robot certificate first")
-    data = bytes(payload)
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        raw = key.sign(data)
-    elif isinstance(key, rsa.RSAPrivateKey):
-        raw = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        raw = key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr,call-arg]
-    return X509Signature(signature=raw,
-                         certificates=tuple(c.public_bytes(Encoding.DER) for c in certs))

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
+from contextd.limits import LIMITS
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.record import record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
@@ -30,7 +31,7 @@ PATH = "/etc/cvmfs/default.local"
 REPO_RE = re.compile(r"(?=[A-Za-z0-9_.-]{1,60}\Z)[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)+\Z")
 # One proxy in CVMFS_HTTP_PROXY: DIRECT, auto, or http://host[:port] with an optional '/'.
 _PROXY_RE = re.compile(r"http://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?/?\Z")
-MAX_PROXY_LEN = 2048
+MAX_PROXY_LEN = LIMITS.cvmfs_proxy_chars  # contextd/limits.py says why
 # Globs over repository names, and over proxies (which may spell out a whole proxy list).
 GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
 PROXY_GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!:/|;-]+\Z")

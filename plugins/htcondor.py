@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from contextd.actions import Action, RunCommand, WriteFile, disable_unit
 from contextd.errors import PayloadError, PolicyError
+from contextd.limits import LIMITS
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.record import field, record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, kind, plain
@@ -40,7 +41,7 @@ TOKEN_PATH = TOKEN_DIR + "/contextd.token"
 # root-owned 0600 token is unreadable to it and the node never authenticates. Its packaging
 # and CHTC's instructions make tokens.d condor:condor 0700, so the token is condor's too.
 TOKEN_OWNER = "condor"
-MAX_TOKEN = 16 * 1024
+MAX_TOKEN = LIMITS.htcondor_token_bytes  # contextd/limits.py says why
 SECRET = "<secret>"
 
 # Spellings accepted for `role` (case, '-' and '_' ignored) -> the ROLE metaknob.

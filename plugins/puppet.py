@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
+from contextd.limits import LIMITS
 from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
 from contextd.record import record
 from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
@@ -42,7 +43,7 @@ ENVIRONMENT_RE = re.compile(r"[a-z0-9_]{1,255}\Z")
 CERTNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}\Z")
 CONFIG_RE = re.compile(r"(?:/[A-Za-z0-9_.-]+)+\Z")
 GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
-MAX_WAITFORCERT = 86400
+MAX_WAITFORCERT = LIMITS.puppet_waitforcert_seconds  # contextd/limits.py says why
 
 
 # puppet.conf lines, as Puppet's own ini writer (Puppet::Settings::IniFile) reads them.

@@ -102,12 +102,12 @@ def payload_with(value: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def signer(keys):
-    from contextd import sshsig
+    from contextd.vo import sshsign
     key_path, pub = keys["atlas"]
     doc = {"version": 1, "site": "S", "trust": {"atlas": {
         "signers": [{"id": "a", "ssh_key": pub}],
         "allow": {"cvmfs": {"repositories": ["*"]}}}}}
-    return (lambda text: verify.verify(text, [sshsig.sign(key_path.read_bytes(), text)],
+    return (lambda text: verify.verify(text, [sshsign.sign(key_path.read_bytes(), text)],
                                        policy.parse(doc)))
 
 

@@ -17,6 +17,7 @@ from contextd import bundle, policy, sshsig
 from contextd.errors import PolicyError
 from contextd.policy import Policy, Signer, VoTrust
 from contextd.verify import verify
+from contextd.vo import sshsign
 
 from conftest import base_policy
 
@@ -101,7 +102,7 @@ def test_a_policy_value_with_one_key_twice_still_counts_once(keys):
                                            "report_ca_bundle", "file_source", "ec2", "x509",
                                            "legacy", "document")}
     pol2 = Policy(trust={"atlas": forged}, **fields)
-    v = verify(PAYLOAD, [sshsig.sign(key_path.read_bytes(), PAYLOAD)], pol2)
+    v = verify(PAYLOAD, [sshsign.sign(key_path.read_bytes(), PAYLOAD)], pol2)
     assert sorted(m.signer.id for m in v.signers["atlas"]) == ["a", "b"]
     assert v.counted("atlas") == 1
 

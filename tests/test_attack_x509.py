@@ -23,6 +23,7 @@ from contextd import bundle, policy, x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import ContextdError, SignatureError
 from contextd.verify import verify
+from contextd.vo import armor
 
 from test_x509 import GRID_DN, PAYLOAD, ROBOT_DN, ROOT_DN, Pki, openssl
 
@@ -260,9 +261,9 @@ def test_bad_utf8_dn_is_a_clear_rejection(pki):
 
 
 def test_bad_utf8_certificate_alone_exits_1_in_one_line(site, pki):
-    junk = bundle.armor_x509(X509Signature(b"sig", (bad_utf8(pki.der("rsa")),)))
+    junk = armor.armor_x509(X509Signature(b"sig", (bad_utf8(pki.der("rsa")),)))
     out = site.tmp / "junk.bundle"
-    out.write_bytes(bundle.encode(site.payload_file().read_bytes(), [junk]))
+    out.write_bytes(armor.encode(site.payload_file().read_bytes(), [junk]))
     code, _, err = site.run("file:%s" % out)
     assert code == 1, err
     (line,) = err.strip().splitlines()
@@ -273,7 +274,7 @@ def test_bad_utf8_certificate_alone_exits_1_in_one_line(site, pki):
 def test_junk_x509_block_beside_a_valid_ssh_signature_under_ssh_only_policy(site, pki):
     """Attack: a junk certificate appended to a good bundle blocked the boot (exit 70)."""
     out = site.bundle()
-    junk = bundle.armor_x509(X509Signature(b"sig", (bad_utf8(pki.der("rsa")),)))
+    junk = armor.armor_x509(X509Signature(b"sig", (bad_utf8(pki.der("rsa")),)))
     out.write_bytes(out.read_bytes() + junk.encode())
     assert len(bundle.decode(out.read_bytes()).signatures) == 2
     code, _, err = site.run("file:%s" % out)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from conftest import count
 from contextd import bundle, payload, policy, sshsig, strictyaml, verify
 from contextd.errors import ContextdError, PolicyError
+from contextd.vo import sshsign
 
 EXAMPLES = int(os.environ.get("CONTEXTD_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None,
@@ -99,7 +100,7 @@ def test_payload_parse_only_typed_errors(signer, text):
     key, pol = signer
     count("inputs fuzzed")
     try:
-        verified = verify.verify(text, [sshsig.sign(key, text)], pol)
+        verified = verify.verify(text, [sshsign.sign(key, text)], pol)
         payload.parse(verified)
     except ContextdError:
         pass

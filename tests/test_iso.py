@@ -15,7 +15,9 @@ import pytest
 
 from contextd import iso as isomod
 from contextd.errors import SigningError, SourceError
-from contextd.iso import MAX_FILE, IsoImage, write_iso
+from contextd.iso import IsoImage
+from contextd.limits import LIMITS
+from contextd.vo.isowriter import write_iso
 
 PAYLOAD = b"apiVersion: contextd/v1\nkind: Payload\nplugins: {}\n"
 SIG = b"-----BEGIN SSH SIGNATURE-----\nU1NIU0lH\n-----END SSH SIGNATURE-----\n"
@@ -313,15 +315,15 @@ def test_oversized_file_is_refused_before_reading(tmp_path):
         img._fp.read = counting_read
         start = time.monotonic()
         with pytest.raises(SourceError) as caught:
-            img.read("contextd/big.bin", limit=MAX_FILE)
+            img.read("contextd/big.bin", limit=LIMITS.iso_file_bytes)
         assert time.monotonic() - start < 0.5
         assert reads == []
         message = str(caught.value)
         assert "big.iso" in message
         assert "contextd/big.bin" in message
         assert str(len(big)) in message
-        assert str(MAX_FILE) in message
-        # The default limit is MAX_FILE; a limit equal to the size reads exactly that.
+        assert str(LIMITS.iso_file_bytes) in message
+        # The default limit is LIMITS.iso_file_bytes; a limit equal to the size reads exactly that.
         with pytest.raises(SourceError, match="over the limit"):
             img.read("contextd/big.bin")
         assert img.read("contextd/big.bin", limit=len(big)) == big

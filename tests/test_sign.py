@@ -8,6 +8,7 @@ import pytest
 
 from contextd import bundle
 from contextd.errors import BundleError
+from contextd.vo import armor
 
 NS = "contextd-payload"
 
@@ -20,7 +21,7 @@ def allowed_signers(site, key="atlas"):
 
 def split(bundle_path):
     parsed = bundle.decode(bundle_path.read_bytes())
-    return parsed.payload, "".join(bundle.armor_signatures(parsed.ssh_signatures))
+    return parsed.payload, "".join(armor.armor_signatures(parsed.ssh_signatures))
 
 
 @pytest.mark.parametrize("key", ["atlas", "atlas2"])    # ed25519, ecdsa p-256

@@ -18,6 +18,7 @@ import pytest
 from contextd import bundle, policy, sshsig
 from contextd.errors import SignatureError
 from contextd.verify import verify
+from contextd.vo import armor
 
 from conftest import base_policy
 
@@ -253,7 +254,7 @@ def test_contextd_sign_cert_runs_and_reports_key_id(site, pki):
     assert code == 0, err
     # ssh-keygen itself accepts it with a cert-authority line: the same bytes it would write.
     sigs = site.tmp / "sigs"
-    sigs.write_text("".join(bundle.armor_signatures(bundle.decode(out.read_bytes()).signatures)))
+    sigs.write_text("".join(armor.armor_signatures(bundle.decode(out.read_bytes()).signatures)))
     allowed = site.tmp / "allowed"
     allowed.write_text('%s cert-authority,namespaces="%s" %s\n' % (PRINCIPAL, NS, pki.pub("ca")))
     ok = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(allowed), "-I", PRINCIPAL,
@@ -289,7 +290,7 @@ def test_threshold_two_counts_distinct_signers(site, pki):
     payload = site.payload_file()
     one = site.tmp / "one.bundle"
     sigs = pki.sign("valid", payload.read_bytes()), pki.sign("second", payload.read_bytes())
-    one.write_bytes(bundle.encode(payload.read_bytes(), bundle.armor_signatures(sigs)))
+    one.write_bytes(armor.encode(payload.read_bytes(), armor.armor_signatures(sigs)))
     code, _, err = site.run("file:%s" % one)
     assert code == 1
     if not CERTS:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from contextd import sshsig
 from contextd.errors import SignatureError, SigningError
+from contextd.vo import sshsign
 
 PAYLOAD = b"contextd: payload/v1\nvo: atlas\nserial: 2026112401\n"
 KEYGEN_ARGS = {
@@ -214,8 +215,8 @@ def test_every_bit_flip_in_a_certificate_is_a_signature_error(tmp_path: Path) ->
 
 @pytest.mark.parametrize("hash_alg", ["sha512", "sha256"])
 def test_our_signature_passes_keygen(key: Key, tmp_path: Path, hash_alg: str) -> None:
-    blob = sshsig.sign(key.private, PAYLOAD, hash_alg=hash_alg)
-    armored = sshsig.armor(blob)
+    blob = sshsign.sign(key.private, PAYLOAD, hash_alg=hash_alg)
+    armored = sshsign.armor(blob)
     ok = keygen_verify(key, tmp_path, armored, PAYLOAD)
     assert ok.returncode == 0, ok.stderr.decode()
     assert b"Good" in ok.stdout
@@ -230,7 +231,7 @@ def test_our_signature_passes_keygen(key: Key, tmp_path: Path, hash_alg: str) ->
 
 
 def test_our_signature_in_other_namespace_fails_keygen(key: Key, tmp_path: Path) -> None:
-    armored = sshsig.armor(sshsig.sign(key.private, PAYLOAD, namespace="git"))
+    armored = sshsign.armor(sshsign.sign(key.private, PAYLOAD, namespace="git"))
     assert keygen_verify(key, tmp_path, armored, PAYLOAD).returncode != 0
 
 
@@ -239,12 +240,12 @@ def test_ed25519_output_is_byte_identical_to_keygen(keyring: Callable[[str], Key
                                                     tmp_path: Path, payload: bytes) -> None:
     key = keyring("ed25519")  # Ed25519 signatures are deterministic, so the bytes must match
     expected = keygen_sign(key, tmp_path, payload)
-    assert sshsig.armor(sshsig.sign(key.private, payload)) == expected
+    assert sshsign.armor(sshsign.sign(key.private, payload)) == expected
 
 
 def test_rsa_signs_with_rsa_sha2_512(keyring: Callable[[str], Key]) -> None:
     key = keyring("rsa")
-    sig = sshsig.parse(sshsig.sign(key.private, PAYLOAD))
+    sig = sshsig.parse(sshsign.sign(key.private, PAYLOAD))
     assert sig.signature[4:4 + len(b"rsa-sha2-512")] == b"rsa-sha2-512"
 
 
@@ -256,9 +257,9 @@ def test_other_ecdsa_curves_interoperate(tmp_path: Path, curve: ec.EllipticCurve
     line = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                              serialization.PublicFormat.OpenSSH).decode()
     key = Key("ecdsa-%d" % curve.key_size, tmp_path / "k", pem, line)
-    blob = sshsig.sign(pem, PAYLOAD)
+    blob = sshsign.sign(pem, PAYLOAD)
     sshsig.verify(sshsig.parse(blob), PAYLOAD)
-    assert keygen_verify(key, tmp_path, sshsig.armor(blob), PAYLOAD).returncode == 0
+    assert keygen_verify(key, tmp_path, sshsign.armor(blob), PAYLOAD).returncode == 0
     (tmp_path / "k").write_bytes(pem)
     (tmp_path / "k").chmod(0o600)
     sshsig.verify(sshsig.parse(dearmor(keygen_sign(key, tmp_path, PAYLOAD))), PAYLOAD)
@@ -273,7 +274,7 @@ def test_encrypted_private_key_refused(key: Key, tmp_path: Path) -> None:
     copy.chmod(0o600)
     keygen("-q", "-p", "-P", "", "-N", "secret", "-f", str(copy))
     with pytest.raises(SigningError) as info:
-        sshsig.sign(copy.read_bytes(), PAYLOAD, key_name=str(copy))
+        sshsign.sign(copy.read_bytes(), PAYLOAD, key_name=str(copy))
     assert "passphrase" in info.value.message
     assert str(copy) in info.value.message  # key_name names the file
     assert "ssh-agent is not supported" in (info.value.hint or "")
@@ -287,7 +288,7 @@ def test_encrypted_private_key_refused(key: Key, tmp_path: Path) -> None:
 ])
 def test_not_an_openssh_private_key(data: bytes) -> None:
     with pytest.raises(SigningError) as info:
-        sshsig.sign(data, PAYLOAD)
+        sshsign.sign(data, PAYLOAD)
     assert "not an OpenSSH private key" in info.value.message
 
 
@@ -296,7 +297,7 @@ def test_pem_private_key_refused_with_hint() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
     with pytest.raises(SigningError) as info:
-        sshsig.sign(pem, PAYLOAD)
+        sshsign.sign(pem, PAYLOAD)
     assert "ssh-keygen -p" in (info.value.hint or "")
 
 
@@ -304,7 +305,7 @@ def test_dsa_key_refused(tmp_path: Path) -> None:
     path = tmp_path / "dsa"
     keygen("-q", "-N", "", "-t", "dsa", "-f", str(path))
     with pytest.raises(SigningError) as info:
-        sshsig.sign(path.read_bytes(), PAYLOAD)
+        sshsign.sign(path.read_bytes(), PAYLOAD)
     assert "'ssh-dss' is not supported" in info.value.message
 
 
@@ -313,15 +314,15 @@ def test_small_rsa_key_refused() -> None:
     pem = small.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                               serialization.NoEncryption())
     with pytest.raises(SigningError) as info:
-        sshsig.sign(pem, PAYLOAD)
+        sshsign.sign(pem, PAYLOAD)
     assert "too small" in info.value.message
 
 
 def test_bad_sign_arguments(key: Key) -> None:
     with pytest.raises(SigningError):
-        sshsig.sign(key.private, PAYLOAD, hash_alg="sha1")
+        sshsign.sign(key.private, PAYLOAD, hash_alg="sha1")
     with pytest.raises(SigningError):
-        sshsig.sign(key.private, PAYLOAD, namespace="")
+        sshsign.sign(key.private, PAYLOAD, namespace="")
 
 
 # --- keys and fingerprints ---------------------------------------------------------------
@@ -366,7 +367,7 @@ def test_public_key_blob_type_mismatch(key: Key) -> None:
 
 def test_armor_wraps_at_70_columns() -> None:
     for size in (0, 1, 51, 52, 53, 300):
-        text = sshsig.armor(bytes(size))
+        text = sshsign.armor(bytes(size))
         lines = text.splitlines()
         assert text.endswith("\n") and lines[0] == sshsig.BEGIN and lines[-1] == sshsig.END
         assert all(len(line) <= 70 for line in lines[1:-1])
@@ -510,7 +511,7 @@ def test_sk_and_unknown_key_types(keygen_blob: bytes) -> None:
 
 
 def test_ecdsa_mpint_encoding_is_strict(keyring: Callable[[str], Key]) -> None:
-    sig = sshsig.parse(sshsig.sign(keyring("ecdsa").private, PAYLOAD))
+    sig = sshsig.parse(sshsign.sign(keyring("ecdsa").private, PAYLOAD))
     head = string(b"ecdsa-sha2-nistp256")
     inner = sig.signature[len(head) + 4:]
     r_len = struct.unpack(">I", inner[:4])[0]

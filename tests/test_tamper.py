@@ -7,8 +7,9 @@ value; each variant goes through the real decode and verify. None may be accepte
 import pytest
 
 from conftest import count
-from contextd import bundle, policy, sshsig, verify
+from contextd import bundle, policy, verify
 from contextd.errors import ContextdError
+from contextd.vo import armor, sshsign
 
 PAYLOAD = b"contextd: payload/v1\nvo: atlas\nserial: 7\n"
 
@@ -18,8 +19,8 @@ def signed(keys):
     key_path, pub = keys["atlas"]
     pol = policy.parse({"version": 1, "site": "S", "trust": {"atlas": {
         "signers": [{"id": "a", "ssh_key": pub}]}}})
-    blob = sshsig.sign(key_path.read_bytes(), PAYLOAD)
-    return bundle.encode(PAYLOAD, [sshsig.armor(blob)]), pol
+    blob = sshsign.sign(key_path.read_bytes(), PAYLOAD)
+    return armor.encode(PAYLOAD, [sshsign.armor(blob)]), pol
 
 
 def accepted(data: bytes, pol) -> bool:

@@ -23,6 +23,7 @@ from contextd import bundle, policy, x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import BundleError, SignatureError
 from contextd.verify import verify
+from contextd.vo import armor
 
 from conftest import base_policy
 
@@ -436,7 +437,7 @@ def test_contextd_sign_x509_interoperates_with_openssl(site, pki, tmp_path, kind
     ctx = tmp_path / "ctx" / "contextd"
     ctx.mkdir(parents=True)
     (ctx / "payload.yaml").write_bytes(parsed.payload)
-    (ctx / "payload.yaml.sig").write_text("".join(bundle.armor_signatures(parsed.signatures)))
+    (ctx / "payload.yaml.sig").write_text("".join(armor.armor_signatures(parsed.signatures)))
     doc = base_policy(site.keys)
     doc["x509"] = {"ca_dir": str(pki.ca_dir(tmp_path / "igtf", anchors=["root"]))}
     signer = robot(kind, "atlas-robot")
@@ -517,9 +518,9 @@ def test_x509_armour_errors(blocks, needle):
 def test_mixed_signatures_round_trip(pki):
     x = pki.signature("ec", chain=["grid"])
     sigs = (b"SSHSIG-not-really", x)
-    again = bundle.decode(bundle.encode(PAYLOAD, bundle.armor_signatures(sigs))).signatures
+    again = bundle.decode(armor.encode(PAYLOAD, armor.armor_signatures(sigs))).signatures
     assert again == sigs
-    assert bundle.decode_signatures("".join(bundle.armor_signatures(sigs)).encode()) == sigs
+    assert bundle.decode_signatures("".join(armor.armor_signatures(sigs)).encode()) == sigs
 
 
 def test_dn_with_a_slash_rdn_inside_a_value_is_refused():

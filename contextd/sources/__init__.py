@@ -21,9 +21,10 @@ import time
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd.errors import PayloadError, SourceError, UsageError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
-MAX_LISTED_FILE = 256 * 1024 * 1024
+MAX_LISTED_FILE = LIMITS.listed_file_bytes  # contextd/limits.py says why
 
 
 @record(frozen=True)

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd import bundle
 from contextd.errors import SourceError, UsageError
+from contextd.limits import LIMITS
 from contextd.sources import Context, userdata
 
 DEFAULT_URL = "http://169.254.169.254"
@@ -45,8 +46,8 @@ FACT_PATHS = (("instance_id", "/latest/meta-data/instance-id"),
 PER_ATTEMPT = 2.0          # seconds, at most, for one attempt of one request
 ATTEMPTS = 3               # attempts per request (connection errors, timeouts, 5xx, 429)
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
-MAX_TOKEN = 4096
-MAX_FACT = 1024
+MAX_TOKEN = LIMITS.ec2_token_bytes  # contextd/limits.py says why
+MAX_FACT = LIMITS.ec2_fact_bytes  # contextd/limits.py says why
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_TOKEN)
 _FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
 

@@ -17,14 +17,15 @@ from typing import Any, Dict, Optional, Tuple
 
 from contextd import bundle, iso
 from contextd.errors import SourceError
+from contextd.limits import LIMITS
 from contextd.sources import MAX_LISTED_FILE, Context, contextsh, userdata
 
 PAYLOAD = "contextd/payload.yaml"
 SIGNATURES = "contextd/payload.yaml.sig"
 CONTEXT_SH = "context.sh"
 SCRIPTS = ("prolog.sh", "epilog.sh")
-MAX_CONTEXT_SH = 1024 * 1024
-MAX_SCRIPT = 1024 * 1024
+MAX_CONTEXT_SH = LIMITS.context_sh_bytes  # contextd/limits.py says why
+MAX_SCRIPT = LIMITS.script_bytes  # contextd/limits.py says why
 LABEL = "CONTEXT"
 
 

@@ -19,15 +19,16 @@ import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from contextd.errors import SourceError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
-MAX_HEADER = 8 * 1024       # one header field, continuation lines included
-MAX_HEADERS = 64            # fields in one part's header
-MAX_PARAMS = 16             # parameters of one Content-Type or Content-Disposition
-MAX_PARTS = 256             # leaf parts in all
-MAX_MULTIPARTS = 32         # multipart containers in all
-MAX_DEPTH = 8               # containers inside containers
-MAX_BOUNDARY = 70           # RFC 2046
+MAX_HEADER = LIMITS.mime_header_bytes  # contextd/limits.py says why
+MAX_HEADERS = LIMITS.mime_headers  # contextd/limits.py says why
+MAX_PARAMS = LIMITS.mime_params  # contextd/limits.py says why
+MAX_PARTS = LIMITS.mime_parts  # contextd/limits.py says why
+MAX_MULTIPARTS = LIMITS.mime_multiparts  # contextd/limits.py says why
+MAX_DEPTH = LIMITS.mime_depth  # contextd/limits.py says why
+MAX_BOUNDARY = LIMITS.mime_boundary  # contextd/limits.py says why
 
 _EOL = re.compile(rb"\r\n|\r|\n")               # line ends, as the email package splits them
 _FIELD = re.compile(rb"[!-9;-~]+:")             # a header line starts with NAME:

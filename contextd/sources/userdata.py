@@ -18,10 +18,11 @@ from typing import Any, Dict, List, Tuple
 
 from contextd import bundle
 from contextd.errors import SourceError
+from contextd.limits import LIMITS
 from contextd.record import field, record
 
-MAX_USER_DATA = bundle.MAX_BUNDLE          # raw and after decompression
-MAX_LISTED_PARTS = 20
+MAX_USER_DATA = LIMITS.user_data_bytes  # contextd/limits.py says why
+MAX_LISTED_PARTS = LIMITS.user_data_listed_parts  # contextd/limits.py says why
 BUNDLE, AMICONFIG, OTHER = "bundle", "amiconfig", "other"
 _MAGIC = bundle.MAGIC.encode()
 _INI_SECTION = re.compile(rb"\[[A-Za-z0-9_.-]{1,64}\][ \t]*\Z")

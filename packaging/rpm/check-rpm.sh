@@ -60,7 +60,9 @@ expected=$(cat <<EOF
 /var/spool/contextd drwxr-xr-x root:root
 /var/spool/contextd/reports drwx------ root:root
 $sitelib/contextd drwxr-xr-x root:root
+$sitelib/contextd/delivery drwxr-xr-x root:root
 $sitelib/contextd/sources drwxr-xr-x root:root
+$sitelib/contextd/vo drwxr-xr-x root:root
 $sitelib/contextd_plugins drwxr-xr-x root:root
 EOF
 )

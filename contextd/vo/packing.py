@@ -1,7 +1,8 @@
 """The VO side: put a bundle on a carrier (a context ISO, or EC2 user-data).
 
 It writes files only through the ISO writer or an atomic write, and refuses carriers a
-platform would truncate (EC2 user-data above 16 KiB).
+platform would truncate (EC2 user-data above 16 KiB). It must never be imported on the boot
+path (see `contextd.vo`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 from typing import Dict, Sequence
 
 from contextd import bundle, filesystem
+from contextd.limits import LIMITS
+from contextd.vo import armor
 from contextd.errors import SigningError, UsageError
 
-USER_DATA_LIMIT = 16 * 1024
 
 
 def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]:
@@ -21,7 +23,7 @@ def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]
     files = {
         "contextd/payload.yaml": parsed.payload,
         "contextd/payload.yaml.sig": "".join(
-            bundle.armor_signatures(parsed.ssh_signatures)).encode("ascii"),
+            armor.armor_signatures(parsed.ssh_signatures)).encode("ascii"),
     }
     for item in extra:
         rel, sep, path = item.partition("=")
@@ -37,9 +39,9 @@ def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]
 
 def pack_iso(bundle_data: bytes, output: str, extra: Sequence[str] = (),
              label: str = "CONTEXT") -> None:
-    from contextd import iso
+    from contextd.vo import isowriter
 
-    iso.write_iso(iso_files(bundle_data, extra), output, label=label)
+    isowriter.write_iso(iso_files(bundle_data, extra), output, label=label)
 
 
 def pack_user_data(bundle_data: bytes, output: str) -> int:
@@ -47,9 +49,9 @@ def pack_user_data(bundle_data: bytes, output: str) -> int:
     plain = bundle.gunzip(bundle_data) if bundle.is_gzip(bundle_data) else bundle_data
     packed = gzip.compress(plain, compresslevel=9, mtime=0)
     data = packed if len(packed) < len(plain) else plain
-    if len(data) > USER_DATA_LIMIT:
+    if len(data) > LIMITS.ec2_user_data_bytes:
         raise SigningError("user-data would be %d bytes, above EC2's limit of %d"
-                           % (len(data), USER_DATA_LIMIT),
+                           % (len(data), LIMITS.ec2_user_data_bytes),
                            "shrink the payload or ship it on a context ISO instead")
     filesystem.atomic_write(os.path.abspath(output), data, 0o644)
     return len(data)

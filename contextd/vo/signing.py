@@ -4,6 +4,9 @@ It refuses to sign what a site would refuse to read (not a payload/v1 document, 
 YAML, duplicate keys), so a VO finds out at signing time, not at boot. Signatures are SSH
 (a plain key, or a key with its SSH user certificate embedded) or X.509 (a robot
 certificate's key, with the certificate and its intermediates).
+
+It must never be imported on the boot path (see `contextd.vo`), and never write a bundle that
+holds a payload it has not checked as a site would.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import datetime
 from typing import Optional, Sequence, Tuple
 
 from contextd import bundle, sshsig, strictyaml
+from contextd.vo import armor, sshsign
 from contextd.errors import BundleError, PayloadError, SignatureError, SigningError
 from contextd.verify import TYPE_TAG
 
@@ -66,7 +70,7 @@ def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
                                "only for the principals they name" % (certificate_name,
                                                                      cert.key_id),
                                "re-issue it with 'ssh-keygen -s CA -n PRINCIPAL'")
-    blob = sshsig.sign(key_data, payload, key_name=key_name, certificate=cert)
+    blob = sshsign.sign(key_data, payload, key_name=key_name, certificate=cert)
     new_key = sshsig.parse(blob).signing_key
     for old in signatures:
         if isinstance(old, bundle.X509Signature):
@@ -78,7 +82,7 @@ def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
         if old_key == new_key:
             raise SigningError("the bundle is already signed by this key (%s)"
                                % sshsig.fingerprint(new_key))
-    return bundle.encode(payload, bundle.armor_signatures(tuple(signatures) + (blob,)))
+    return armor.encode(payload, armor.armor_signatures(tuple(signatures) + (blob,)))
 
 
 def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source: bytes,
@@ -90,14 +94,15 @@ def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source:
     intermediates, which are all shipped after the signature block.
     """
     from contextd import x509sig
+    from contextd.vo import x509sign
 
     payload, signatures = _collect(source, existing)
-    new = x509sig.sign(key_pem, certificates, payload, key_name=key_name, now=now)
+    new = x509sign.sign(key_pem, certificates, payload, key_name=key_name, now=now)
     for old in signatures:
         if isinstance(old, bundle.X509Signature) and old.certificates[:1] == new.certificates[:1]:
             raise SigningError("the bundle is already signed with this certificate (%s)"
                                % x509sig.parse(new).subject)
-    return bundle.encode(payload, bundle.armor_signatures(tuple(signatures) + (new,)))
+    return armor.encode(payload, armor.armor_signatures(tuple(signatures) + (new,)))
 
 
 def check_payload(payload: bytes) -> None:
