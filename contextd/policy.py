@@ -68,6 +68,35 @@ class VoTrust:
 
 
 @record(frozen=True)
+class Ec2Settings:
+    """The policy's `ec2` section, every default spelled out."""
+    url: str = "http://169.254.169.254"
+    imdsv1_fallback: bool = False
+    budget: int = 20                     # seconds for the whole metadata fetch
+
+
+@record(frozen=True)
+class X509Settings:
+    """The policy's `x509` section. `ca_dir` None: the policy has no such section, so X.509
+    signatures cannot be checked (the other two keep their defaults)."""
+    ca_dir: Optional[str] = None
+    crl: str = "if-present"              # "required" | "if-present" | "off"
+    crl_max_stale: int = 2 * 86400
+
+
+@record(frozen=True)
+class Amiconfig:
+    as_vo: str                           # the VO unsigned amiconfig user-data is read as
+
+
+@record(frozen=True)
+class LegacySettings:
+    """The policy's `legacy` section: pinned HEPiX scripts, the amiconfig opt-in."""
+    hepix_scripts: Mapping[str, str] = field(default_factory=dict)   # name -> "sha256:<hex>"
+    amiconfig: Optional[Amiconfig] = None                            # None: deny
+
+
+@record(frozen=True)
 class Policy:
     path: str
     sha256: str
@@ -82,9 +111,9 @@ class Policy:
     report_urls: Tuple[str, ...]
     report_ca_bundle: Optional[str]
     file_source: Optional[str]
-    ec2: Mapping[str, Any]
-    x509: Mapping[str, Any]
-    legacy: Mapping[str, Any]
+    ec2: Ec2Settings
+    x509: X509Settings
+    legacy: LegacySettings
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
     report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
 
@@ -191,27 +220,25 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     )
 
 
-def _ec2(r: Optional[Reader]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"url": "http://169.254.169.254", "imdsv1_fallback": False,
-                           "budget": 20}
+def _ec2(r: Optional[Reader]) -> Ec2Settings:
     if r is None:
-        return out
+        return Ec2Settings()
     r.only(["url", "imdsv1_fallback", "budget"])
     url = r.str("url")
+    base = Ec2Settings.url
     if url is not None:
         try:
-            out["url"] = urls.metadata_base(url)
+            base = urls.metadata_base(url)
         except ValueError as exc:         # `run` would meet it at boot: refuse it here
             raise r.fail("url", str(exc), "scheme://host[:port], such as http://169.254.169.254 "
                          "or http://[fd00:ec2::254]")
-    out["imdsv1_fallback"] = r.bool("imdsv1_fallback", default=False)
-    out["budget"] = duration(r, "budget", 20)
-    return out
+    return Ec2Settings(url=base, imdsv1_fallback=r.bool("imdsv1_fallback", default=False),
+                       budget=duration(r, "budget", 20))
 
 
-def _x509(r: Optional[Reader]) -> Dict[str, Any]:
+def _x509(r: Optional[Reader]) -> X509Settings:
     if r is None:
-        return {}
+        return X509Settings()
     r.only(["ca_dir", "crl", "crl_max_stale"])
     crl = r.raw("crl")
     if crl is False:                  # `crl: off`, as documented, is YAML 1.1's false
@@ -223,29 +250,34 @@ def _x509(r: Optional[Reader]) -> Dict[str, Any]:
         crl = r.str("crl", default="if-present")
     if crl not in ("required", "if-present", "off"):
         raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
-    return {"ca_dir": r.str("ca_dir", default="/etc/grid-security/certificates",
-                            pattern=_ABSOLUTE, what="absolute path"),
-            "crl": crl, "crl_max_stale": duration(r, "crl_max_stale", 2 * 86400)}
+    return X509Settings(ca_dir=r.str("ca_dir", default="/etc/grid-security/certificates",
+                                     pattern=_ABSOLUTE, what="absolute path"),
+                        crl=crl, crl_max_stale=duration(r, "crl_max_stale", 2 * 86400))
 
 
-def _legacy(r: Optional[Reader]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"hepix_scripts": {}, "amiconfig": None}
+def _legacy(r: Optional[Reader]) -> LegacySettings:
     if r is None:
-        return out
+        return LegacySettings()
     r.only(["hepix_scripts", "amiconfig"])
+    pins: Dict[str, str] = {}
     scripts = r.mapping("hepix_scripts")
     if scripts is not None:
         scripts.only(["prolog.sh", "epilog.sh"])
         for name in scripts.data:
-            out["hepix_scripts"][name] = scripts.str(name, required=True, pattern=_SHA256_PIN,
-                                                     what="pin (sha256:<64 hex digits>)")
+            pin = scripts.str(name, required=True, pattern=_SHA256_PIN,
+                              what="pin (sha256:<64 hex digits>)")
+            assert pin is not None
+            pins[name] = pin
+    amiconfig = None
     ami = r.raw("amiconfig")
     if ami is not None and ami != "deny":
         ar = r.mapping("amiconfig")
         assert ar is not None
         ar.only(["as_vo"])
-        out["amiconfig"] = {"as_vo": ar.str("as_vo", required=True, pattern=_VO, what="VO name")}
-    return out
+        as_vo = ar.str("as_vo", required=True, pattern=_VO, what="VO name")
+        assert as_vo is not None
+        amiconfig = Amiconfig(as_vo=as_vo)
+    return LegacySettings(hepix_scripts=pins, amiconfig=amiconfig)
 
 
 def _site_settings(r: Optional[Reader]) -> Dict[str, Any]:
@@ -398,9 +430,11 @@ def normalised(policy: Policy) -> Dict[str, Any]:
         "sources": list(policy.sources), "wait_for_source": "%ds" % policy.wait_for_source,
         "clock_skew": "%ds" % policy.clock_skew, "max_validity": "%ds" % policy.max_validity,
         "file": {"path": policy.file_source} if policy.file_source else None,
-        "ec2": dict(policy.ec2, budget="%ds" % policy.ec2["budget"]),
-        "legacy": {"hepix_scripts": dict(policy.legacy["hepix_scripts"]),
-                   "amiconfig": policy.legacy["amiconfig"] or "deny"},
+        "ec2": {"url": policy.ec2.url, "imdsv1_fallback": policy.ec2.imdsv1_fallback,
+                "budget": "%ds" % policy.ec2.budget},
+        "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
+                   "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
+                                 if policy.legacy.amiconfig else "deny")},
         "site_settings": dict(policy.document.get("site_settings") or {}),
         "trust": {
             vo: {"threshold": t.threshold, "min_serial": t.min_serial,

@@ -47,7 +47,8 @@ import re
 import shlex
 import stat
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional,
+                    Sequence, Tuple)
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -60,6 +61,9 @@ from contextd.bundle import X509Signature
 from contextd.errors import SignatureError, SigningError
 from contextd.record import field, record
 from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
+
+if TYPE_CHECKING:
+    from contextd.policy import X509Settings
 
 log = logging.getLogger("contextd")
 
@@ -679,7 +683,7 @@ def check_revocation(chain: Sequence[Any], trust: TrustDir, now: datetime.dateti
     return status
 
 
-def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any],
+def verify_signer(signer: X509Signer, payload: bytes, settings: X509Settings,
                   now: datetime.datetime, trust: Callable[[], TrustDir],
                   anchor: Optional[str] = None) -> str:
     """Everything about one X.509 signature: version, payload signature, chain, CRLs.
@@ -691,7 +695,7 @@ def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any
     problem = support_problem()
     if problem:
         raise SignatureError(*problem)
-    if not settings.get("ca_dir"):
+    if not settings.ca_dir:
         raise SignatureError("the site policy has no x509 section, so X.509 signatures "
                              "cannot be checked",
                              "add x509: {ca_dir: /etc/grid-security/certificates} to the policy")
@@ -700,8 +704,7 @@ def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any
     with warnings.catch_warnings():       # the input's quirks are reported as errors, if at all
         warnings.simplefilter("ignore")
         chain = validate_chain(signer, trusted, now, anchor)
-        return check_revocation(chain, trusted, now, str(settings.get("crl", "if-present")),
-                                int(settings.get("crl_max_stale", 2 * 86400)))
+        return check_revocation(chain, trusted, now, settings.crl, settings.crl_max_stale)
 
 
 # --- signing (VO side) -------------------------------------------------------------------

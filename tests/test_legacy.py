@@ -285,7 +285,7 @@ def test_failing_prolog_stops_before_apply(site, tmp_path):
 
 
 def pinned_entries(data, name="prolog.sh"):
-    pol = type("P", (), {"legacy": {"hepix_scripts": {name: pin(data)}}})()
+    pol = type("P", (), {"legacy": policy.LegacySettings(hepix_scripts={name: pin(data)})})()
     return legacy.check_scripts({name: data}, pol)
 
 
