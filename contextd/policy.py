@@ -169,6 +169,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     r.only(["version", "site", "require_signature", "sources", "wait_for_source", "clock_skew",
             "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report"])
     version = r.int("version", required=True)
+    assert version is not None
     if version != 1:
         raise r.fail("version", "is %d; this contextd reads version 1" % version)
     site = r.str("site", required=True, pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),

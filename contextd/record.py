@@ -16,9 +16,18 @@ their compared fields; `repr=False` marks a secret (see `logs.add_secrets_of`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type, TypeVar, overload
+
+if TYPE_CHECKING:
+    # For type checkers only (typing_extensions is not a runtime dependency): mypy then
+    # sees each record's constructor, fields in order, as it would a dataclass's.
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda function: function
 
 _MISSING: Any = object()
+_T = TypeVar("_T")
 
 
 class FrozenRecordError(AttributeError):
@@ -53,6 +62,15 @@ def fields(value: Any) -> Tuple[Field, ...]:
     return getattr(value, "__record_fields__", ())
 
 
+@overload
+def record(cls: Type[_T]) -> Type[_T]: ...
+
+
+@overload
+def record(*, frozen: bool = False) -> Callable[[Type[_T]], Type[_T]]: ...
+
+
+@dataclass_transform(field_specifiers=(field, Field))
 def record(cls: Optional[type] = None, *, frozen: bool = False) -> Any:
     """Class decorator: `@record` or `@record(frozen=True)`."""
     def wrap(klass: type) -> type:
@@ -94,7 +112,7 @@ def _make(cls: type, frozen: bool) -> type:
         cls.__delattr__ = _refuse_del    # type: ignore[assignment]
         cls.__hash__ = _hash             # type: ignore[assignment]
     else:
-        cls.__hash__ = None              # type: ignore[assignment] - mutable: unhashable
+        cls.__hash__ = None   # type: ignore[assignment,method-assign]  # mutable: unhashable
     return cls
 
 

@@ -332,7 +332,7 @@ class PuppetPlugin(Plugin):
         if settings.run == "apply":
             assert settings.manifest is not None
             # The manifest goes in on stdin: no copy on disk, and the same argv under any root.
-            argv = APPLY_ARGV
+            argv: Tuple[str, ...] = APPLY_ARGV
             if settings.config != DEFAULT_CONFIG:
                 argv += ("--config", settings.config)
             actions.append(RunCommand(NAME, argv, timeout=TIMEOUT, ok_codes=frozenset({0, 2}),
