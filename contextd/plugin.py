@@ -231,10 +231,8 @@ def _entry_points() -> Dict[str, Any]:
         from importlib import metadata
 
         eps = metadata.entry_points()
-        if hasattr(eps, "select"):          # Python 3.10+
-            found = eps.select(group=GROUP)
-        else:                               # Python 3.9: a dict of groups
-            found = eps.get(GROUP, [])
+        # Python 3.10+ selects a group; 3.9 returns a dict of groups.
+        found = eps.select(group=GROUP) if hasattr(eps, "select") else eps.get(GROUP, [])
         _entry_points_found = {ep.name: ep for ep in found if ep.name not in BUILTIN}
     return _entry_points_found
 

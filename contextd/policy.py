@@ -141,10 +141,11 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise PolicyError("policy file %s does not exist" % path,
-                          "install one (see examples/policy.yaml) or pass --policy FILE")
+                          "install one (see examples/policy.yaml) or pass --policy FILE"
+                          ) from None
     except OSError as exc:
         raise PolicyError("cannot open policy file %s: %s" % (path, exc.strerror or exc),
-                          "it must be a regular file, not a symbolic link")
+                          "it must be a regular file, not a symbolic link") from exc
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -232,7 +233,7 @@ def _ec2(r: Optional[Reader]) -> Ec2Settings:
             base = urls.metadata_base(url)
         except ValueError as exc:         # `run` would meet it at boot: refuse it here
             raise r.fail("url", str(exc), "scheme://host[:port], such as http://169.254.169.254 "
-                         "or http://[fd00:ec2::254]")
+                         "or http://[fd00:ec2::254]") from exc
     return Ec2Settings(url=base, imdsv1_fallback=r.bool("imdsv1_fallback", default=False),
                        budget=duration(r, "budget", 20))
 
@@ -319,7 +320,8 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
     threshold = r.int("threshold", default=1, minimum=1)
     assert threshold is not None
     if threshold > len(signers):
-        raise r.fail("threshold", "is %d but only %d signers are listed" % (threshold, len(signers)))
+        raise r.fail("threshold",
+                     "is %d but only %d signers are listed" % (threshold, len(signers)))
 
     revoked = Revoked()
     rv = r.mapping("revoked")
@@ -367,7 +369,7 @@ def _urls(r: Reader, key: str, parse: Callable[[str], Any]) -> Tuple[str, ...]:
             parsed = parse(text)
         except ValueError as exc:
             raise r.fail("%s[%d]" % (key, i), str(exc),
-                         "scheme://host[:port]/path, no user:password@, no #fragment")
+                         "scheme://host[:port]/path, no user:password@, no #fragment") from exc
         out.append(parsed if isinstance(parsed, str) else text)
     return tuple(out)
 
@@ -404,7 +406,7 @@ def _signer(r: Reader) -> Signer:
             blob = sshsig.public_key_blob(line)
         except ValueError as exc:
             raise r.fail(kind, "is not an OpenSSH public key: %s" % exc,
-                         "paste the one line of the .pub file")
+                         "paste the one line of the .pub file") from exc
         principals = tuple(r.str_list("principals") or ())
         if kind == "ssh_ca" and not principals:
             raise r.fail("principals", "is required for an ssh_ca signer")

@@ -35,10 +35,10 @@ class FrozenRecordError(AttributeError):
 
 
 class Field:
-    __slots__ = ("name", "default", "default_factory", "repr", "compare")
+    __slots__ = ("compare", "default", "default_factory", "name", "repr")
 
     def __init__(self, default: Any = _MISSING, default_factory: Any = _MISSING,
-                 repr: bool = True, compare: bool = True):   # noqa: A002 - dataclasses' name
+                 repr: bool = True, compare: bool = True):   # `repr`: dataclasses' name
         if default is not _MISSING and default_factory is not _MISSING:
             raise ValueError("a field cannot have both a default and a default_factory")
         self.name = ""
@@ -53,7 +53,7 @@ class Field:
 
 
 def field(*, default: Any = _MISSING, default_factory: Any = _MISSING, repr: bool = True,
-          compare: bool = True) -> Any:   # noqa: A002 - the same keywords as dataclasses.field
+          compare: bool = True) -> Any:   # the same keywords as dataclasses.field
     return Field(default, default_factory, repr, compare)
 
 
@@ -83,7 +83,9 @@ def _make(cls: type, frozen: bool) -> type:
     for base in reversed(cls.__mro__[1:]):
         for f in getattr(base, "__record_fields__", ()):
             inherited[f.name] = f
-    own = cls.__dict__.get("__annotations__", {})
+    # The class's own annotations, not its bases' (those come through their fields); no
+    # typing_extensions.get_annotations: it is not a runtime dependency.
+    own = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
     for name in own:
         value = cls.__dict__.get(name, _MISSING)
         f = value if isinstance(value, Field) else Field(default=value)

@@ -74,7 +74,7 @@ class Reader:
         return self.data[key]
 
     def str(self, key: str, required: bool = False, default: Optional[str] = None,
-            pattern: Optional["re.Pattern[str]"] = None, what: str = "") -> Optional[str]:
+            pattern: Optional[re.Pattern[str]] = None, what: str = "") -> Optional[str]:
         value = self._get(key, required)
         if value is None:
             return default
@@ -127,7 +127,7 @@ class Reader:
         return value
 
     def str_list(self, key: Text, required: Bool = False,
-                 pattern: Optional["re.Pattern[Text]"] = None, what: Text = ""
+                 pattern: Optional[re.Pattern[Text]] = None, what: Text = ""
                  ) -> Optional[List[Text]]:
         value = self._get(key, required)
         if value is None:
@@ -144,7 +144,7 @@ class Reader:
             out.append(item)
         return out
 
-    def mapping(self, key: Text, required: Bool = False) -> Optional["Reader"]:
+    def mapping(self, key: Text, required: Bool = False) -> Optional[Reader]:
         value = self._get(key, required)
         if value is None:
             return None
