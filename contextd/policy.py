@@ -13,24 +13,18 @@ import re
 import stat
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from contextd import plugin, sshsig, strictyaml, urls
+from contextd import plugin, settings, sshsig, strictyaml, urls
 from contextd.errors import PolicyError
 from contextd.record import field, record
 from contextd.schema import Reader
+from contextd.settings import ABSOLUTE, VO, Ec2Settings, LegacySettings, X509Settings, duration
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = 1024 * 1024
 SOURCES = ("hepix-cdrom", "ec2", "file")
 CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
 
-_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_VO = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
-_ABSOLUTE = re.compile(r"/[^\x00-\x1f]*")      # an absolute path, no control characters
-_SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
 @record(frozen=True)
 class Signer:
     id: str
@@ -68,35 +62,6 @@ class VoTrust:
 
 
 @record(frozen=True)
-class Ec2Settings:
-    """The policy's `ec2` section, every default spelled out."""
-    url: str = "http://169.254.169.254"
-    imdsv1_fallback: bool = False
-    budget: int = 20                     # seconds for the whole metadata fetch
-
-
-@record(frozen=True)
-class X509Settings:
-    """The policy's `x509` section. `ca_dir` None: the policy has no such section, so X.509
-    signatures cannot be checked (the other two keep their defaults)."""
-    ca_dir: Optional[str] = None
-    crl: str = "if-present"              # "required" | "if-present" | "off"
-    crl_max_stale: int = 2 * 86400
-
-
-@record(frozen=True)
-class Amiconfig:
-    as_vo: str                           # the VO unsigned amiconfig user-data is read as
-
-
-@record(frozen=True)
-class LegacySettings:
-    """The policy's `legacy` section: pinned HEPiX scripts, the amiconfig opt-in."""
-    hepix_scripts: Mapping[str, str] = field(default_factory=dict)   # name -> "sha256:<hex>"
-    amiconfig: Optional[Amiconfig] = None                            # None: deny
-
-
-@record(frozen=True)
 class Policy:
     path: str
     sha256: str
@@ -116,18 +81,6 @@ class Policy:
     legacy: LegacySettings
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
     report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
-
-
-def duration(reader: Reader, key: str, default: int) -> int:
-    value = reader.raw(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise reader.fail(key, "must be a duration such as 30s, 5m, 2h or 31d")
-    match = _DURATION.match(str(value).strip())
-    if not match:
-        raise reader.fail(key, "%r is not a duration" % value, "write it as 30s, 5m, 2h or 31d")
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
@@ -188,13 +141,13 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     fr = r.mapping("file")
     if fr is not None:
         fr.only(["path"])
-        file_source = fr.str("path", required=True, pattern=_ABSOLUTE, what="absolute path")
+        file_source = fr.str("path", required=True, pattern=ABSOLUTE, what="absolute path")
     if "file" in sources and file_source is None:
         raise r.fail("sources", "lists 'file' but the policy has no file.path")
 
-    ec2 = _ec2(r.mapping("ec2"))
-    x509 = _x509(r.mapping("x509"))
-    legacy = _legacy(r.mapping("legacy"))
+    ec2 = settings.ec2(r.mapping("ec2"))
+    x509 = settings.x509(r.mapping("x509"))
+    legacy = settings.legacy(r.mapping("legacy"))
     site_settings = _site_settings(r.mapping("site_settings"))
     trust = _trust(r.mapping("trust"))
 
@@ -204,9 +157,9 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     if rr is not None:
         rr.only(["urls", "ca_bundle", "hmac_key_file"])
         report_urls = _urls(rr, "urls", urls.canonical)    # trusted, but never with a password
-        ca_bundle = rr.str("ca_bundle", pattern=_ABSOLUTE, what="absolute path")
+        ca_bundle = rr.str("ca_bundle", pattern=ABSOLUTE, what="absolute path")
         # the site's own key for signing its copies (the VO's report.token never signs them)
-        hmac_key_file = rr.str("hmac_key_file", pattern=_ABSOLUTE, what="absolute path")
+        hmac_key_file = rr.str("hmac_key_file", pattern=ABSOLUTE, what="absolute path")
 
     return Policy(
         path=path, sha256=sha256, site=site,
@@ -220,66 +173,6 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         report_hmac_key_file=hmac_key_file, file_source=file_source,
         ec2=ec2, x509=x509, legacy=legacy, document=doc,
     )
-
-
-def _ec2(r: Optional[Reader]) -> Ec2Settings:
-    if r is None:
-        return Ec2Settings()
-    r.only(["url", "imdsv1_fallback", "budget"])
-    url = r.str("url")
-    base = Ec2Settings.url
-    if url is not None:
-        try:
-            base = urls.metadata_base(url)
-        except ValueError as exc:         # `run` would meet it at boot: refuse it here
-            raise r.fail("url", str(exc), "scheme://host[:port], such as http://169.254.169.254 "
-                         "or http://[fd00:ec2::254]") from exc
-    return Ec2Settings(url=base, imdsv1_fallback=r.bool("imdsv1_fallback", default=False),
-                       budget=duration(r, "budget", 20))
-
-
-def _x509(r: Optional[Reader]) -> X509Settings:
-    if r is None:
-        return X509Settings()
-    r.only(["ca_dir", "crl", "crl_max_stale"])
-    crl = r.raw("crl")
-    if crl is False:                  # `crl: off`, as documented, is YAML 1.1's false
-        crl = "off"
-    elif crl is True:
-        raise r.fail("crl", "is true (YAML reads on, yes and true so): ambiguous",
-                     "write crl: required or crl: if-present")
-    else:
-        crl = r.str("crl", default="if-present")
-    if crl not in ("required", "if-present", "off"):
-        raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
-    return X509Settings(ca_dir=r.str("ca_dir", default="/etc/grid-security/certificates",
-                                     pattern=_ABSOLUTE, what="absolute path"),
-                        crl=crl, crl_max_stale=duration(r, "crl_max_stale", 2 * 86400))
-
-
-def _legacy(r: Optional[Reader]) -> LegacySettings:
-    if r is None:
-        return LegacySettings()
-    r.only(["hepix_scripts", "amiconfig"])
-    pins: Dict[str, str] = {}
-    scripts = r.mapping("hepix_scripts")
-    if scripts is not None:
-        scripts.only(["prolog.sh", "epilog.sh"])
-        for name in scripts.data:
-            pin = scripts.str(name, required=True, pattern=_SHA256_PIN,
-                              what="pin (sha256:<64 hex digits>)")
-            assert pin is not None
-            pins[name] = pin
-    amiconfig = None
-    ami = r.raw("amiconfig")
-    if ami is not None and ami != "deny":
-        ar = r.mapping("amiconfig")
-        assert ar is not None
-        ar.only(["as_vo"])
-        as_vo = ar.str("as_vo", required=True, pattern=_VO, what="VO name")
-        assert as_vo is not None
-        amiconfig = Amiconfig(as_vo=as_vo)
-    return LegacySettings(hepix_scripts=pins, amiconfig=amiconfig)
 
 
 def _site_settings(r: Optional[Reader]) -> Dict[str, Any]:
@@ -297,7 +190,7 @@ def _trust(r: Optional[Reader]) -> Dict[str, VoTrust]:
     if r is None:
         return out
     for vo in r.data:
-        if not _VO.fullmatch(vo):
+        if not VO.fullmatch(vo):
             raise r.fail(vo, "is not a valid VO name (lowercase letters, digits, _ . -)")
         vr = r.mapping(vo, required=True)
         assert vr is not None

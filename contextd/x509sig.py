@@ -63,7 +63,7 @@ from contextd.record import field, record
 from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
 
 if TYPE_CHECKING:
-    from contextd.policy import X509Settings
+    from contextd.settings import X509Settings
 
 log = logging.getLogger("contextd")
 

@@ -84,7 +84,7 @@ def open_source(spec: str, policy: Any = None) -> Tuple[Optional[Context], str]:
         return bundlefile.read(where), ""
     if kind == "ec2":
         from contextd.sources import ec2
-        from contextd.policy import Ec2Settings
+        from contextd.settings import Ec2Settings
         settings = policy.ec2 if policy is not None else Ec2Settings()
         return ec2.look(ec2.check_url(where), settings.budget, settings.imdsv1_fallback)
     raise UsageError("--source kind %r is not known" % kind, SPEC_HINT)
