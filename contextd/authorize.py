@@ -67,6 +67,15 @@ def _refuse(*violations: str) -> None:
         raise PolicyViolation(violations)
 
 
+def _heard(rule: Rule, case: Case) -> List[str]:
+    """What `rule` says of `case`: its violations, [] when it holds."""
+    try:
+        rule.check(case)
+    except PolicyViolation as exc:
+        return exc.violations
+    return []
+
+
 class AllOf(Rule):
     """Every rule must hold. Unlike sigstore's AllOf every rule is heard, not only the
     first that fails: the VO learns all violations at once."""
@@ -75,13 +84,7 @@ class AllOf(Rule):
         self.rules = rules
 
     def check(self, case: Case) -> None:
-        violations: List[str] = []
-        for rule in self.rules:
-            try:
-                rule.check(case)
-            except PolicyViolation as exc:
-                violations.extend(exc.violations)
-        _refuse(*violations)
+        _refuse(*(v for rule in self.rules for v in _heard(rule, case)))
 
 
 class AnyOf(Rule):
@@ -93,11 +96,10 @@ class AnyOf(Rule):
     def check(self, case: Case) -> None:
         violations: List[str] = []
         for rule in self.rules:
-            try:
-                rule.check(case)
+            said = _heard(rule, case)
+            if not said:
                 return
-            except PolicyViolation as exc:
-                violations.extend(exc.violations)
+            violations.extend(said)
         raise PolicyViolation(violations)
 
 
