@@ -213,7 +213,7 @@ def authorize_unsigned(doc: Payload, verified: Verified, policy: Any) -> Authori
 
 def check_scripts(scripts: Mapping[str, bytes], policy: Any) -> Dict[str, Dict[str, Any]]:
     """The report's `legacy_scripts`: for each script on the carrier, whether it may run."""
-    pins = policy.legacy.get("hepix_scripts") or {}
+    pins = policy.legacy.hepix_scripts
     out: Dict[str, Dict[str, Any]] = {}
     for name in SCRIPTS:
         if name not in scripts:

@@ -20,6 +20,7 @@ from typing import Tuple
 from contextd.actions import Action, RunCommand
 from contextd.errors import PayloadError, PolicyError
 from contextd.record import field, record
+from contextd.schema import glob_match
 
 GROUP = "contextd.plugins"
 
@@ -94,6 +95,56 @@ def show(value: Any, limit: int = 80) -> str:
 def _not_listed(rel: str) -> bytes:
     raise PayloadError("%r is not a file this payload lists" % rel,
                        "list it under files: with its sha256 and ship it on the context ISO")
+
+
+class Review:
+    """What a plugin's `authorize` finds, collected in one place: the fields the site refused
+    (`denied`) and the ones its site settings replaced (`overridden`), each a Finding with
+    the rule it names spelled the same way in every plugin. Values are shown through `show`.
+    """
+
+    def __init__(self, plugin: str):
+        self.plugin = plugin
+        self.denied: List[Finding] = []
+        self.overridden: List[Finding] = []
+
+    def rule(self, key: str, names: Optional[Sequence[str]]) -> str:
+        """`allow.<plugin>.<key> [a, b]`; an absent list allows nothing, and says so."""
+        if names is None:
+            return "allow.%s.%s (not set: nothing allowed)" % (self.plugin, key)
+        return "allow.%s.%s [%s]" % (self.plugin, key, ", ".join(names))
+
+    def deny(self, field: str, value: Any, reason: str) -> None:
+        self.denied.append(Finding(self.plugin, field, show(value), reason))
+
+    def override(self, field: str, value: Any, site_key: str) -> None:
+        """The payload's `field` is replaced by `site_settings.<plugin>.<site_key>`."""
+        self.overridden.append(Finding(self.plugin, field, show(value),
+                                       "site_settings.%s.%s wins" % (self.plugin, site_key)))
+
+    def site_wins(self, key: str, value: Any, site_value: Any) -> Tuple[Any, bool]:
+        """(the value to plan with, whether the allow rules still check it): a site setting
+        replaces the payload's value, which is then not the payload's to ask for."""
+        if site_value is None:
+            return value, value is not None
+        if value is not None:
+            self.override(key, value, key)
+        return site_value, False
+
+    def globs(self, field: str, value: str, key: str, globs: Optional[Sequence[str]]) -> None:
+        """Deny `value` unless it matches one of `allow.<plugin>.<key>`'s globs."""
+        if not glob_match(value, globs or ()):
+            self.deny(field, value, "not allowed by " + self.rule(key, globs))
+
+    def at_most(self, field: str, value: int, key: str, limit: Optional[int]) -> None:
+        """Deny `value` above `allow.<plugin>.<key>`; an unset limit allows nothing."""
+        if limit is None:
+            self.deny(field, value, "not allowed: allow.%s.%s is not set" % (self.plugin, key))
+        elif value > limit:
+            self.deny(field, value, "above allow.%s.%s %d" % (self.plugin, key, limit))
+
+    def decision(self, settings: Any) -> Decision:
+        return Decision(settings=settings, denied=self.denied, overridden=self.overridden)
 
 
 class Plugin:
@@ -180,10 +231,8 @@ def _entry_points() -> Dict[str, Any]:
         from importlib import metadata
 
         eps = metadata.entry_points()
-        if hasattr(eps, "select"):          # Python 3.10+
-            found = eps.select(group=GROUP)
-        else:                               # Python 3.9: a dict of groups
-            found = eps.get(GROUP, [])
+        # Python 3.10+ selects a group; 3.9 returns a dict of groups.
+        found = eps.select(group=GROUP) if hasattr(eps, "select") else eps.get(GROUP, [])
         _entry_points_found = {ep.name: ep for ep in found if ep.name not in BUILTIN}
     return _entry_points_found
 

@@ -13,25 +13,19 @@ import re
 import stat
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from contextd import plugin, sshsig, strictyaml, urls
+from contextd import plugin, settings, sshsig, strictyaml, urls
 from contextd.errors import PolicyError
 from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.schema import Reader
+from contextd.settings import ABSOLUTE, VO, Ec2Settings, LegacySettings, X509Settings, duration
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = LIMITS.policy_bytes  # contextd/limits.py says why
 SOURCES = ("hepix-cdrom", "ec2", "file")
 CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
 
-_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-_VO = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
-_ABSOLUTE = re.compile(r"/[^\x00-\x1f]*")      # an absolute path, no control characters
-_SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
 @record(frozen=True)
 class Signer:
     id: str
@@ -83,23 +77,11 @@ class Policy:
     report_urls: Tuple[str, ...]
     report_ca_bundle: Optional[str]
     file_source: Optional[str]
-    ec2: Mapping[str, Any]
-    x509: Mapping[str, Any]
-    legacy: Mapping[str, Any]
+    ec2: Ec2Settings
+    x509: X509Settings
+    legacy: LegacySettings
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
     report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
-
-
-def duration(reader: Reader, key: str, default: int) -> int:
-    value = reader.raw(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise reader.fail(key, "must be a duration such as 30s, 5m, 2h or 31d")
-    match = _DURATION.match(str(value).strip())
-    if not match:
-        raise reader.fail(key, "%r is not a duration" % value, "write it as 30s, 5m, 2h or 31d")
-    return int(match.group(1)) * _UNITS[match.group(2)]
 
 
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
@@ -113,10 +95,11 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise PolicyError("policy file %s does not exist" % path,
-                          "install one (see examples/policy.yaml) or pass --policy FILE")
+                          "install one (see examples/policy.yaml) or pass --policy FILE"
+                          ) from None
     except OSError as exc:
         raise PolicyError("cannot open policy file %s: %s" % (path, exc.strerror or exc),
-                          "it must be a regular file, not a symbolic link")
+                          "it must be a regular file, not a symbolic link") from exc
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -141,6 +124,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     r.only(["version", "site", "require_signature", "sources", "wait_for_source", "clock_skew",
             "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report"])
     version = r.int("version", required=True)
+    assert version is not None
     if version != 1:
         raise r.fail("version", "is %d; this contextd reads version 1" % version)
     site = r.str("site", required=True, pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
@@ -158,13 +142,13 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     fr = r.mapping("file")
     if fr is not None:
         fr.only(["path"])
-        file_source = fr.str("path", required=True, pattern=_ABSOLUTE, what="absolute path")
+        file_source = fr.str("path", required=True, pattern=ABSOLUTE, what="absolute path")
     if "file" in sources and file_source is None:
         raise r.fail("sources", "lists 'file' but the policy has no file.path")
 
-    ec2 = _ec2(r.mapping("ec2"))
-    x509 = _x509(r.mapping("x509"))
-    legacy = _legacy(r.mapping("legacy"))
+    ec2 = settings.ec2(r.mapping("ec2"))
+    x509 = settings.x509(r.mapping("x509"))
+    legacy = settings.legacy(r.mapping("legacy"))
     site_settings = _site_settings(r.mapping("site_settings"))
     trust = _trust(r.mapping("trust"))
 
@@ -174,9 +158,9 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     if rr is not None:
         rr.only(["urls", "ca_bundle", "hmac_key_file"])
         report_urls = _urls(rr, "urls", urls.canonical)    # trusted, but never with a password
-        ca_bundle = rr.str("ca_bundle", pattern=_ABSOLUTE, what="absolute path")
+        ca_bundle = rr.str("ca_bundle", pattern=ABSOLUTE, what="absolute path")
         # the site's own key for signing its copies (the VO's report.token never signs them)
-        hmac_key_file = rr.str("hmac_key_file", pattern=_ABSOLUTE, what="absolute path")
+        hmac_key_file = rr.str("hmac_key_file", pattern=ABSOLUTE, what="absolute path")
 
     return Policy(
         path=path, sha256=sha256, site=site,
@@ -190,63 +174,6 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         report_hmac_key_file=hmac_key_file, file_source=file_source,
         ec2=ec2, x509=x509, legacy=legacy, document=doc,
     )
-
-
-def _ec2(r: Optional[Reader]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"url": "http://169.254.169.254", "imdsv1_fallback": False,
-                           "budget": 20}
-    if r is None:
-        return out
-    r.only(["url", "imdsv1_fallback", "budget"])
-    url = r.str("url")
-    if url is not None:
-        try:
-            out["url"] = urls.metadata_base(url)
-        except ValueError as exc:         # `run` would meet it at boot: refuse it here
-            raise r.fail("url", str(exc), "scheme://host[:port], such as http://169.254.169.254 "
-                         "or http://[fd00:ec2::254]")
-    out["imdsv1_fallback"] = r.bool("imdsv1_fallback", default=False)
-    out["budget"] = duration(r, "budget", 20)
-    return out
-
-
-def _x509(r: Optional[Reader]) -> Dict[str, Any]:
-    if r is None:
-        return {}
-    r.only(["ca_dir", "crl", "crl_max_stale"])
-    crl = r.raw("crl")
-    if crl is False:                  # `crl: off`, as documented, is YAML 1.1's false
-        crl = "off"
-    elif crl is True:
-        raise r.fail("crl", "is true (YAML reads on, yes and true so): ambiguous",
-                     "write crl: required or crl: if-present")
-    else:
-        crl = r.str("crl", default="if-present")
-    if crl not in ("required", "if-present", "off"):
-        raise r.fail("crl", "%r is not one of required, if-present, off" % crl)
-    return {"ca_dir": r.str("ca_dir", default="/etc/grid-security/certificates",
-                            pattern=_ABSOLUTE, what="absolute path"),
-            "crl": crl, "crl_max_stale": duration(r, "crl_max_stale", 2 * 86400)}
-
-
-def _legacy(r: Optional[Reader]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"hepix_scripts": {}, "amiconfig": None}
-    if r is None:
-        return out
-    r.only(["hepix_scripts", "amiconfig"])
-    scripts = r.mapping("hepix_scripts")
-    if scripts is not None:
-        scripts.only(["prolog.sh", "epilog.sh"])
-        for name in scripts.data:
-            out["hepix_scripts"][name] = scripts.str(name, required=True, pattern=_SHA256_PIN,
-                                                     what="pin (sha256:<64 hex digits>)")
-    ami = r.raw("amiconfig")
-    if ami is not None and ami != "deny":
-        ar = r.mapping("amiconfig")
-        assert ar is not None
-        ar.only(["as_vo"])
-        out["amiconfig"] = {"as_vo": ar.str("as_vo", required=True, pattern=_VO, what="VO name")}
-    return out
 
 
 def _site_settings(r: Optional[Reader]) -> Dict[str, Any]:
@@ -264,7 +191,7 @@ def _trust(r: Optional[Reader]) -> Dict[str, VoTrust]:
     if r is None:
         return out
     for vo in r.data:
-        if not _VO.fullmatch(vo):
+        if not VO.fullmatch(vo):
             raise r.fail(vo, "is not a valid VO name (lowercase letters, digits, _ . -)")
         vr = r.mapping(vo, required=True)
         assert vr is not None
@@ -287,7 +214,8 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
     threshold = r.int("threshold", default=1, minimum=1)
     assert threshold is not None
     if threshold > len(signers):
-        raise r.fail("threshold", "is %d but only %d signers are listed" % (threshold, len(signers)))
+        raise r.fail("threshold",
+                     "is %d but only %d signers are listed" % (threshold, len(signers)))
 
     revoked = Revoked()
     rv = r.mapping("revoked")
@@ -335,7 +263,7 @@ def _urls(r: Reader, key: str, parse: Callable[[str], Any]) -> Tuple[str, ...]:
             parsed = parse(text)
         except ValueError as exc:
             raise r.fail("%s[%d]" % (key, i), str(exc),
-                         "scheme://host[:port]/path, no user:password@, no #fragment")
+                         "scheme://host[:port]/path, no user:password@, no #fragment") from exc
         out.append(parsed if isinstance(parsed, str) else text)
     return tuple(out)
 
@@ -372,7 +300,7 @@ def _signer(r: Reader) -> Signer:
             blob = sshsig.public_key_blob(line)
         except ValueError as exc:
             raise r.fail(kind, "is not an OpenSSH public key: %s" % exc,
-                         "paste the one line of the .pub file")
+                         "paste the one line of the .pub file") from exc
         principals = tuple(r.str_list("principals") or ())
         if kind == "ssh_ca" and not principals:
             raise r.fail("principals", "is required for an ssh_ca signer")
@@ -399,9 +327,11 @@ def normalised(policy: Policy) -> Dict[str, Any]:
         "sources": list(policy.sources), "wait_for_source": "%ds" % policy.wait_for_source,
         "clock_skew": "%ds" % policy.clock_skew, "max_validity": "%ds" % policy.max_validity,
         "file": {"path": policy.file_source} if policy.file_source else None,
-        "ec2": dict(policy.ec2, budget="%ds" % policy.ec2["budget"]),
-        "legacy": {"hepix_scripts": dict(policy.legacy["hepix_scripts"]),
-                   "amiconfig": policy.legacy["amiconfig"] or "deny"},
+        "ec2": {"url": policy.ec2.url, "imdsv1_fallback": policy.ec2.imdsv1_fallback,
+                "budget": "%ds" % policy.ec2.budget},
+        "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
+                   "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
+                                 if policy.legacy.amiconfig else "deny")},
         "site_settings": dict(policy.document.get("site_settings") or {}),
         "trust": {
             vo: {"threshold": t.threshold, "min_serial": t.min_serial,

@@ -16,9 +16,18 @@ their compared fields; `repr=False` marks a secret (see `logs.add_secrets_of`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type, TypeVar, overload
+
+if TYPE_CHECKING:
+    # For type checkers only (typing_extensions is not a runtime dependency): mypy then
+    # sees each record's constructor, fields in order, as it would a dataclass's.
+    from typing_extensions import dataclass_transform
+else:
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda function: function
 
 _MISSING: Any = object()
+_T = TypeVar("_T")
 
 
 class FrozenRecordError(AttributeError):
@@ -26,10 +35,10 @@ class FrozenRecordError(AttributeError):
 
 
 class Field:
-    __slots__ = ("name", "default", "default_factory", "repr", "compare")
+    __slots__ = ("compare", "default", "default_factory", "name", "repr")
 
     def __init__(self, default: Any = _MISSING, default_factory: Any = _MISSING,
-                 repr: bool = True, compare: bool = True):   # noqa: A002 - dataclasses' name
+                 repr: bool = True, compare: bool = True):   # `repr`: dataclasses' name
         if default is not _MISSING and default_factory is not _MISSING:
             raise ValueError("a field cannot have both a default and a default_factory")
         self.name = ""
@@ -44,7 +53,7 @@ class Field:
 
 
 def field(*, default: Any = _MISSING, default_factory: Any = _MISSING, repr: bool = True,
-          compare: bool = True) -> Any:   # noqa: A002 - the same keywords as dataclasses.field
+          compare: bool = True) -> Any:   # the same keywords as dataclasses.field
     return Field(default, default_factory, repr, compare)
 
 
@@ -53,6 +62,15 @@ def fields(value: Any) -> Tuple[Field, ...]:
     return getattr(value, "__record_fields__", ())
 
 
+@overload
+def record(cls: Type[_T]) -> Type[_T]: ...
+
+
+@overload
+def record(*, frozen: bool = False) -> Callable[[Type[_T]], Type[_T]]: ...
+
+
+@dataclass_transform(field_specifiers=(field, Field))
 def record(cls: Optional[type] = None, *, frozen: bool = False) -> Any:
     """Class decorator: `@record` or `@record(frozen=True)`."""
     def wrap(klass: type) -> type:
@@ -65,7 +83,9 @@ def _make(cls: type, frozen: bool) -> type:
     for base in reversed(cls.__mro__[1:]):
         for f in getattr(base, "__record_fields__", ()):
             inherited[f.name] = f
-    own = cls.__dict__.get("__annotations__", {})
+    # The class's own annotations, not its bases' (those come through their fields); no
+    # typing_extensions.get_annotations: it is not a runtime dependency.
+    own = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
     for name in own:
         value = cls.__dict__.get(name, _MISSING)
         f = value if isinstance(value, Field) else Field(default=value)
@@ -94,7 +114,7 @@ def _make(cls: type, frozen: bool) -> type:
         cls.__delattr__ = _refuse_del    # type: ignore[assignment]
         cls.__hash__ = _hash             # type: ignore[assignment]
     else:
-        cls.__hash__ = None              # type: ignore[assignment] - mutable: unhashable
+        cls.__hash__ = None   # type: ignore[assignment,method-assign]  # mutable: unhashable
     return cls
 
 

@@ -162,7 +162,7 @@ def _execute(opts: Options) -> Result:
         stage = "parse"
         if verified.unsigned:
             doc, rep["legacy"] = legacy.parse_amiconfig(
-                verified, pol.legacy["amiconfig"]["as_vo"], started)
+                verified, pol.legacy.amiconfig.as_vo, started)
         else:
             doc = payload.parse(verified)
         logs.add_secrets_of(doc)            # report.token, htcondor.token, ...: never logged

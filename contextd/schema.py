@@ -18,6 +18,12 @@ _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 HOSTNAME_RE = re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL))
 
 
+# Reader's methods are named for what they read (str, int, bool), which shadows the builtins
+# in the annotations that follow them inside the class: these names say the builtin types.
+Text = str
+Bool = bool
+
+
 class Reader:
     """Reads fields of one mapping, reporting errors as `err` with `where` as prefix.
 
@@ -68,7 +74,7 @@ class Reader:
         return self.data[key]
 
     def str(self, key: str, required: bool = False, default: Optional[str] = None,
-            pattern: Optional["re.Pattern[str]"] = None, what: str = "") -> Optional[str]:
+            pattern: Optional[re.Pattern[str]] = None, what: str = "") -> Optional[str]:
         value = self._get(key, required)
         if value is None:
             return default
@@ -78,8 +84,8 @@ class Reader:
             raise self.fail(key, "%r is not a valid %s" % (value, what or "value"))
         return value
 
-    def secret(self, key: str, chars: str, min_len: int, max_len: int,
-               what: str = "token") -> Optional[str]:
+    def secret(self, key: Text, chars: Text, min_len: int, max_len: int,
+               what: Text = "token") -> Optional[Text]:
         """A secret string, checked without ever quoting it (malformed, it is still a secret).
 
         `chars` is the body of a regex character class; the message says how long the value
@@ -99,7 +105,7 @@ class Reader:
                             % (what, len(value), min_len, max_len))
         return value
 
-    def int(self, key: str, required: bool = False, default: Optional[int] = None,
+    def int(self, key: Text, required: Bool = False, default: Optional[int] = None,
             minimum: Optional[int] = None, maximum: Optional[int] = None) -> Optional[int]:
         value = self._get(key, required)
         if value is None:
@@ -112,7 +118,7 @@ class Reader:
             raise self.fail(key, "must be at most %d, not %d" % (maximum, value))
         return value
 
-    def bool(self, key: str, default: bool = False) -> bool:
+    def bool(self, key: Text, default: Bool = False) -> Bool:
         value = self._get(key, False)
         if value is None:
             return default
@@ -120,8 +126,9 @@ class Reader:
             raise self.fail(key, "must be true or false, not %s" % kind(value))
         return value
 
-    def str_list(self, key: str, required: bool = False,
-                 pattern: Optional["re.Pattern[str]"] = None, what: str = "") -> Optional[List[str]]:
+    def str_list(self, key: Text, required: Bool = False,
+                 pattern: Optional[re.Pattern[Text]] = None, what: Text = ""
+                 ) -> Optional[List[Text]]:
         value = self._get(key, required)
         if value is None:
             return None
@@ -137,7 +144,7 @@ class Reader:
             out.append(item)
         return out
 
-    def mapping(self, key: str, required: bool = False) -> Optional["Reader"]:
+    def mapping(self, key: Text, required: Bool = False) -> Optional[Reader]:
         value = self._get(key, required)
         if value is None:
             return None

@@ -130,13 +130,13 @@ def accept_unsigned_legacy(data: bytes, policy: Policy, kind: str = "amiconfig")
         raise SignatureError("unsigned amiconfig user-data refused: the site policy requires "
                              "signatures (require_signature: true)",
                              "ask the VO for a signed contextd bundle")
-    if not policy.legacy.get("amiconfig"):
+    if policy.legacy.amiconfig is None:
         raise SignatureError("unsigned amiconfig user-data refused: the site policy has "
                              "legacy.amiconfig: deny",
                              "ask the VO for a signed contextd bundle")
     return Verified(data=data, sha256=hashlib.sha256(data).hexdigest(), signers={},
                     notes=("unsigned amiconfig user-data, accepted by legacy.amiconfig as VO %s"
-                           % policy.legacy["amiconfig"]["as_vo"],),
+                           % policy.legacy.amiconfig.as_vo,),
                     unsigned=True, _token=_TOKEN)
 
 
@@ -166,7 +166,7 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
             from contextd import x509sig
 
             loader = ca_loader or x509sig.load_ca_dir
-            trust_dir.append(loader(str(policy.x509["ca_dir"])))
+            trust_dir.append(loader(str(policy.x509.ca_dir)))
         return trust_dir[0]
 
     for index, sig in enumerate(signatures, start=1):

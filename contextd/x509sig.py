@@ -53,7 +53,8 @@ import re
 import shlex
 import stat
 import warnings
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, Mapping, NoReturn, Optional,
+                    Sequence, Tuple)
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -67,6 +68,9 @@ from contextd.errors import SignatureError
 from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
+
+if TYPE_CHECKING:
+    from contextd.settings import X509Settings
 
 log = logging.getLogger("contextd")
 
@@ -685,7 +689,7 @@ def check_revocation(chain: Sequence[Any], trust: TrustDir, now: datetime.dateti
     return status
 
 
-def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any],
+def verify_signer(signer: X509Signer, payload: bytes, settings: X509Settings,
                   now: datetime.datetime, trust: Callable[[], TrustDir],
                   anchor: Optional[str] = None) -> str:
     """Everything about one X.509 signature: version, payload signature, chain, CRLs.
@@ -697,7 +701,7 @@ def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any
     problem = support_problem()
     if problem:
         raise SignatureError(*problem)
-    if not settings.get("ca_dir"):
+    if not settings.ca_dir:
         raise SignatureError("the site policy has no x509 section, so X.509 signatures "
                              "cannot be checked",
                              "add x509: {ca_dir: /etc/grid-security/certificates} to the policy")
@@ -706,5 +710,4 @@ def verify_signer(signer: X509Signer, payload: bytes, settings: Mapping[str, Any
     with warnings.catch_warnings():       # the input's quirks are reported as errors, if at all
         warnings.simplefilter("ignore")
         chain = validate_chain(signer, trusted, now, anchor)
-        return check_revocation(chain, trusted, now, str(settings.get("crl", "if-present")),
-                                int(settings.get("crl_max_stale", 2 * 86400)))
+        return check_revocation(chain, trusted, now, settings.crl, settings.crl_max_stale)

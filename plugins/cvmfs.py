@@ -19,9 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.limits import LIMITS
-from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
+from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import record
-from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
+from contextd.schema import Reader, glob_match, hostname_ok, plain
 
 NAME = "cvmfs"
 PATH = "/etc/cvmfs/default.local"
@@ -41,10 +41,6 @@ _SEP = re.compile(r"([;|])")
 
 
 
-def _host_ok(value: str) -> bool:
-    return len(value) <= 253 and HOSTNAME_RE.fullmatch(value) is not None
-
-
 def proxy_ok(value: Any) -> bool:
     """True for a CVMFS proxy list in the strict grammar contextd writes."""
     if not isinstance(value, str) or not value or len(value) > MAX_PROXY_LEN:
@@ -54,7 +50,7 @@ def proxy_ok(value: Any) -> bool:
             if proxy in ("DIRECT", "auto"):
                 continue
             m = _PROXY_RE.match(proxy)
-            if m is None or not _host_ok(m.group("host")):
+            if m is None or not hostname_ok(m.group("host")):
                 return False
             port = m.group("port")
             if port is not None and not 1 <= int(port) <= 65535:
@@ -124,12 +120,6 @@ def _check_quota(value: Optional[int]) -> None:
         raise ValueError("cvmfs settings: invalid quota_limit_mb")
 
 
-def _rule(key: str, globs: Optional[Sequence[str]]) -> str:
-    if globs is None:
-        return "allow.cvmfs.%s (not set: nothing allowed)" % key
-    return "allow.cvmfs.%s [%s]" % (key, ", ".join(globs))
-
-
 def _read_proxy(r: Reader) -> Optional[str]:
     value = r.str("http_proxy")
     if value is not None and not proxy_ok(value):
@@ -189,46 +179,21 @@ class CvmfsPlugin(Plugin):
         return Site(http_proxy=_read_proxy(r), quota_limit_mb=r.int("quota_limit_mb", minimum=1))
 
     def authorize(self, settings: Settings, allow: Allow, site: Optional[Site]) -> Decision:
-        denied: List[Finding] = []
-        overridden: List[Finding] = []
+        review = Review(NAME)
+        site = site or Site()
         # Site settings first: what the site sets is not the payload's to ask for.
-        quota, proxy = settings.quota_limit_mb, settings.http_proxy
-        check_quota, check_proxy = quota is not None, proxy is not None
-        if site is not None and site.http_proxy is not None:
-            if check_proxy:
-                overridden.append(Finding(NAME, "http_proxy", show(proxy),
-                                          "site_settings.cvmfs.http_proxy wins"))
-            proxy, check_proxy = site.http_proxy, False
-        if site is not None and site.quota_limit_mb is not None:
-            if check_quota:
-                overridden.append(Finding(NAME, "quota_limit_mb", show(quota),
-                                          "site_settings.cvmfs.quota_limit_mb wins"))
-            quota, check_quota = site.quota_limit_mb, False
-
+        proxy, check_proxy = review.site_wins("http_proxy", settings.http_proxy, site.http_proxy)
+        quota, check_quota = review.site_wins("quota_limit_mb", settings.quota_limit_mb,
+                                              site.quota_limit_mb)
         for i, repo in enumerate(settings.repositories):
-            if not glob_match(repo, allow.repositories or ()):
-                denied.append(Finding(NAME, "repositories[%d]" % i, show(repo),
-                                      "not allowed by " + _rule("repositories",
-                                                                allow.repositories)))
+            review.globs("repositories[%d]" % i, repo, "repositories", allow.repositories)
         if check_quota:
-            assert quota is not None
-            if allow.max_quota_mb is None:
-                denied.append(Finding(NAME, "quota_limit_mb", show(quota),
-                                      "not allowed: allow.cvmfs.max_quota_mb is not set"))
-            elif quota > allow.max_quota_mb:
-                denied.append(Finding(NAME, "quota_limit_mb", show(quota),
-                                      "above allow.cvmfs.max_quota_mb %d" % allow.max_quota_mb))
-        if check_proxy:
-            assert proxy is not None
-            if not proxy_allowed(proxy, allow.http_proxies or ()):
-                denied.append(Finding(NAME, "http_proxy", show(proxy),
-                                      "not allowed by " + _rule("http_proxies",
-                                                                allow.http_proxies)))
-        return Decision(
-            settings=Settings(settings.repositories, quota_limit_mb=quota, http_proxy=proxy),
-            denied=denied,
-            overridden=overridden,
-        )
+            review.at_most("quota_limit_mb", quota, "max_quota_mb", allow.max_quota_mb)
+        if check_proxy and not proxy_allowed(proxy, allow.http_proxies or ()):
+            review.deny("http_proxy", proxy,
+                        "not allowed by " + review.rule("http_proxies", allow.http_proxies))
+        return review.decision(
+            Settings(settings.repositories, quota_limit_mb=quota, http_proxy=proxy))
 
     def plan(self, settings: Settings, ctx: PlanContext) -> List[Action]:
         lines = [ctx.file_header(),

@@ -3,12 +3,13 @@
 It writes `/etc/condor/config.d/50-contextd.conf` (the role metaknob, CONDOR_HOST, the
 allowed machine attributes and the payload's digest, VO and serial, all published through
 STARTD_ATTRS), the pool token to `/etc/condor/tokens.d/contextd.token` (0600, in a 0700
-directory, both owned by the condor user) when the payload gives one, and asks for `systemctl enable --now --no-block
-condor` as a service action, which the executor runs last of all. `--no-block` because
-contextd.service is ordered Before=condor.service: a blocking start from inside contextd's
-own start job would wait for contextd to finish, forever (seen in the VM boot test). It
-declares condor.service as its service, which `run` keeps from starting on a boot where the
-site no longer allows the payload that configured it.
+directory, both owned by the condor user) when the payload gives one, and asks for
+`systemctl enable --now --no-block condor` as a service action, which the executor runs
+last of all. `--no-block` because contextd.service is ordered Before=condor.service: a
+blocking start from inside contextd's own start job would wait for contextd to finish,
+forever (seen in the VM boot test). It declares condor.service as its service, which `run`
+keeps from starting on a boot where the site no longer allows the payload that configured
+it.
 
 It must never write a value that has not passed the grammar checks below (HTCondor expands
 `$(...)` in configuration values, so `$`, quotes, backslashes and newlines never get through),
@@ -19,14 +20,14 @@ findings, describe() or any repr) and never touch the system itself.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from contextd.actions import Action, RunCommand, WriteFile, disable_unit
 from contextd.errors import PayloadError, PolicyError
 from contextd.limits import LIMITS
-from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
+from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import field, record
-from contextd.schema import HOSTNAME_RE, Reader, glob_match, kind, plain
+from contextd.schema import Reader, hostname_ok, kind, plain
 
 NAME = "htcondor"
 UNIT = "condor"
@@ -79,10 +80,6 @@ Value = Union[str, int, bool]
 Attributes = Tuple[Tuple[str, Value], ...]
 
 
-def _host_ok(value: str) -> bool:
-    return len(value) <= 253 and HOSTNAME_RE.fullmatch(value) is not None
-
-
 def central_manager_ok(value: Any) -> bool:
     """A host name with an optional :port."""
     if not isinstance(value, str):
@@ -90,7 +87,7 @@ def central_manager_ok(value: Any) -> bool:
     host, sep, port = value.partition(":")
     if sep and not (re.fullmatch(r"[0-9]{1,5}", port) and 1 <= int(port) <= 65535):
         return False
-    return _host_ok(host)
+    return hostname_ok(host)
 
 
 def role_of(value: Any) -> Optional[str]:
@@ -209,8 +206,24 @@ def _read_attributes(r: Reader) -> Attributes:
     return tuple(out)
 
 
-def _names(names: Sequence[str]) -> str:
-    return "[%s]" % ", ".join(names)
+def _merge_attributes(review: Review, payload: Attributes, site: Attributes
+                      ) -> Tuple[Attributes, Attributes]:
+    """(the attributes to plan with, the payload's own that the allow rules check): a site
+    attribute replaces the payload's of the same name (names ignore case) in its place;
+    what only the site sets is just used, in the site's order."""
+    site_attrs = {name.upper(): (name, value) for name, value in site}
+    attributes = []
+    own = []
+    for name, value in payload:
+        if name.upper() in site_attrs:
+            site_name, site_value = site_attrs.pop(name.upper())
+            review.override("attributes." + name, value, "attributes." + site_name)
+            attributes.append((site_name, site_value))
+        else:
+            own.append((name, value))
+            attributes.append((name, value))
+    attributes.extend((n, v) for n, v in site if n.upper() in site_attrs)
+    return tuple(attributes), tuple(own)
 
 
 class HTCondorPlugin(Plugin):
@@ -257,53 +270,23 @@ class HTCondorPlugin(Plugin):
                     attributes=_read_attributes(r))
 
     def authorize(self, settings: Settings, allow: Allow, site: Optional[Site]) -> Decision:
-        denied: List[Finding] = []
-        overridden: List[Finding] = []
+        review = Review(NAME)
         site = site or Site()
-
-        cm, check_cm = settings.central_manager, True
-        if site.central_manager is not None:
-            overridden.append(Finding(NAME, "central_manager", show(cm),
-                                      "site_settings.htcondor.central_manager wins"))
-            cm, check_cm = site.central_manager, False
-
-        site_attrs = {name.upper(): (name, value) for name, value in site.attributes}
-        attributes = []
-        own = []           # the payload's attributes that the site did not replace
-        for name, value in settings.attributes:
-            if name.upper() in site_attrs:
-                site_name, site_value = site_attrs.pop(name.upper())
-                overridden.append(Finding(NAME, "attributes." + name, show(value),
-                                          "site_settings.htcondor.attributes.%s wins"
-                                          % site_name))
-                attributes.append((site_name, site_value))
-            else:
-                own.append((name, value))
-                attributes.append((name, value))
-        # What only the site sets is just used, in the site's order.
-        attributes.extend((n, v) for n, v in site.attributes if n.upper() in site_attrs)
-
+        cm, check_cm = review.site_wins("central_manager", settings.central_manager,
+                                        site.central_manager)
+        attributes, own = _merge_attributes(review, settings.attributes, site.attributes)
         if settings.role not in allow.roles:
-            denied.append(Finding(NAME, "role", show(ROLE_NAMES[settings.role]),
-                                  "not allowed by allow.htcondor.roles %s"
-                                  % _names([ROLE_NAMES[r] for r in allow.roles])))
-        if check_cm and not glob_match(cm, allow.central_managers or ()):
-            rule = ("allow.htcondor.central_managers (not set: nothing allowed)"
-                    if allow.central_managers is None else
-                    "allow.htcondor.central_managers %s" % _names(allow.central_managers))
-            denied.append(Finding(NAME, "central_manager", show(cm), "not allowed by " + rule))
+            review.deny("role", ROLE_NAMES[settings.role], "not allowed by " + review.rule(
+                "roles", [ROLE_NAMES[r] for r in allow.roles]))
+        if check_cm:
+            review.globs("central_manager", cm, "central_managers", allow.central_managers)
         allowed_names = {n.upper() for n in allow.attributes}
         for name, value in own:
             if name.upper() not in allowed_names:
-                denied.append(Finding(NAME, "attributes." + name, show(value),
-                                      "not allowed by allow.htcondor.attributes %s"
-                                      % _names(allow.attributes)))
-        return Decision(
-            settings=Settings(role=settings.role, central_manager=cm,
-                              attributes=tuple(attributes), token=settings.token),
-            denied=denied,
-            overridden=overridden,
-        )
+                review.deny("attributes." + name, value,
+                            "not allowed by " + review.rule("attributes", allow.attributes))
+        return review.decision(Settings(role=settings.role, central_manager=cm,
+                                        attributes=attributes, token=settings.token))
 
     def plan(self, settings: Settings, ctx: PlanContext) -> List[Action]:
         header = ctx.file_header()

@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.limits import LIMITS
-from contextd.plugin import Decision, Finding, PlanContext, Plugin, show
+from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import record
-from contextd.schema import HOSTNAME_RE, Reader, glob_match, plain
+from contextd.schema import Reader, hostname_ok, plain
 
 NAME = "puppet"
 DEFAULT_CONFIG = "/etc/puppetlabs/puppet/puppet.conf"
@@ -52,10 +52,6 @@ _SETTING_RE = re.compile(r"(\s*)(\w+)(\s*=\s*)(.*?)(\s*)\Z", re.ASCII)
 MARKER = "# contextd:"
 
 
-def _host_ok(value: str) -> bool:
-    return len(value) <= 253 and HOSTNAME_RE.fullmatch(value) is not None
-
-
 def config_ok(value: Any) -> bool:
     return (isinstance(value, str) and len(value) <= 4096 and CONFIG_RE.match(value) is not None
             and not any(part in (".", "..") for part in value.split("/")))
@@ -73,7 +69,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         # A second line of defence: no settings value can hold what the file cannot.
-        if self.server is not None and not _host_ok(self.server):
+        if self.server is not None and not hostname_ok(self.server):
             raise ValueError("puppet settings: invalid server")
         if self.environment is not None and not ENVIRONMENT_RE.match(self.environment):
             raise ValueError("puppet settings: invalid environment")
@@ -115,9 +111,9 @@ class Site:
 
 def _read_server(r: Reader) -> Optional[str]:
     value = r.str("server")
-    if value is None or _host_ok(value):
+    if value is None or hostname_ok(value):
         return value
-    if ":" in value and _host_ok(value.split(":", 1)[0]):
+    if ":" in value and hostname_ok(value.split(":", 1)[0]):
         raise r.fail("server", "%s must be a host name without a port" % show(value),
                      "Puppet takes the port from its own serverport setting")
     raise r.fail("server", "%s is not a valid host name" % show(value))
@@ -129,12 +125,6 @@ def _read_environment(r: Reader) -> Optional[str]:
         raise r.fail("environment", "%s is not a valid Puppet environment name" % show(value),
                      "lower-case letters, digits and '_'")
     return value
-
-
-def _rule(key: str, globs: Optional[Sequence[str]]) -> str:
-    if globs is None:
-        return "allow.puppet.%s (not set: nothing allowed)" % key
-    return "allow.puppet.%s [%s]" % (key, ", ".join(globs))
 
 
 def _marker(ctx: PlanContext, keys: Sequence[str]) -> str:
@@ -298,45 +288,28 @@ class PuppetPlugin(Plugin):
         return Site(server=_read_server(r), environment=_read_environment(r), config=config)
 
     def authorize(self, settings: Settings, allow: Allow, site: Optional[Site]) -> Decision:
-        denied: List[Finding] = []
-        overridden: List[Finding] = []
+        review = Review(NAME)
         site = site or Site()
-        final = {}
-        for key, globs in (("server", allow.servers), ("environment", allow.environments)):
-            value = getattr(settings, key)
-            site_value = getattr(site, key)
-            if site_value is not None:
-                if value is not None:
-                    overridden.append(Finding(NAME, key, show(value),
-                                              "site_settings.puppet.%s wins" % key))
-                final[key] = site_value
-                continue
-            final[key] = value
-            if value is not None and not glob_match(value, globs or ()):
-                denied.append(Finding(NAME, key, show(value),
-                                      "not allowed by " + _rule(key + "s", globs)))
+        server, check = review.site_wins("server", settings.server, site.server)
+        if check:
+            review.globs("server", server, "servers", allow.servers)
+        environment, check = review.site_wins("environment", settings.environment,
+                                              site.environment)
+        if check:
+            review.globs("environment", environment, "environments", allow.environments)
         # Only a certname the payload asks for is checked: the default, the host name, is
         # the machine's own.
-        if settings.certname is not None and not glob_match(settings.certname,
-                                                            allow.certnames or ()):
-            denied.append(Finding(NAME, "certname", show(settings.certname),
-                                  "not allowed by " + _rule("certnames", allow.certnames)))
+        if settings.certname is not None:
+            review.globs("certname", settings.certname, "certnames", allow.certnames)
         wait = settings.waitforcert
-        if wait and wait > allow.max_waitforcert:
-            denied.append(Finding(NAME, "waitforcert", show(wait),
-                                  "above allow.puppet.max_waitforcert %d"
-                                  % allow.max_waitforcert))
+        if wait:
+            review.at_most("waitforcert", wait, "max_waitforcert", allow.max_waitforcert)
         if settings.run == "apply" and not allow.masterless:
-            denied.append(Finding(NAME, "run", show(settings.run),
-                                  "not allowed: allow.puppet.masterless is not true"))
-        return Decision(
-            settings=Settings(server=final["server"], environment=final["environment"],
-                              run=settings.run, certname=settings.certname, waitforcert=wait,
-                              config=site.config or DEFAULT_CONFIG,
-                              manifest=settings.manifest),
-            denied=denied,
-            overridden=overridden,
-        )
+            review.deny("run", settings.run, "not allowed: allow.puppet.masterless is not true")
+        return review.decision(
+            Settings(server=server, environment=environment, run=settings.run,
+                     certname=settings.certname, waitforcert=wait,
+                     config=site.config or DEFAULT_CONFIG, manifest=settings.manifest))
 
     def plan(self, settings: Settings, ctx: PlanContext) -> List[Action]:
         certname = settings.certname
@@ -360,7 +333,7 @@ class PuppetPlugin(Plugin):
         if settings.run == "apply":
             assert settings.manifest is not None
             # The manifest goes in on stdin: no copy on disk, and the same argv under any root.
-            argv = APPLY_ARGV
+            argv: Tuple[str, ...] = APPLY_ARGV
             if settings.config != DEFAULT_CONFIG:
                 argv += ("--config", settings.config)
             actions.append(RunCommand(NAME, argv, timeout=TIMEOUT, ok_codes=frozenset({0, 2}),

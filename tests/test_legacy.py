@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from contextd import legacy, payload, policy, verify
+from contextd import legacy, payload, policy, settings, verify
 from contextd.errors import ApplyError, PayloadError, PolicyViolation, SignatureError
 
 from conftest import base_policy
@@ -285,7 +285,7 @@ def test_failing_prolog_stops_before_apply(site, tmp_path):
 
 
 def pinned_entries(data, name="prolog.sh"):
-    pol = type("P", (), {"legacy": {"hepix_scripts": {name: pin(data)}}})()
+    pol = type("P", (), {"legacy": settings.LegacySettings(hepix_scripts={name: pin(data)})})()
     return legacy.check_scripts({name: data}, pol)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from contextd import run as runner
+from contextd import run as runner, settings
 from contextd.errors import SourceError
 from contextd.sources import cdrom, detect, isosource, sdnotify
 
@@ -29,9 +29,9 @@ class Pol:
     def __init__(self, sources, wait=0, ec2_url="http://127.0.0.1:9", file_source=None):
         self.sources = tuple(sources)
         self.wait_for_source = wait
-        self.ec2 = {"url": ec2_url, "imdsv1_fallback": False, "budget": 2}
+        self.ec2 = settings.Ec2Settings(url=ec2_url, imdsv1_fallback=False, budget=2)
         self.file_source = file_source
-        self.legacy = {"hepix_scripts": {}, "amiconfig": None}
+        self.legacy = settings.LegacySettings()
 
 
 def variants(bundle: bytes, marker: Path):

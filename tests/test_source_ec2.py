@@ -296,4 +296,4 @@ def test_unlisted_sources_are_never_read(site, imds):
 def test_policy_ec2_url_shape():
     doc = yaml.safe_load("version: 1\nsite: X\nec2: {url: 'http://127.0.0.1:8080'}\n")
     from contextd import policy
-    assert policy.parse(doc).ec2["url"] == "http://127.0.0.1:8080"
+    assert policy.parse(doc).ec2.url == "http://127.0.0.1:8080"

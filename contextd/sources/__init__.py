@@ -85,8 +85,9 @@ def open_source(spec: str, policy: Any = None) -> Tuple[Optional[Context], str]:
         return bundlefile.read(where), ""
     if kind == "ec2":
         from contextd.sources import ec2
-        settings = policy.ec2 if policy is not None else {"imdsv1_fallback": False, "budget": 20}
-        return ec2.look(ec2.check_url(where), settings["budget"], settings["imdsv1_fallback"])
+        from contextd.settings import Ec2Settings
+        settings = policy.ec2 if policy is not None else Ec2Settings()
+        return ec2.look(ec2.check_url(where), settings.budget, settings.imdsv1_fallback)
     raise UsageError("--source kind %r is not known" % kind, SPEC_HINT)
 
 
@@ -118,8 +119,8 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
         elif name == "ec2":
             from contextd.sources import ec2
             try:
-                ctx, why = ec2.look(policy.ec2["url"], policy.ec2["budget"],
-                                    policy.ec2["imdsv1_fallback"])
+                ctx, why = ec2.look(policy.ec2.url, policy.ec2.budget,
+                                    policy.ec2.imdsv1_fallback)
             except ec2.NoService as exc:
                 why = exc.one_line()
         elif name == "file":
