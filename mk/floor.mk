@@ -41,7 +41,7 @@ lint-floor: $(VENV)/.lint
 # mypy on the repo's own config ([tool.mypy] in pyproject.toml; mypy 1.x, the last that
 # checks for Python 3.9) and ruff with the extended rules of [tool.ruff.lint] (B, SIM, RUF,
 # UP, PT beside E, F, W). Add lint-strict to CI_TARGETS when both pass on the whole tree.
-STRICT_PINS := mypy==1.20.2
+STRICT_PINS := mypy==1.19.1
 
 .PHONY: lint-strict
 lint-strict: $(VENV)/.strict
