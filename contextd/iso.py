@@ -184,7 +184,7 @@ def _open_source(path: str):
 class _RockRidge:
     """What contextd uses of one record's Rock Ridge entries."""
 
-    __slots__ = ("name", "symlink", "relocated", "child_link")
+    __slots__ = ("child_link", "name", "relocated", "symlink")
 
     def __init__(self) -> None:
         self.name = b""         # NM: the POSIX name; empty when there is none
@@ -196,7 +196,7 @@ class _RockRidge:
 class _Record:
     """One directory record: the fields lookups and reads use."""
 
-    __slots__ = ("ident", "extent", "size", "flags", "interleaved", "rock_ridge", "children")
+    __slots__ = ("children", "extent", "flags", "ident", "interleaved", "rock_ridge", "size")
 
     def __init__(self, raw: bytes):
         self.ident = raw[33:33 + raw[32]]
@@ -207,7 +207,7 @@ class _Record:
         self.flags = raw[25]
         self.interleaved = bool(raw[26] or raw[27])  # file unit size, interleave gap
         self.rock_ridge: Optional[_RockRidge] = None  # ISO9660 tree of a Rock Ridge image
-        self.children: Sequence["_Record"] = ()  # a directory's records, '.' and '..' left out
+        self.children: Sequence[_Record] = ()  # a directory's records, '.' and '..' left out
 
 
 def _system_use(raw: bytes) -> bytes:
@@ -219,7 +219,7 @@ def _system_use(raw: bytes) -> bytes:
 class _Entry:
     """One directory entry in one name set: its name and its directory record."""
 
-    __slots__ = ("name", "record", "is_dir")
+    __slots__ = ("is_dir", "name", "record")
 
     def __init__(self, name: str, record: _Record, is_dir: bool):
         self.name = name
@@ -276,7 +276,7 @@ class IsoImage:
 
     # -- context manager -------------------------------------------------------------
 
-    def __enter__(self) -> "IsoImage":
+    def __enter__(self) -> IsoImage:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -311,7 +311,7 @@ class IsoImage:
         names, entry = self._file(rel)
         return self._guard(self._read_record, names, rel, entry.record, limit)
 
-    def _file(self, rel: str) -> Tuple[str, "_Entry"]:
+    def _file(self, rel: str) -> Tuple[str, _Entry]:
         found = self._resolve(rel)
         if found is None:
             raise SourceError("context ISO %s has no file %s" % (self.path, rel))

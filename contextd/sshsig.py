@@ -100,7 +100,7 @@ class SshSig:
     signature: bytes  # the inner signature blob: string sig-type + string sig
     # For `ssh-keygen -Y sign -f key-cert.pub`: the embedded certificate (public_key is then
     # the certificate blob and key_type its type, e.g. "ssh-ed25519-cert-v01@openssh.com").
-    certificate: Optional["SshCertificate"] = None
+    certificate: Optional[SshCertificate] = None
 
     @property
     def signing_key(self) -> bytes:

@@ -40,7 +40,7 @@ EXTRA = {
     "mixed.case.name.with.dots.tar.gz": b"lower\n",  # same ISO9660 name until made unique
     "a-very-long-file-name-that-does-not-fit-iso9660-level-three.yaml": b"long\n",
     "a-very-long-file-name-that-does-not-fit-iso9660-level-three.yml": b"long2\n",
-    "caf\u00e9 & spaces.txt": "unicode\n".encode(),
+    "caf\u00e9 & spaces.txt": b"unicode\n",
     ".hidden": b"dot\n",
 }
 ALL = dict(FILES, **EXTRA)
@@ -392,10 +392,9 @@ def test_refuses_directories_and_fifos(tmp_path):
 
 
 def assert_refused(path):
-    with pytest.raises(SourceError) as caught:
-        with IsoImage(str(path)) as img:
-            for rel in FILES:
-                img.read(rel)
+    with pytest.raises(SourceError) as caught, IsoImage(str(path)) as img:
+        for rel in FILES:
+            img.read(rel)
     assert str(path) in str(caught.value)
     assert "\n" not in caught.value.one_line()
     return caught.value

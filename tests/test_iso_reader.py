@@ -49,10 +49,9 @@ def ce_entry(block, offset, length):
 def refused(path, match, *reads):
     """The SourceError opening `path` and reading `reads` gives; fast, naming the image."""
     start = time.monotonic()
-    with pytest.raises(SourceError, match=match) as caught:
-        with IsoImage(str(path)) as img:
-            for rel in reads:
-                img.read(rel)
+    with pytest.raises(SourceError, match=match) as caught, IsoImage(str(path)) as img:
+        for rel in reads:
+            img.read(rel)
     assert time.monotonic() - start < 2
     assert str(path) in str(caught.value)
     assert "\n" not in caught.value.one_line()

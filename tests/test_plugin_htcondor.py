@@ -367,13 +367,13 @@ def condor_read(tmp_path, content):
     (tmp_path / "etc").mkdir()
     (tmp_path / "config.d" / "50-contextd.conf").write_bytes(content)
     (tmp_path / "condor_config").write_text(
-        "RELEASE_DIR = {t}\nLOCAL_DIR = {t}/local\nETC = {t}/etc\n"
-        "LOCAL_CONFIG_DIR = {t}/config.d\n".format(t=tmp_path))
+        f"RELEASE_DIR = {tmp_path}\nLOCAL_DIR = {tmp_path}/local\nETC = {tmp_path}/etc\n"
+        f"LOCAL_CONFIG_DIR = {tmp_path}/config.d\n")
     env = dict(os.environ, CONDOR_CONFIG=str(tmp_path / "condor_config"))
     code = ("import json, htcondor2\n"
             "print(json.dumps({k: htcondor2.param.get(k) for k in %r}))" % KEYS)
     out = subprocess.run([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+                         stderr=subprocess.PIPE, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -46,7 +46,7 @@ class Outcome:
     spool_file: Optional[str] = None
 
 
-def destinations(policy: "Policy", root: str, vo_url: Optional[str] = None,
+def destinations(policy: Policy, root: str, vo_url: Optional[str] = None,
                  vo_token: Optional[str] = None) -> List[Destination]:
     """The payload's allowed URL (signed with its token) and the site's URLs (signed with the
     site's key when the policy names one); paths in the policy are on the target system."""

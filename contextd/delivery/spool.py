@@ -74,7 +74,7 @@ class Entry:
         }, indent=1, sort_keys=True) + "\n").encode("ascii")
 
     @classmethod
-    def from_bytes(cls, data: bytes, path: str) -> "Entry":
+    def from_bytes(cls, data: bytes, path: str) -> Entry:
         doc = json.loads(data.decode("ascii"))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a %s file" % FORMAT)

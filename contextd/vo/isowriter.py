@@ -171,7 +171,7 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
     finally:
         try:
             iso.close()
-        except Exception:  # pylint: disable=broad-except
+        except Exception:  # noqa: BLE001 - a failing close must not hide why the build failed
             pass
 
 
