@@ -61,7 +61,7 @@ def under_root(root: str, path: str, follow: bool = True, secret: bool = False) 
         if secret and name and not rest:
             target = _readlink(fd, name)
             if target is not None:
-                raise _secret_link(_host(base, names + [name]), target)
+                raise _secret_link(_host(base, [*names, name]), target)
     finally:
         os.close(fd)
     return _host(base, _lexical(names + rest + ([name] if name else [])))
@@ -106,7 +106,7 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
             except FileNotFoundError:
                 if mode is None:
                     if partial:
-                        return stack.pop(), names, [name] + todo[::-1]
+                        return stack.pop(), names, [name, *todo[::-1]]
                     raise
                 os.mkdir(name, mode, dir_fd=stack[-1])
                 fd = os.open(name, _DIR, dir_fd=stack[-1])
@@ -114,19 +114,19 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
                 os.fchmod(fd, mode)
                 stack.pop()
                 if created is not None:
-                    created.append(_host(base, names + [name]))
+                    created.append(_host(base, [*names, name]))
             except OSError as exc:
                 target = _readlink(stack[-1], name)
                 if target is None:          # not a link: a file where a directory should be
                     if partial and exc.errno == errno.ENOTDIR:
-                        return stack.pop(), names, [name] + todo[::-1]
+                        return stack.pop(), names, [name, *todo[::-1]]
                     raise
                 if secret:
-                    raise _secret_link(_host(base, names + [name]), target)
+                    raise _secret_link(_host(base, [*names, name]), target)
                 followed += 1
                 if followed > MAX_SYMLINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP),
-                                  _host(base, names + [name]))
+                                  _host(base, [*names, name]))
                 if target.startswith("/"):          # absolute: from the root, not the host's
                     for fd in stack[1:]:
                         os.close(fd)

@@ -73,7 +73,7 @@ _RSA_SIG_HASHES: Dict[str, str] = {
     "rsa-sha2-256": "SHA256",
     "rsa-sha2-512": "SHA512",
 }
-SUPPORTED_KEY_TYPES = (ED25519,) + tuple(sorted(_ECDSA)) + (RSA,)
+SUPPORTED_KEY_TYPES = (ED25519, *sorted(_ECDSA), RSA)
 # OpenSSH caps RSA at 16384 bits; below 2048 bits a key is too weak to trust with root.
 RSA_MIN_BITS = 2048
 

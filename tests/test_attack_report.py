@@ -64,7 +64,7 @@ def test_the_payload_url_that_was_matched_is_the_one_delivered_to(site, payload_
     assert [r["path"] for r in vo_requests(receiver)] == ["/vo?run=1"]
 
 
-@pytest.mark.parametrize("glob, problem", [
+@pytest.mark.parametrize(("glob", "problem"), [
     ("http://u:p@*.example.org/*", "user"),
     ("http://*.example.org/#x", "fragment"),
     ("http://*.exa/mple.org", None),            # fine: host *.exa, path /mple.org
@@ -119,7 +119,7 @@ MATCHES = [
 ]
 
 
-@pytest.mark.parametrize("glob, url, allowed", MATCHES)
+@pytest.mark.parametrize(("glob", "url", "allowed"), MATCHES)
 def test_url_glob_matching(glob, url, allowed):
     from contextd import urls
     pattern = urls.parse_glob(glob)
@@ -216,7 +216,7 @@ BAD_REPORT_TOKEN = "bad-r3p0rt-t0ken-5ecret-0123456789$"
 BAD_CONDOR_TOKEN = "eyJhbGciOiJIUzI1NiJ9.bad-condor-5ecret-0123456789$"
 
 
-@pytest.mark.parametrize("section, value", [("report", BAD_REPORT_TOKEN),
+@pytest.mark.parametrize(("section", "value"), [("report", BAD_REPORT_TOKEN),
                                             ("htcondor", BAD_CONDOR_TOKEN),
                                             ("report", "x" * 5000),
                                             ("report", "sh0rt")])
@@ -234,7 +234,7 @@ def test_a_malformed_secret_is_never_echoed(site, payload_doc, receiver, section
     received = [r["body"].decode() for r in receiver.requests]
     assert received, "the site receiver got the report"
     code2, explained, _ = site.cli("explain", str(bundle), "--policy", str(site.policy_path))
-    scan_for_secrets([out, err, explained] + received, site,
+    scan_for_secrets([out, err, explained, *received], site,
                      secrets=(value, TOKEN, REPORT_TOKEN))
 
 
@@ -308,7 +308,7 @@ def test_well_formed_ec2_urls_pass(site, url):
 
 # -- 7. crl: off, as documented ----------------------------------------------------------------
 
-@pytest.mark.parametrize("text, code, shown", [("off", 0, "off"), ("false", 0, "off"),
+@pytest.mark.parametrize(("text", "code", "shown"), [("off", 0, "off"), ("false", 0, "off"),
                                                ("'off'", 0, "off"), ("if-present", 0, None),
                                                ("on", 2, "required"), ("true", 2, "required")])
 def test_crl_off_as_documented(site, text, code, shown):

@@ -140,7 +140,7 @@ def test_custom_label(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "files, label, match",
+    ("files", "label", "match"),
     [
         ({"/etc/passwd": b"x"}, "CONTEXT", "absolute"),
         ({"a/../b": b"x"}, "CONTEXT", r"'\.\.'"),

@@ -188,7 +188,7 @@ def test_too_many_chained_continuation_areas_are_refused(tmp_path):
     refused(image, "chains more than %d Rock Ridge continuation areas" % LIMITS.iso_ce_per_record)
 
 
-@pytest.mark.parametrize("offset, length", [(2040, 28), (0, 4096)])
+@pytest.mark.parametrize(("offset", "length"), [(2040, 28), (0, 4096)])
 def test_continuation_area_outside_its_block_is_refused(tmp_path, offset, length):
     image, _ = image_with_ce_chain(
         tmp_path, lambda block: [(0, ce_entry(block, offset, length))])
@@ -249,7 +249,7 @@ def record_offsets(data, extent):
     return found
 
 
-@pytest.mark.parametrize("byte, value, match", [
+@pytest.mark.parametrize(("byte", "value", "match"), [
     (25, isomod._MULTI_EXTENT, "a.txt is split over several extents"),
     (26, 1, "a.txt is recorded interleaved"),
 ])
@@ -305,7 +305,7 @@ def test_volume_descriptor_checks(tmp_path):
     kinds = dict(vd_sectors(good))
     assert kinds[16] == 1 and 255 in kinds.values()
 
-    terminator = [s for s, kind in kinds.items() if kind == 255][0]
+    terminator = next(s for s, kind in kinds.items() if kind == 255)
     data = bytearray(good)
     data[terminator * 2048 + 1:terminator * 2048 + 6] = b"XXXXX"
     out.write_bytes(bytes(data))

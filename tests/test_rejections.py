@@ -93,7 +93,7 @@ def test_serial_below_backstop_and_revoked(site, payload_doc):
                     "older than site backstop", "revoked")
 
 
-@pytest.mark.parametrize("text,needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     (b"version: [1\n", "not valid YAML"),
     (b"version: 1\nversion: 1\nsite: X\n", "duplicate key 'version'"),
     (b"version: 1\nsite: X\nbogus: 1\n", "unknown key 'bogus'"),
@@ -179,7 +179,7 @@ def test_payload_without_type_tag(site, payload_doc):
                     "not a contextd payload")
 
 
-@pytest.mark.parametrize("section,key,value", [
+@pytest.mark.parametrize(("section", "key", "value"), [
     ("cvmfs", "repositories", ["atlas.cern.ch\nCVMFS_SERVER_URL=x"]),
     ("cvmfs", "repositories", ["atlas.cern.ch'; rm -rf /; '"]),
     ("cvmfs", "repositories", ["$(reboot).cern.ch"]),

@@ -176,7 +176,7 @@ def test_pack_iso_is_readable_by_isoinfo(site, tmp_path):
     assert extracted == (site.tmp / "payload.yaml").read_bytes()
 
 
-@pytest.mark.parametrize("text,needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     (b"", "does not start with"),
     (b"#contextd-signed-v1\n-----BEGIN CONTEXTD PAYLOAD-----\nAAA\n", "no END line"),
     (b"#contextd-signed-v1\nhello\n", "text outside any block"),

@@ -83,7 +83,7 @@ def test_directory_carrier_wins_and_context_sh_still_gives_facts(tmp_path):
     assert ctx.facts == {"cloud": "opennebula", "instance_id": "7"}
 
 
-@pytest.mark.parametrize("files, message", [
+@pytest.mark.parametrize(("files", "message"), [
     ({"context.sh": one_context_sh({"ETH0_IP": "10.0.0.5"})},
      "sets none of EC2_USER_DATA, USER_DATA, USERDATA"),
     ({"context.sh": b"A='1'\nB=$(reboot)\n"}, "context.sh on .* line 2: B: unquoted '\\$'"),

@@ -63,7 +63,7 @@ def test_hostile_substitutions_in_quotes_stay_text(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("text, line, what", [
+@pytest.mark.parametrize(("text", "line", "what"), [
     ("A='1'\nB=$(reboot)\n", 2, "unquoted '$'"),
     ("A='1'\n\nB=`id`\n", 3, "unquoted '`'"),
     ("A='1'; rm -rf /\n", 1, "unquoted ';'"),

@@ -31,8 +31,8 @@ KEY_TYPES = {"ed25519": "ssh-ed25519", "ecdsa": "ecdsa-sha2-nistp256", "rsa": "s
 def keygen(*args: str, stdin: bytes = b"", check: bool = True) -> subprocess.CompletedProcess:
     tool = shutil.which("ssh-keygen")
     assert tool, "ssh-keygen (OpenSSH >= 8.1) is required for the SSHSIG interop tests"
-    return subprocess.run([tool, *args], input=stdin, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, check=check)
+    return subprocess.run([tool, *args], input=stdin, capture_output=True,
+                          check=check)
 
 
 def dearmor(text: str) -> bytes:
@@ -341,7 +341,7 @@ def test_public_key_blob(key: Key) -> None:
     assert sshsig.public_key_blob("%s %s" % (key_type, b64)) == base64.b64decode(b64)
 
 
-@pytest.mark.parametrize("line, words", [
+@pytest.mark.parametrize(("line", "words"), [
     ("", "KEYTYPE BASE64"),
     ("ssh-ed25519", "KEYTYPE BASE64"),
     ("ssh-ed25519 !!!notbase64", "not valid base64"),

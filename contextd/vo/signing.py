@@ -82,7 +82,7 @@ def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
         if old_key == new_key:
             raise SigningError("the bundle is already signed by this key (%s)"
                                % sshsig.fingerprint(new_key))
-    return armor.encode(payload, armor.armor_signatures(tuple(signatures) + (blob,)))
+    return armor.encode(payload, armor.armor_signatures((*signatures, blob)))
 
 
 def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source: bytes,
@@ -102,7 +102,7 @@ def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source:
         if isinstance(old, bundle.X509Signature) and old.certificates[:1] == new.certificates[:1]:
             raise SigningError("the bundle is already signed with this certificate (%s)"
                                % x509sig.parse(new).subject)
-    return armor.encode(payload, armor.armor_signatures(tuple(signatures) + (new,)))
+    return armor.encode(payload, armor.armor_signatures((*signatures, new)))
 
 
 def check_payload(payload: bytes) -> None:
