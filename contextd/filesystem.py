@@ -74,7 +74,7 @@ def default_dir(root: str, path: str) -> str:
         return under_root(root, path)
     except OSError as exc:
         raise ApplyError("cannot resolve %s under %s: %s" % (path, root, exc.strerror or exc),
-                         "fix the symbolic links on that path in the image")
+                         "fix the symbolic links on that path in the image") from None
 
 
 def _walk(base: str, path: str, mode: Optional[int] = None,
@@ -122,11 +122,11 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
                         return stack.pop(), names, [name, *todo[::-1]]
                     raise
                 if secret:
-                    raise _secret_link(_host(base, [*names, name]), target)
+                    raise _secret_link(_host(base, [*names, name]), target) from None
                 followed += 1
                 if followed > MAX_SYMLINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP),
-                                  _host(base, [*names, name]))
+                                  _host(base, [*names, name])) from None
                 if target.startswith("/"):          # absolute: from the root, not the host's
                     for fd in stack[1:]:
                         os.close(fd)
@@ -246,7 +246,7 @@ def reader(root: str) -> Callable[[str], Optional[bytes]]:
             return read_limited(target, 4 * 1024 * 1024)
         except OSError as exc:
             raise ApplyError("cannot read %s: %s" % (target, exc.strerror or exc),
-                             "it must be a regular file of at most 4 MiB")
+                             "it must be a regular file of at most 4 MiB") from None
     return read_file
 
 
@@ -325,7 +325,7 @@ def remove_stale_temporaries(directory: str, *, root: str = "/") -> None:
     try:
         for name in os.listdir(dir_fd):
             if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-                try:
+                try:  # noqa: SIM105 - boot path: no contextlib import for this
                     os.unlink(name, dir_fd=dir_fd)
                 except OSError:
                     pass
@@ -380,7 +380,7 @@ def atomic_write(path: str, content: Union[bytes, Callable[[BinaryIO], None]], m
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            try:
+            try:  # noqa: SIM105 - boot path: no contextlib import for this
                 os.unlink(tmp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass

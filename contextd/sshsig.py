@@ -37,7 +37,7 @@ import binascii
 import datetime
 import hashlib
 import struct
-from typing import Dict, Iterable, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, NoReturn, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -45,6 +45,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from contextd.errors import SignatureError, SigningError
 from contextd.limits import LIMITS
 from contextd.record import field, record
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
 
 NAMESPACE = "contextd-payload"
 
@@ -235,7 +238,7 @@ def _wire_key_type(blob: bytes) -> str:
     return _WireReader(blob, "public key").text("key type")
 
 
-def _hash(name: str) -> object:
+def _hash(name: str) -> HashAlgorithm:
     """An instance of cryptography's hash class `name` ("SHA256")."""
     from cryptography.hazmat.primitives import hashes
 
@@ -430,10 +433,7 @@ def _parse_certificate(blob: bytes, cert_type_name: str) -> SshCertificate:
     if problem:
         raise SignatureError(*problem)
     from cryptography.hazmat.primitives.serialization import (
-        SSHCertificate,
-        SSHCertificateType,
-        load_ssh_public_identity,
-    )
+        SSHCertificate, SSHCertificateType, load_ssh_public_identity)
 
     ca_signature_type = _certificate_signature_type(blob, key_type)
     line = cert_type_name.encode("ascii") + b" " + base64.b64encode(blob)

@@ -107,8 +107,9 @@ def deliver(report: Dict[str, Any], dests: Sequence[Destination], spool_dir: str
 def _settle(entry: Entry, verdict: str, said: str, spool_dir: str,
             spool_error: Optional[str]) -> Outcome:
     """Log what happened to one entry and leave the spool saying the same."""
-    fields = dict(stage="report", report_id=entry.report_id, destination=shown(entry.url),
-                  delivery=KEPT if verdict == PENDING else verdict)
+    fields: Dict[str, Any] = dict(stage="report", report_id=entry.report_id,
+                                  destination=shown(entry.url),
+                                  delivery=KEPT if verdict == PENDING else verdict)
     if verdict == DELIVERED:
         logs.event(log, logging.INFO, "report %s delivered to %s (%s)"
                    % (entry.report_id, shown(entry.url), said), **fields)

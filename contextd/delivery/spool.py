@@ -140,7 +140,7 @@ def locked(spool_dir: str, wait: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise DeliveryError("spool %s is busy: another contextd is sending reports"
-                                        % spool_dir, "try again later")
+                                        % spool_dir, "try again later") from None
                 time.sleep(0.1)
         yield
     finally:

@@ -33,7 +33,7 @@ def _collect(source: bytes, existing: Optional[bytes]
         try:
             current = bundle.decode(existing, what="existing output bundle")
         except BundleError as exc:
-            raise SigningError(exc.message, "choose another -o file or remove it")
+            raise SigningError(exc.message, "choose another -o file or remove it") from None
         if current.payload != payload:
             raise SigningError("the existing output bundle holds a different payload",
                                "write to a new file, or sign the same payload.yaml")
@@ -113,4 +113,4 @@ def check_payload(payload: bytes) -> None:
     try:
         strictyaml.load(payload, "payload", PayloadError)
     except PayloadError as exc:
-        raise SigningError(exc.message, exc.hint)
+        raise SigningError(exc.message, exc.hint) from None
