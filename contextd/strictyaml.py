@@ -150,11 +150,8 @@ def _loader_class(libyaml: bool = True) -> Any:
                     raise ConstructorError(None, None, "unhashable key",
                                            key_node.start_mark) from None
                 if key in seen:
-                    raise _Refused(
-                        "duplicate key %r at line %d (first at line %d)" % (
-                            key, key_node.start_mark.line + 1, seen[key]),
-                        "each key may appear once",
-                    )
+                    raise _Refused("duplicate key %r at line %d (first at line %d)" % (
+                        key, key_node.start_mark.line + 1, seen[key]), "each key may appear once")
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep=deep)
 

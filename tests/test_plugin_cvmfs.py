@@ -185,7 +185,7 @@ def test_hostile_or_malformed_proxy_rejected(value):
     {"repositories": ("a.cern.ch",), "quota_limit_mb": "1"},
 ])
 def test_settings_value_cannot_hold_a_hostile_value(kw):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^cvmfs settings: invalid "):
         cvmfs.Settings(**kw)
 
 

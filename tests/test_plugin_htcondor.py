@@ -166,11 +166,11 @@ def test_parse_errors(data, message):
 
 
 def test_settings_value_cannot_hold_a_hostile_value():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid central_manager"):
         htcondor.Settings(role="Execute", central_manager="cm\nSTART = true")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid attribute 'A'"):
         htcondor.Settings(role="Execute", central_manager="cm", attributes=(("A", '"'),))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid role"):
         htcondor.Settings(role="Execute; rm", central_manager="cm")
 
 

@@ -119,9 +119,9 @@ def test_parse_errors(data, message):
 
 
 def test_settings_value_cannot_hold_a_hostile_value():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid server"):
         puppet.Settings(server="p\n[main]")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid config"):
         puppet.Settings(config="relative/puppet.conf")
 
 

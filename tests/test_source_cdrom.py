@@ -102,7 +102,7 @@ def test_hepix_iso_through_contextd_run(site, tmp_path):
     bundle = site.bundle().read_bytes()
     iso = make_iso("genisoimage", {"context.sh": variants(bundle, tmp_path / "m")["opennebula"]},
                    tmp_path / "one.iso")
-    code, out, err = site.run("iso:%s" % iso)
+    code, _, err = site.run("iso:%s" % iso)
     assert code == 0, err
     rep = site.report()
     assert rep["outcome"] == "applied"
@@ -195,7 +195,7 @@ def test_context_cdrom_without_bundle_is_not_waited_on(discs):
 def test_broken_context_labelled_disc_is_an_error(tmp_path):
     bad = tmp_path / "bad.iso"
     bad.write_bytes(b"\0" * 40000)
-    with pytest.raises(SourceError, match="bad.iso"):
+    with pytest.raises(SourceError, match=r"bad.iso"):
         detect(Pol(["hepix-cdrom"]), udev=FakeUdev([cd(str(bad))]))
     found = detect(Pol(["hepix-cdrom"]), udev=FakeUdev([cd(str(bad), "OTHER")]))
     assert found.context is None and "skipped" in found.notes[0]

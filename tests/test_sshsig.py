@@ -5,6 +5,7 @@ ssh-keygen is required: without it these tests fail, they do not skip.
 
 import base64
 import hashlib
+import re
 import shutil
 import struct
 import subprocess
@@ -352,17 +353,15 @@ def test_public_key_blob(key: Key) -> None:
     ('from="*" ssh-ed25519 AAAA', "not supported"),
 ])
 def test_public_key_blob_errors(line: str, words: str) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=re.escape(words)):
         sshsig.public_key_blob(line)
-    assert words in str(info.value)
 
 
 def test_public_key_blob_type_mismatch(key: Key) -> None:
     b64 = key.public_line.split()[1]
     other = "ssh-rsa" if key.name != "rsa" else "ssh-ed25519"
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="says"):
         sshsig.public_key_blob("%s %s" % (other, b64))
-    assert "says" in str(info.value)
 
 
 def test_armor_wraps_at_70_columns() -> None:
