@@ -1,7 +1,8 @@
 """The signed bundle's armour (DESIGN section 5): text in, payload bytes and signature blobs out.
 
 It only splits and decodes (writing is `contextd.vo.armor`); it never looks inside the payload
-(no YAML here) and never decides whether a signature is good. Size limits apply before and after gunzip.
+(no YAML here) and never decides whether a signature is good. Size limits apply before and
+after gunzip.
 
 Signature blocks are `SSH SIGNATURE` (an SSHSIG blob, kept as bytes) and `CONTEXTD X509
 SIGNATURE` (a raw signature over the payload bytes) followed by the `CERTIFICATE` blocks that
@@ -68,7 +69,7 @@ def gunzip(data: bytes, limit: int = MAX_BUNDLE, what: str = "bundle") -> bytes:
             out = f.read(limit + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise BundleError("%s is not valid gzip: %s" % (what, exc),
-                          "send it uncompressed or as produced by gzip")
+                          "send it uncompressed or as produced by gzip") from None
     if len(out) > limit:
         raise BundleError("%s decompresses to more than %d bytes" % (what, limit))
     return out
@@ -83,8 +84,9 @@ def decode(data: bytes, what: str = "bundle") -> Bundle:
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as exc:
-        raise BundleError("%s is not ASCII text (byte %d)" % (what, exc.start),
-                          "a bundle is ASCII armour, optionally gzip-compressed as a whole")
+        raise BundleError(
+            "%s is not ASCII text (byte %d)" % (what, exc.start),
+            "a bundle is ASCII armour, optionally gzip-compressed as a whole") from None
     lines = text.replace("\r\n", "\n").split("\n")
     if lines[0] != MAGIC:
         raise BundleError("%s does not start with %r" % (what, MAGIC),
@@ -92,7 +94,8 @@ def decode(data: bytes, what: str = "bundle") -> Bundle:
     blocks = _blocks(lines[1:], what)
     payloads = [body for label, body, _ in blocks if label == PAYLOAD]
     if len(payloads) != 1:
-        raise BundleError("%s has %d payload blocks; exactly one is allowed" % (what, len(payloads)))
+        raise BundleError("%s has %d payload blocks; exactly one is allowed"
+                          % (what, len(payloads)))
     sigs = _signatures([b for b in blocks if b[0] != PAYLOAD], what)
     if not sigs:
         raise BundleError("%s has no signature block" % what,
@@ -105,7 +108,7 @@ def decode_signatures(data: bytes, what: str = "signature file") -> Tuple[Signat
     try:
         text = data.decode("ascii")
     except UnicodeDecodeError as exc:
-        raise BundleError("%s is not ASCII text (byte %d)" % (what, exc.start))
+        raise BundleError("%s is not ASCII text (byte %d)" % (what, exc.start)) from None
     blocks = _blocks(text.replace("\r\n", "\n").split("\n"), what, first=1)
     if any(label == PAYLOAD for label, _, _ in blocks):
         raise BundleError("%s holds a payload block; it must hold only signatures" % what)

@@ -61,7 +61,7 @@ def under_root(root: str, path: str, follow: bool = True, secret: bool = False) 
         if secret and name and not rest:
             target = _readlink(fd, name)
             if target is not None:
-                raise _secret_link(_host(base, names + [name]), target)
+                raise _secret_link(_host(base, [*names, name]), target)
     finally:
         os.close(fd)
     return _host(base, _lexical(names + rest + ([name] if name else [])))
@@ -74,7 +74,7 @@ def default_dir(root: str, path: str) -> str:
         return under_root(root, path)
     except OSError as exc:
         raise ApplyError("cannot resolve %s under %s: %s" % (path, root, exc.strerror or exc),
-                         "fix the symbolic links on that path in the image")
+                         "fix the symbolic links on that path in the image") from None
 
 
 def _walk(base: str, path: str, mode: Optional[int] = None,
@@ -106,7 +106,7 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
             except FileNotFoundError:
                 if mode is None:
                     if partial:
-                        return stack.pop(), names, [name] + todo[::-1]
+                        return stack.pop(), names, [name, *todo[::-1]]
                     raise
                 os.mkdir(name, mode, dir_fd=stack[-1])
                 fd = os.open(name, _DIR, dir_fd=stack[-1])
@@ -114,19 +114,19 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
                 os.fchmod(fd, mode)
                 stack.pop()
                 if created is not None:
-                    created.append(_host(base, names + [name]))
+                    created.append(_host(base, [*names, name]))
             except OSError as exc:
                 target = _readlink(stack[-1], name)
                 if target is None:          # not a link: a file where a directory should be
                     if partial and exc.errno == errno.ENOTDIR:
-                        return stack.pop(), names, [name] + todo[::-1]
+                        return stack.pop(), names, [name, *todo[::-1]]
                     raise
                 if secret:
-                    raise _secret_link(_host(base, names + [name]), target)
+                    raise _secret_link(_host(base, [*names, name]), target) from None
                 followed += 1
                 if followed > MAX_SYMLINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP),
-                                  _host(base, names + [name]))
+                                  _host(base, [*names, name])) from None
                 if target.startswith("/"):          # absolute: from the root, not the host's
                     for fd in stack[1:]:
                         os.close(fd)
@@ -246,7 +246,7 @@ def reader(root: str) -> Callable[[str], Optional[bytes]]:
             return read_limited(target, 4 * 1024 * 1024)
         except OSError as exc:
             raise ApplyError("cannot read %s: %s" % (target, exc.strerror or exc),
-                             "it must be a regular file of at most 4 MiB")
+                             "it must be a regular file of at most 4 MiB") from None
     return read_file
 
 
@@ -325,7 +325,7 @@ def remove_stale_temporaries(directory: str, *, root: str = "/") -> None:
     try:
         for name in os.listdir(dir_fd):
             if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-                try:
+                try:  # noqa: SIM105 - boot path: no contextlib import for this
                     os.unlink(name, dir_fd=dir_fd)
                 except OSError:
                     pass
@@ -380,7 +380,7 @@ def atomic_write(path: str, content: Union[bytes, Callable[[BinaryIO], None]], m
         except BaseException:
             if fd >= 0:
                 os.close(fd)
-            try:
+            try:  # noqa: SIM105 - boot path: no contextlib import for this
                 os.unlink(tmp, dir_fd=dir_fd)
             except FileNotFoundError:
                 pass

@@ -30,7 +30,7 @@ import os
 import re
 import stat
 import struct
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
@@ -153,7 +153,7 @@ _RRIP_IDS = (b"RRIP_1991A", b"IEEE_P1282", b"IEEE_1282")  # ER identifiers of Ro
 _NM_CONTINUE = 0x01  # Rock Ridge NM flag: the name goes on in the next NM entry
 
 
-def _open_source(path: str):
+def _open_source(path: str) -> BinaryIO:
     """Open an image file or block device for reading, refusing anything else.
 
     O_NONBLOCK (as blkid does) so that a FIFO cannot hang us and a CD-ROM drive without a
@@ -184,7 +184,7 @@ def _open_source(path: str):
 class _RockRidge:
     """What contextd uses of one record's Rock Ridge entries."""
 
-    __slots__ = ("name", "symlink", "relocated", "child_link")
+    __slots__ = ("child_link", "name", "relocated", "symlink")
 
     def __init__(self) -> None:
         self.name = b""         # NM: the POSIX name; empty when there is none
@@ -196,7 +196,7 @@ class _RockRidge:
 class _Record:
     """One directory record: the fields lookups and reads use."""
 
-    __slots__ = ("ident", "extent", "size", "flags", "interleaved", "rock_ridge", "children")
+    __slots__ = ("children", "extent", "flags", "ident", "interleaved", "rock_ridge", "size")
 
     def __init__(self, raw: bytes):
         self.ident = raw[33:33 + raw[32]]
@@ -207,7 +207,7 @@ class _Record:
         self.flags = raw[25]
         self.interleaved = bool(raw[26] or raw[27])  # file unit size, interleave gap
         self.rock_ridge: Optional[_RockRidge] = None  # ISO9660 tree of a Rock Ridge image
-        self.children: Sequence["_Record"] = ()  # a directory's records, '.' and '..' left out
+        self.children: Sequence[_Record] = ()  # a directory's records, '.' and '..' left out
 
 
 def _system_use(raw: bytes) -> bytes:
@@ -219,7 +219,7 @@ def _system_use(raw: bytes) -> bytes:
 class _Entry:
     """One directory entry in one name set: its name and its directory record."""
 
-    __slots__ = ("name", "record", "is_dir")
+    __slots__ = ("is_dir", "name", "record")
 
     def __init__(self, name: str, record: _Record, is_dir: bool):
         self.name = name
@@ -241,7 +241,7 @@ class IsoImage:
     def __init__(self, path: str):
         self.path = path
         self.label = ""
-        self._fp = None
+        self._fp: Optional[BinaryIO] = None
         self._size = 0
         self._block = 2048
         self._roots: List[Tuple[str, _Record]] = []
@@ -259,9 +259,8 @@ class IsoImage:
             if self._size == 0:
                 raise self._broken("it is empty (no disc in the drive?)")
             if self._size < _MIN_ISO_BYTES:
-                raise self._broken(
-                    "it is only %d bytes, less than the smallest ISO9660 image" % self._size
-                )
+                raise self._broken("it is only %d bytes, less than the smallest ISO9660 "
+                                   "image" % self._size)
             self._fp = fp
             try:
                 self._load()
@@ -276,7 +275,7 @@ class IsoImage:
 
     # -- context manager -------------------------------------------------------------
 
-    def __enter__(self) -> "IsoImage":
+    def __enter__(self) -> IsoImage:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -285,7 +284,7 @@ class IsoImage:
     def close(self) -> None:
         fp, self._fp = self._fp, None
         if fp is not None:
-            try:
+            try:  # noqa: SIM105 - boot path: no contextlib import for this
                 fp.close()
             except OSError:
                 pass
@@ -311,7 +310,7 @@ class IsoImage:
         names, entry = self._file(rel)
         return self._guard(self._read_record, names, rel, entry.record, limit)
 
-    def _file(self, rel: str) -> Tuple[str, "_Entry"]:
+    def _file(self, rel: str) -> Tuple[str, _Entry]:
         found = self._resolve(rel)
         if found is None:
             raise SourceError("context ISO %s has no file %s" % (self.path, rel))
@@ -328,10 +327,8 @@ class IsoImage:
     # -- internals: errors -----------------------------------------------------------
 
     def _broken(self, reason: str) -> SourceError:
-        return SourceError(
-            "context ISO %s is truncated or not ISO9660: %s" % (self.path, reason),
-            hint=_REBUILD_HINT,
-        )
+        return SourceError("context ISO %s is truncated or not ISO9660: %s"
+                           % (self.path, reason), hint=_REBUILD_HINT)
 
     def _failure(self, exc: Exception) -> SourceError:
         if isinstance(exc, OSError) and exc.errno is not None:
@@ -356,8 +353,10 @@ class IsoImage:
 
     def _read_at(self, offset: int, length: int) -> bytes:
         """`length` bytes of metadata at `offset` (callers check they lie in the image)."""
-        self._fp.seek(offset)
-        data = self._fp.read(length)
+        fp = self._fp
+        assert fp is not None, "read while closed"  # _load and _guard run only while open
+        fp.seek(offset)
+        data = fp.read(length)
         if len(data) != length:
             raise _BadImage("read %d of %d bytes at byte %d" % (len(data), length, offset))
         return data
@@ -587,12 +586,11 @@ class IsoImage:
             if not entry.is_dir:
                 return None
             children = self._children(names, entry.record)
-            if names == _ISO:
-                entry = _match_iso(children, part)
-            else:
-                entry = next((c for c in children if c.name == part), None)
-            if entry is None:
+            found = (_match_iso(children, part) if names == _ISO
+                     else next((c for c in children if c.name == part), None))
+            if found is None:
                 return None
+            entry = found
         return entry
 
     def _children(self, names: str, directory: _Record) -> List[_Entry]:
@@ -616,13 +614,13 @@ class IsoImage:
                 if rr.relocated:
                     continue  # shown where its child-link (CL) placeholder is
                 if rr.child_link is not None:
-                    target = self._directories.get(rr.child_link)
-                    if target is None:
+                    linked = self._directories.get(rr.child_link)
+                    if linked is None:
                         raise _BadImage(
                             "a Rock Ridge child link points at extent %d, where no directory is"
                             % rr.child_link
                         )
-                    is_dir = True
+                    target, is_dir = linked, True
                 if rr.name:
                     name = rr.name.decode("utf-8", "surrogateescape")
             result.append(_Entry(name, target, is_dir))
@@ -656,14 +654,13 @@ class IsoImage:
             )
         start = record.extent * self._block
         if size and start + size > self._size:
-            raise self._broken(
-                "%s lies at bytes %d-%d, past the end of the %d-byte image"
-                % (rel, start, start + size, self._size)
-            )
+            raise self._broken("%s lies at bytes %d-%d, past the end of the %d-byte image"
+                               % (rel, start, start + size, self._size))
         return start, size
 
     def _chunks(self, rel: str, start: int, size: int, chunk: int) -> Iterator[bytes]:
         fp = self._fp
+        assert fp is not None, "read while closed"  # _guard runs it only while open
         fp.seek(start)
         remaining = size
         while remaining:

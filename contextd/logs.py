@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 from contextd.record import fields as record_fields
 
@@ -43,7 +43,8 @@ def add_secrets_of(value: Any) -> None:
     """Register every string field that a record marks `repr=False` (contextd's mark for a
     secret: the payload's report.token, a plugin's token), in `value` and what it holds.
     A site plugin's dataclasses count too; `dataclasses` is imported only for them."""
-    found = () if isinstance(value, type) else record_fields(value)
+    # contextd.record's fields or dataclasses': both have .name and .repr.
+    found: Sequence[Any] = () if isinstance(value, type) else record_fields(value)
     if not found and hasattr(type(value), "__dataclass_fields__"):
         import dataclasses
         found = dataclasses.fields(value)

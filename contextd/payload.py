@@ -48,9 +48,11 @@ def parse_time(r: Reader, key: str) -> datetime.datetime:
         raise r.fail(key, "%r is not a UTC time" % (value,),
                      "write it as 2026-11-24T00:00:00Z ('Z' required)")
     try:
-        return datetime.datetime(*(int(g) for g in match.groups()), tzinfo=datetime.timezone.utc)
+        year, month, day, hour, minute, second = (int(g) for g in match.groups())
+        return datetime.datetime(year, month, day, hour, minute, second,
+                                 tzinfo=datetime.timezone.utc)
     except ValueError as exc:
-        raise r.fail(key, "%r is not a valid time: %s" % (value, exc))
+        raise r.fail(key, "%r is not a valid time: %s" % (value, exc)) from None
 
 
 def _mask(data: Any, keys: Iterable[str]) -> None:
@@ -70,7 +72,8 @@ def _report_url(rr: Reader) -> Optional[str]:
     try:
         return urls.canonical(url)
     except ValueError as exc:
-        raise rr.fail("url", str(exc), "an http(s) URL without user:password@ or #fragment")
+        raise rr.fail("url", str(exc),
+                      "an http(s) URL without user:password@ or #fragment") from None
 
 
 def parse(verified: Verified) -> Payload:

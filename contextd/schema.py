@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Type
+from typing import (Any, Dict, Iterable, List, Literal, Mapping, Optional, Sequence, Type,
+                    overload)
 
 from contextd.errors import ContextdError
 
@@ -73,8 +74,16 @@ class Reader:
             return None
         return self.data[key]
 
-    def str(self, key: str, required: bool = False, default: Optional[str] = None,
-            pattern: Optional[re.Pattern[str]] = None, what: str = "") -> Optional[str]:
+    # A required field is never None; mypy learns it from these two signatures.
+    @overload
+    def str(self, key: Text, required: Literal[True], default: Optional[Text] = None,
+            pattern: Optional[re.Pattern[Text]] = None, what: Text = "") -> Text: ...
+    @overload
+    def str(self, key: Text, required: Bool = False, default: Optional[Text] = None,
+            pattern: Optional[re.Pattern[Text]] = None, what: Text = "") -> Optional[Text]: ...
+
+    def str(self, key: Text, required: Bool = False, default: Optional[Text] = None,
+            pattern: Optional[re.Pattern[Text]] = None, what: Text = "") -> Optional[Text]:
         value = self._get(key, required)
         if value is None:
             return default

@@ -37,7 +37,7 @@ import binascii
 import datetime
 import hashlib
 import struct
-from typing import Dict, Iterable, NoReturn, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, NoReturn, Optional, Tuple
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -45,6 +45,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from contextd.errors import SignatureError, SigningError
 from contextd.limits import LIMITS
 from contextd.record import field, record
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.hashes import HashAlgorithm
 
 NAMESPACE = "contextd-payload"
 
@@ -73,7 +76,7 @@ _RSA_SIG_HASHES: Dict[str, str] = {
     "rsa-sha2-256": "SHA256",
     "rsa-sha2-512": "SHA512",
 }
-SUPPORTED_KEY_TYPES = (ED25519,) + tuple(sorted(_ECDSA)) + (RSA,)
+SUPPORTED_KEY_TYPES = (ED25519, *sorted(_ECDSA), RSA)
 # OpenSSH caps RSA at 16384 bits; below 2048 bits a key is too weak to trust with root.
 RSA_MIN_BITS = 2048
 
@@ -100,7 +103,7 @@ class SshSig:
     signature: bytes  # the inner signature blob: string sig-type + string sig
     # For `ssh-keygen -Y sign -f key-cert.pub`: the embedded certificate (public_key is then
     # the certificate blob and key_type its type, e.g. "ssh-ed25519-cert-v01@openssh.com").
-    certificate: Optional["SshCertificate"] = None
+    certificate: Optional[SshCertificate] = None
 
     @property
     def signing_key(self) -> bytes:
@@ -235,7 +238,7 @@ def _wire_key_type(blob: bytes) -> str:
     return _WireReader(blob, "public key").text("key type")
 
 
-def _hash(name: str) -> object:
+def _hash(name: str) -> HashAlgorithm:
     """An instance of cryptography's hash class `name` ("SHA256")."""
     from cryptography.hazmat.primitives import hashes
 
@@ -430,10 +433,7 @@ def _parse_certificate(blob: bytes, cert_type_name: str) -> SshCertificate:
     if problem:
         raise SignatureError(*problem)
     from cryptography.hazmat.primitives.serialization import (
-        SSHCertificate,
-        SSHCertificateType,
-        load_ssh_public_identity,
-    )
+        SSHCertificate, SSHCertificateType, load_ssh_public_identity)
 
     ca_signature_type = _certificate_signature_type(blob, key_type)
     line = cert_type_name.encode("ascii") + b" " + base64.b64encode(blob)

@@ -43,15 +43,15 @@ def load(text: bytes, what: str, err: Type[ContextdError], libyaml: bool = True)
         finally:
             loader.dispose()
     except _Refused as exc:
-        raise err(exc.message(what), exc.hint)
+        raise err(exc.message(what), exc.hint) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = " at line %d column %d" % (mark.line + 1, mark.column + 1) if mark else ""
-        raise err("%s is not valid YAML%s: %s" % (what, where, exc.problem or exc))
+        raise err("%s is not valid YAML%s: %s" % (what, where, exc.problem or exc)) from None
     except yaml.YAMLError as exc:
-        raise err("%s is not valid YAML: %s" % (what, exc))
+        raise err("%s is not valid YAML: %s" % (what, exc)) from None
     except RecursionError:
-        raise err("%s is nested too deeply" % what)
+        raise err("%s is nested too deeply" % what) from None
 
 
 class _Refused(Exception):
@@ -147,13 +147,11 @@ def _loader_class(libyaml: bool = True) -> Any:
                 try:
                     hash(key)
                 except TypeError:
-                    raise ConstructorError(None, None, "unhashable key", key_node.start_mark)
+                    raise ConstructorError(None, None, "unhashable key",
+                                           key_node.start_mark) from None
                 if key in seen:
-                    raise _Refused(
-                        "duplicate key %r at line %d (first at line %d)" % (
-                            key, key_node.start_mark.line + 1, seen[key]),
-                        "each key may appear once",
-                    )
+                    raise _Refused("duplicate key %r at line %d (first at line %d)" % (
+                        key, key_node.start_mark.line + 1, seen[key]), "each key may appear once")
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep=deep)
 

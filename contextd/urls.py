@@ -62,7 +62,7 @@ def split(url: str) -> Parts:
     try:
         parts = urllib.parse.urlsplit(url)
     except ValueError:
-        raise ValueError("is not a URL")
+        raise ValueError("is not a URL") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise ValueError("must start with http:// or https://")
@@ -99,11 +99,11 @@ def ascii_host(host: str) -> str:
         try:
             return ipaddress.IPv6Address(host[1:-1]).compressed
         except ValueError:
-            raise ValueError("has an IPv6 address that is not valid")
+            raise ValueError("has an IPv6 address that is not valid") from None
     try:
         name = host.encode("idna").decode("ascii").lower()
     except UnicodeError:
-        raise ValueError("has a host name that does not normalise (IDNA)")
+        raise ValueError("has a host name that does not normalise (IDNA)") from None
     if not hostname_ok(name):
         raise ValueError("has a host that is not a valid host name")
     return name
@@ -181,7 +181,7 @@ def _host_glob(host: str) -> str:
         try:
             labels.append(label.encode("idna").decode("ascii").lower())
         except UnicodeError:
-            raise ValueError("has a host glob that does not normalise (IDNA)")
+            raise ValueError("has a host glob that does not normalise (IDNA)") from None
     name = ".".join(labels)
     if not _HOST_GLOB.fullmatch(name):
         raise ValueError("has no valid host glob (letters, digits, '.', '-', * ? [ ] !)")

@@ -226,7 +226,7 @@ def _not_after(cert: Any) -> datetime.datetime:
     return t if t is not None else cert.not_valid_after.replace(tzinfo=datetime.timezone.utc)
 
 
-def _short(text: str, limit: int = 200) -> str:
+def _short(text: object, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -246,9 +246,9 @@ def _load_der(der: bytes, what: str, error: Any = SignatureError) -> Any:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             cert = x509.load_der_x509_certificate(bytes(der))
-            slash_dn(cert.subject), slash_dn(cert.issuer), list(cert.extensions)
-            cert.serial_number, _not_before(cert), _not_after(cert), cert.public_key()
-            cert.signature_hash_algorithm, cert.tbs_certificate_bytes, cert.signature
+            _ = (slash_dn(cert.subject), slash_dn(cert.issuer), list(cert.extensions),
+                 cert.serial_number, _not_before(cert), _not_after(cert), cert.public_key(),
+                 cert.signature_hash_algorithm, cert.tbs_certificate_bytes, cert.signature)
         return cert
     # Hostile input reaches a third-party parser whose exception types vary by version.
     except Exception as exc:  # noqa: BLE001 - any failure here means "invalid certificate"
@@ -362,10 +362,8 @@ def _load_anchor(data: bytes) -> Any:
 
 
 def _load_crl(data: bytes) -> Any:
-    if b"-----BEGIN" in data:
-        crl = x509.load_pem_x509_crl(data)
-    else:
-        crl = x509.load_der_x509_crl(data)
+    crl = (x509.load_pem_x509_crl(data) if b"-----BEGIN" in data
+           else x509.load_der_x509_crl(data))
     crl.issuer, _crl_dates(crl)                       # read once: lazily parsed fields
     return crl
 
@@ -625,7 +623,8 @@ def _check_confinement(chain: Sequence[Any], trust: TrustDir) -> None:
                                      "to issue that name, or the site fixes the policy file")
 
 
-def _crl_dates(crl: Any) -> Tuple[Optional[datetime.datetime], Optional[datetime.datetime]]:
+def _crl_dates(crl: Any) -> Tuple[datetime.datetime, Optional[datetime.datetime]]:
+    """(lastUpdate, nextUpdate): a CRL always has the first (RFC 5280 thisUpdate)."""
     last = getattr(crl, "last_update_utc", None) or crl.last_update.replace(
         tzinfo=datetime.timezone.utc)
     nxt = getattr(crl, "next_update_utc", None)

@@ -33,7 +33,7 @@ def verify_report(headers, body, token, max_age=300):
 class Handler(BaseHTTPRequestHandler):
     token = ""
 
-    def do_POST(self):  # noqa: N802 - http.server's naming
+    def do_POST(self):  # http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if "X-Contextd-Signature" in self.headers:
             try:

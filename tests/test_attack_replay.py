@@ -169,7 +169,7 @@ def _untrust_section(site):
     del site.policy["trust"]["atlas"]["allow"]["htcondor"]
 
 
-@pytest.mark.parametrize("change,stage,needle", [
+@pytest.mark.parametrize(("change", "stage", "needle"), [
     (_revoke_key, "verify", "revoked"),
     (_raise_min_serial, "authorize", "older than site backstop"),
     (_revoke_serial, "authorize", "was revoked by the site"),

@@ -137,7 +137,7 @@ def test_run_dir_symlinked_to_the_host_receives_nothing(site, tmp_path):
 
 
 class _Ack(BaseHTTPRequestHandler):
-    def do_POST(self):   # noqa: N802 - http.server's name
+    def do_POST(self):   # http.server's name
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self.send_response(400)            # refused: the entry is moved to the spool's failed/
         self.send_header("Content-Length", "0")

@@ -47,7 +47,7 @@ def one_error_line(err):
 def assert_refused_at_recover(site, result, bundle):
     """Exit 1, one line naming where the journal went, report stage recover; then the next
     run applies the payload as if there had been no journal (it converges)."""
-    code, out, err = result
+    code, _, err = result
     assert code == 1, (code, err)
     line = one_error_line(err)
     assert "transaction.rejected-" in line, line
@@ -57,7 +57,7 @@ def assert_refused_at_recover(site, result, bundle):
     moved = list(site.state_dir.glob("transaction.rejected-*"))
     assert len(moved) == 1 and str(moved[0]) in line, (moved, line)
     assert site.snapshot() == {}, "the refused journal changed the root"
-    code, out, err = site.run("file:%s" % bundle)
+    code, _, err = site.run("file:%s" % bundle)
     assert code == 0, err
     assert site.report()["outcome"] == "applied"
     assert (site.root / CVMFS.lstrip("/")).is_file()
@@ -238,10 +238,10 @@ def test_legit_journal_still_rolls_back(site):
                                       "uid": os.getuid(), "gid": os.getgid(),
                                       "created_dirs": []}], "undo": []},
                   {"0.bak": b"CVMFS_HTTP_PROXY=DIRECT\n"})
-    code, out, err = site.run("file:%s" % site.bundle(), "--dry-run")
+    code, _, err = site.run("file:%s" % site.bundle(), "--dry-run")
     assert code == 0, err
     assert target.read_text() == "half-applied\n"       # a dry run recovers nothing
-    code, out, err = site.run("file:%s" % site.bundle())
+    code, _, err = site.run("file:%s" % site.bundle())
     assert code == 0, err
     assert site.report()["recovered"] == [str(target)]
     assert not (site.state_dir / "transaction").exists()
@@ -313,7 +313,7 @@ def test_second_run_waits_then_gives_up_without_touching_a_live_journal(site, tm
         assert not (site.run_dir / "report.json").exists()   # run A's report is A's to write
     finally:
         go.touch()
-        out, err = first.communicate(timeout=60)
+        _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     rep = site.report()
     assert rep["outcome"] == "applied" and "recovered" not in rep
@@ -330,8 +330,8 @@ def test_second_run_waits_for_the_first_then_proceeds(site, tmp_path):
         assert second.poll() is None, second.communicate()    # it waits
     finally:
         go.touch()
-        out, err = first.communicate(timeout=60)
-        out2, err2 = second.communicate(timeout=60)
+        _, err = first.communicate(timeout=60)
+        _, err2 = second.communicate(timeout=60)
     assert first.returncode == 0, err
     assert second.returncode == 0, err2
     rep = site.report()
@@ -356,7 +356,7 @@ def test_lock_file_symlink_is_refused(site, tmp_path):
     target.write_text("keep\n")
     site.state_dir.mkdir()
     (site.state_dir / "lock").symlink_to(target)
-    code, out, err = site.run("file:%s" % site.bundle())
+    code, _, err = site.run("file:%s" % site.bundle())
     assert code == 2, err
     line = one_error_line(err)
     assert str(site.state_dir / "lock") in line

@@ -102,7 +102,7 @@ def look_alike(pki: RoguePki) -> X509Signature:
 
 
 @needs_x509
-@pytest.mark.parametrize("crl,crls", [("off", ("grid", "root")), ("if-present", ("root",))])
+@pytest.mark.parametrize(("crl", "crls"), [("off", ("grid", "root")), ("if-present", ("root",))])
 def test_look_alike_intermediate_from_another_trusted_ca_is_refused(pki, tmp_path, crl, crls):
     ca_dir = pki.trusted_dir(tmp_path / "certs", crls=crls)
     pol = policy_for(ca_dir, [pinned()], crl=crl)
@@ -182,7 +182,7 @@ def with_policy_file(pki: RoguePki, where: Path, anchor: str, suffix: str, text:
 
 
 @needs_x509
-@pytest.mark.parametrize("pattern,ok", [("/DC=ch/DC=cern/OU=Users/*", False),
+@pytest.mark.parametrize(("pattern", "ok"), [("/DC=ch/DC=cern/OU=Users/*", False),
                                         ("/DC=ch/DC=cern/*", True),
                                         ("/DC=ch/DC=cern/OU=Organic Units/OU=Users/CN=atlctx/"
                                          "CN=123456/CN=Robot: ATLAS ?sa", True)])
@@ -205,7 +205,7 @@ def test_signing_policy_for_another_ca_grants_nothing(pki, tmp_path):
 
 
 @needs_x509
-@pytest.mark.parametrize("ca,verdict,pattern,ok", [
+@pytest.mark.parametrize(("ca", "verdict", "pattern", "ok"), [
     (GRID_DN, "PERMIT", "/DC=ch/DC=cern/OU=Users/.*", False),
     (GRID_DN, "PERMIT", "/DC=ch/DC=cern/.*", True),
     ("SELF", "PERMIT", "/DC=ch/DC=cern/.*", True),

@@ -94,7 +94,8 @@ def test_gzip_bomb_user_data(site):
 
 
 def test_deeply_nested_policy(site):
-    site.policy_path.write_bytes(b"version: 1\nsite: S\ntrust: " + b"[" * 5000 + b"]" * 5000 + b"\n")
+    site.policy_path.write_bytes(b"version: 1\nsite: S\ntrust: "
+                                 + b"[" * 5000 + b"]" * 5000 + b"\n")
     code, err, _ = run_measured(site, "--source", "file:/nonexistent")
     assert code == 2 and "nest" in err and "Traceback" not in err, err
     count("inputs fuzzed")

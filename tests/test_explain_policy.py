@@ -23,7 +23,7 @@ def test_explain_rejected_lists_denials_and_reasons(site, payload_doc):
     payload_doc["cvmfs"]["repositories"] = ["atlas.cern.ch", "cms.cern.ch"]
     payload_doc["htcondor"]["central_manager"] = "evil-cm.example.com"
     b = site.bundle(payload_doc)
-    code, out, err = site.cli("explain", str(b), "--policy", str(site.policy_path), "--json")
+    code, out, _ = site.cli("explain", str(b), "--policy", str(site.policy_path), "--json")
     assert code == 1
     doc = json.loads(out)
     assert doc["verdict"] == "rejected"
@@ -44,7 +44,7 @@ def test_explain_with_fact_for_another_site(site, payload_doc):
 
 def test_explain_bad_signature(site):
     b = site.bundle(key="stranger")
-    code, out, err = site.cli("explain", str(b), "--policy", str(site.policy_path))
+    code, out, _ = site.cli("explain", str(b), "--policy", str(site.policy_path))
     assert code == 1 and "signature: REJECTED" in out and "not a trusted signer" in out
 
 

@@ -58,8 +58,8 @@ def test_fuzz_journal_shapes_only_typed_errors(doc):
         (b.txn / "1.bak").symlink_to(b.secret)
         try:
             b.recover()
-        except ContextdError as exc:
-            assert exc.stage == "recover" and "\n" not in exc.one_line()
+        except ContextdError as exc:  # recovering may refuse; the secret holds either way
+            assert exc.stage == "recover" and "\n" not in exc.one_line()  # noqa: PT017
         assert b.secret.read_text() == "TOP-SECRET\n"
         assert sorted(p.name for p in b.outside.iterdir()) == ["secret"]
         assert not b.txn.exists()                    # recovered, or moved aside

@@ -46,13 +46,17 @@ def ce_entry(block, offset, length):
             + both_endian32(length))
 
 
+def open_and_read(path, rels):
+    with IsoImage(str(path)) as img:
+        for rel in rels:
+            img.read(rel)
+
+
 def refused(path, match, *reads):
     """The SourceError opening `path` and reading `reads` gives; fast, naming the image."""
     start = time.monotonic()
     with pytest.raises(SourceError, match=match) as caught:
-        with IsoImage(str(path)) as img:
-            for rel in reads:
-                img.read(rel)
+        open_and_read(path, reads)
     assert time.monotonic() - start < 2
     assert str(path) in str(caught.value)
     assert "\n" not in caught.value.one_line()
@@ -146,7 +150,7 @@ def test_symbolic_links_are_refused_when_read(tmp_path):
     with IsoImage(str(image)) as img:
         assert "link.sh" in img.listdir()
         assert img.exists("link.sh")
-        with pytest.raises(SourceError, match="link.sh is a symbolic link, which contextd"):
+        with pytest.raises(SourceError, match=r"link.sh is a symbolic link, which contextd"):
             img.read("link.sh")
         with pytest.raises(SourceError, match="symbolic link"):
             img.sha256("link.sh", 1024)
@@ -189,7 +193,7 @@ def test_too_many_chained_continuation_areas_are_refused(tmp_path):
     refused(image, "chains more than %d Rock Ridge continuation areas" % LIMITS.iso_ce_per_record)
 
 
-@pytest.mark.parametrize("offset, length", [(2040, 28), (0, 4096)])
+@pytest.mark.parametrize(("offset", "length"), [(2040, 28), (0, 4096)])
 def test_continuation_area_outside_its_block_is_refused(tmp_path, offset, length):
     image, _ = image_with_ce_chain(
         tmp_path, lambda block: [(0, ce_entry(block, offset, length))])
@@ -198,7 +202,8 @@ def test_continuation_area_outside_its_block_is_refused(tmp_path, offset, length
 
 def test_continuation_areas_are_budgeted_per_image(tmp_path, monkeypatch):
     image = genisoimage(tmp_path, {LONG_NAME: b"long\n", "context.sh": CONTEXT_SH}, "-R")
-    monkeypatch.setattr(isomod, "LIMITS", Limits(iso_ce_areas=1))  # the root's ER area, then the name's
+    # One area: the root's ER area; the name's is one more.
+    monkeypatch.setattr(isomod, "LIMITS", Limits(iso_ce_areas=1))
     refused(image, "more than 1 Rock Ridge continuation areas")
 
 
@@ -250,7 +255,7 @@ def record_offsets(data, extent):
     return found
 
 
-@pytest.mark.parametrize("byte, value, match", [
+@pytest.mark.parametrize(("byte", "value", "match"), [
     (25, isomod._MULTI_EXTENT, "a.txt is split over several extents"),
     (26, 1, "a.txt is recorded interleaved"),
 ])
@@ -275,10 +280,10 @@ def test_file_past_the_end_is_refused(tmp_path):
     data = out.read_bytes()
     far = len(data) // 2048 + 100
     out.write_bytes(data.replace(both_endian32(extent_of(out, "a.txt")), both_endian32(far)))
-    with IsoImage(str(out)) as img:
-        with pytest.raises(SourceError, match="a.txt lies at bytes %d-%d, past the end"
-                           % (far * 2048, far * 2048 + 10)):
-            img.read("a.txt")
+    with IsoImage(str(out)) as img, pytest.raises(
+            SourceError, match=r"a.txt lies at bytes %d-%d, past the end"
+            % (far * 2048, far * 2048 + 10)):
+        img.read("a.txt")
 
 
 def test_image_shrinking_under_the_reader_gives_a_short_read(tmp_path):
@@ -306,7 +311,7 @@ def test_volume_descriptor_checks(tmp_path):
     kinds = dict(vd_sectors(good))
     assert kinds[16] == 1 and 255 in kinds.values()
 
-    terminator = [s for s, kind in kinds.items() if kind == 255][0]
+    terminator = next(s for s, kind in kinds.items() if kind == 255)
     data = bytearray(good)
     data[terminator * 2048 + 1:terminator * 2048 + 6] = b"XXXXX"
     out.write_bytes(bytes(data))

@@ -41,7 +41,7 @@ def source(tmp_path, content, names=("CVMFS_REPOSITORIES", "CVMFS_HTTP_PROXY",
     (tmp_path / "default.local").write_bytes(content)
     script = '. ./default.local; printf "%%s\\n" %s' % " ".join('"$%s"' % n for n in names)
     out = subprocess.run(["/bin/sh", "-c", script], cwd=str(tmp_path), check=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         capture_output=True)
     assert out.stderr == b""
     return out.stdout.decode().split("\n")[:-1]
 
@@ -70,7 +70,7 @@ def test_parse_minimal_section():
     assert s.quota_limit_mb is None and s.http_proxy is None
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     (None, "cvmfs must be a mapping, not null"),
     ({}, "cvmfs.repositories is required"),
     ({"repositories": []}, "cvmfs.repositories must not be empty"),
@@ -185,7 +185,7 @@ def test_hostile_or_malformed_proxy_rejected(value):
     {"repositories": ("a.cern.ch",), "quota_limit_mb": "1"},
 ])
 def test_settings_value_cannot_hold_a_hostile_value(kw):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^cvmfs settings: invalid "):
         cvmfs.Settings(**kw)
 
 
@@ -201,7 +201,7 @@ def test_parse_allow_and_site():
     assert s == cvmfs.Site(PROXY, 30000)
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     ({"repos": []}, "allow.cvmfs: unknown key 'repos'"),
     ({"repositories": ["atlas cern"]},
      "allow.cvmfs.repositories[0] 'atlas cern' is not a valid repository glob"),
@@ -215,7 +215,7 @@ def test_parse_allow_errors(data, message):
     assert message in e.value.message
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     ({"repositories": ["a.cern.ch"]}, "site_settings.cvmfs: unknown key 'repositories'"),
     ({"http_proxy": "http://squid:3128\nCVMFS_IGNORE_SIGNATURE=yes"},
      "site_settings.cvmfs.http_proxy "),
@@ -286,7 +286,7 @@ def test_every_denial_listed_at_once():
                                           "quota_limit_mb", "http_proxy"]
 
 
-@pytest.mark.parametrize("globs, value, ok", [
+@pytest.mark.parametrize(("globs", "value", "ok"), [
     (["http://squid*.example.org:3128", "DIRECT"], PROXY, True),
     (["http://squid*.example.org:3128"], PROXY, False),           # DIRECT not listed
     (["http://squid*.example.org:3128"], "http://squid1.example.org:3128", True),

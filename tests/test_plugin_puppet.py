@@ -92,7 +92,7 @@ def test_hostile_server_rejected(value):
     assert "\n" not in e.value.one_line()
 
 
-@pytest.mark.parametrize("value", HOSTILE + ["Production", "prod-1", "prod.1", "x" * 256])
+@pytest.mark.parametrize("value", [*HOSTILE, "Production", "prod-1", "prod.1", "x" * 256])
 def test_hostile_environment_rejected(value):
     with pytest.raises(PayloadError) as e:
         P.parse_settings({"environment": value})
@@ -100,7 +100,7 @@ def test_hostile_environment_rejected(value):
     assert "is not a valid Puppet environment name" in e.value.message
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     ({"run": "daemon"}, "puppet.run 'daemon' is not a valid run"),
     ({"run": "agent-once\n"}, "puppet.run "),
     ({"certname": "VM1.cern.ch"}, "puppet.certname 'VM1.cern.ch' is not a valid certificate"),
@@ -119,9 +119,9 @@ def test_parse_errors(data, message):
 
 
 def test_settings_value_cannot_hold_a_hostile_value():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid server"):
         puppet.Settings(server="p\n[main]")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid config"):
         puppet.Settings(config="relative/puppet.conf")
 
 
@@ -136,7 +136,7 @@ def test_parse_allow_and_site():
         puppet.Site("puppet.site.org", "site", "/etc/puppet/puppet.conf")
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     ({"servers": ["puppet cern"]}, "allow.puppet.servers[0] 'puppet cern' is not a valid"),
     ({"max_waitforcert": -5}, "allow.puppet.max_waitforcert must be at least 0"),
     ({"certnames": ["vm 1"]}, "allow.puppet.certnames[0] 'vm 1' is not a valid certname glob"),
@@ -148,7 +148,7 @@ def test_parse_allow_errors(data, message):
     assert message in e.value.message
 
 
-@pytest.mark.parametrize("data, message", [
+@pytest.mark.parametrize(("data", "message"), [
     ({"server": "p:8140"}, "site_settings.puppet.server 'p:8140' must be a host name"),
     ({"environment": "a b"}, "site_settings.puppet.environment "),
     ({"config": "puppet.conf"}, "site_settings.puppet.config 'puppet.conf' is not a valid"),
@@ -404,7 +404,7 @@ def test_merge_keeps_every_other_line(before):
         assert any(line == candidate for candidate in new), line
 
 
-@pytest.mark.parametrize("before, sets_list", [
+@pytest.mark.parametrize(("before", "sets_list"), [
     (b"[main]\nserver_list = old1.cern.ch,old2.cern.ch:8141\n", True),
     (b"server_list = old.cern.ch\n[agent]\nsplay = true\n", True),     # before any header: main
     (b"[agent]\n  server_list=old.cern.ch  \n", True),

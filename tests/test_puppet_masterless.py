@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Optional
 
 import pytest
 
@@ -15,7 +16,7 @@ def manifest_for(target):
             % target).encode()
 
 
-def build_iso(site, payload_doc, manifest: bytes, shipped: bytes = None):
+def build_iso(site, payload_doc, manifest: bytes, shipped: Optional[bytes] = None):
     payload_doc["files"] = [{"path": "manifests/site.pp",
                              "sha256": hashlib.sha256(manifest).hexdigest()}]
     payload_doc["puppet"] = {"run": "apply", "manifest": "manifests/site.pp"}

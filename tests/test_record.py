@@ -41,7 +41,7 @@ def test_init_positional_keyword_and_defaults() -> None:
     assert not hasattr(Point, "tags")                   # field() ones do not
 
 
-@pytest.mark.parametrize("call, message", [
+@pytest.mark.parametrize(("call", "message"), [
     (lambda: Point(), "missing required argument 'x'"),
     (lambda: Point(1, x=2), "multiple values for argument 'x'"),
     (lambda: Point(1, 2, [], "t", 5), "takes 4 positional arguments but 5 were given"),

@@ -30,7 +30,8 @@ def test_tampered_bundle(site):
     text = bundle.read_text()
     payload = (site.tmp / "payload.yaml").read_bytes().replace(b"atlas-cm", b"evil0-cm")
     b64 = base64.encodebytes(payload).decode()
-    start = text.index("-----BEGIN CONTEXTD PAYLOAD-----\n") + len("-----BEGIN CONTEXTD PAYLOAD-----\n")
+    begin = "-----BEGIN CONTEXTD PAYLOAD-----\n"
+    start = text.index(begin) + len(begin)
     end = text.index("-----END CONTEXTD PAYLOAD-----")
     bundle.write_text(text[:start] + b64 + text[end:])
     assert_rejected(site, site.run("file:%s" % bundle), 1, "does not match the payload")
@@ -93,7 +94,7 @@ def test_serial_below_backstop_and_revoked(site, payload_doc):
                     "older than site backstop", "revoked")
 
 
-@pytest.mark.parametrize("text,needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     (b"version: [1\n", "not valid YAML"),
     (b"version: 1\nversion: 1\nsite: X\n", "duplicate key 'version'"),
     (b"version: 1\nsite: X\nbogus: 1\n", "unknown key 'bogus'"),
@@ -133,8 +134,8 @@ def test_truncated_iso(site):
 def test_bundle_with_two_payload_blocks(site):
     bundle = site.bundle()
     text = bundle.read_text()
-    block = text[text.index("-----BEGIN CONTEXTD PAYLOAD-----"):
-                 text.index("-----END CONTEXTD PAYLOAD-----") + len("-----END CONTEXTD PAYLOAD-----\n")]
+    end = "-----END CONTEXTD PAYLOAD-----\n"
+    block = text[text.index("-----BEGIN CONTEXTD PAYLOAD-----"):text.index(end) + len(end)]
     bundle.write_text(text.replace(block, block + block))
     assert_rejected(site, site.run("file:%s" % bundle), 1, "2 payload blocks")
 
@@ -179,7 +180,7 @@ def test_payload_without_type_tag(site, payload_doc):
                     "not a contextd payload")
 
 
-@pytest.mark.parametrize("section,key,value", [
+@pytest.mark.parametrize(("section", "key", "value"), [
     ("cvmfs", "repositories", ["atlas.cern.ch\nCVMFS_SERVER_URL=x"]),
     ("cvmfs", "repositories", ["atlas.cern.ch'; rm -rf /; '"]),
     ("cvmfs", "repositories", ["$(reboot).cern.ch"]),
@@ -208,9 +209,9 @@ def test_naive_timestamp(site, payload_doc):
 
 
 def test_bad_usage_exits_2(site):
-    code, out, err = site.cli("run", "--bogus")
+    code, _, err = site.cli("run", "--bogus")
     assert code == 2 and "unrecognized arguments" in err and "Traceback" not in err
-    code, out, err = site.cli("run", "--source", "ftp:x", "--policy", str(site.policy_path),
+    code, _, err = site.cli("run", "--source", "ftp:x", "--policy", str(site.policy_path),
                               "--root", str(site.root))
     assert code == 2 and "ftp" in err
 

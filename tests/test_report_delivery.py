@@ -29,7 +29,7 @@ def readme_verifier():
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     code = next(b for b in blocks if "def verify_report" in b)
     scope: Dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), scope)   # noqa: S102 - our own documentation
+    exec(compile(code, "README.md", "exec"), scope)   # our own documentation, run as written
     return scope["verify_report"]
 
 
@@ -62,7 +62,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):   # noqa: N802 - http.server's name
+            def do_POST(self):   # http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if receiver.delay:
                     time.sleep(receiver.delay)
@@ -121,7 +121,7 @@ def reporting_site(site, payload_doc, receiver, site_key: bool = False):
 
 
 def check_schema(report: Dict[str, Any]) -> None:
-    assert REPORT_KEYS <= set(report), REPORT_KEYS - set(report)
+    assert set(report) >= REPORT_KEYS, REPORT_KEYS - set(report)
     assert report["schema"] == "contextd.report/v1"
     assert report["outcome"] in ("applied", "unchanged", "skipped", "rejected", "failed")
     assert re.fullmatch(r"[0-9a-f]{32}", report["report_id"])
@@ -215,7 +215,7 @@ def test_tampered_or_stale_reports_fail_the_readme_check(site, payload_doc, rece
 
 def test_rejected_payload_still_reports_to_its_vo(site, payload_doc, receiver):
     payload_doc["cvmfs"]["repositories"] = ["evil.example.com"]
-    code, out, err = site.run("file:%s" % reporting_site(site, payload_doc, receiver))
+    code, _, _ = site.run("file:%s" % reporting_site(site, payload_doc, receiver))
     assert code == 1
     report = check_vo_copy(receiver.acknowledged("/vo")[0])
     assert report["outcome"] == "rejected" and report["stage"] == "authorize"
@@ -225,7 +225,7 @@ def test_rejected_payload_still_reports_to_its_vo(site, payload_doc, receiver):
 def test_untrusted_signature_reports_only_to_the_site(site, payload_doc, receiver):
     bundle = reporting_site(site, payload_doc, receiver)
     stranger = site.sign(site.payload_file(payload_doc, name="p2.yaml"), key="stranger")
-    code, out, err = site.run("file:%s" % stranger)
+    code, _, _ = site.run("file:%s" % stranger)
     assert code == 1 and bundle.exists()
     assert receiver.acknowledged("/vo") == []            # an unverified URL is never contacted
     report = check_site_copy(receiver.acknowledged("/site")[0], signed=False)
@@ -236,7 +236,7 @@ def test_vo_url_outside_the_allowed_globs_is_not_contacted(site, payload_doc, re
     bundle = reporting_site(site, payload_doc, receiver)
     site.policy["trust"]["atlas"]["allow"]["report"] = {"urls": ["https://*.example.org/*"]}
     site.write_policy()
-    code, out, err = site.run("file:%s" % bundle)
+    code, _, err = site.run("file:%s" % bundle)
     assert code == 1 and "allow.report.urls" in err
     assert receiver.acknowledged("/vo") == [] and len(receiver.acknowledged("/site")) == 1
 
@@ -317,7 +317,7 @@ def test_4xx_is_moved_aside_and_reported_not_retried(site, payload_doc, receiver
     outputs += [out, err]
     assert code == 0, out + err
     assert "2 refused" in out and out.count("refused, moved aside") == 2 and "HTTP 403" in out
-    assert len((list((site.spool_dir / "failed").iterdir()))) == 4
+    assert len(list((site.spool_dir / "failed").iterdir())) == 4
     code, out, err = flush(site)
     assert code == 0 and len(receiver.requests) == 4
     scan_for_secrets(outputs, site)
@@ -327,13 +327,13 @@ def test_4xx_is_moved_aside_and_reported_not_retried(site, payload_doc, receiver
 def test_408_and_429_stay_spooled(site, payload_doc, receiver, status):
     bundle = reporting_site(site, payload_doc, receiver)
     receiver.status = status
-    code, out, err = site.run("file:%s" % bundle)
+    code, out, _ = site.run("file:%s" % bundle)
     assert code == 0
     assert len(spool_files(site)) == 2 and not (site.spool_dir / "failed").exists()
-    code, out, err = flush(site)
+    code, out, _ = flush(site)
     assert code == 1 and "HTTP %d" % status in out
     receiver.status = 200
-    code, out, err = flush(site)
+    code, out, _ = flush(site)
     assert code == 0 and "2 delivered" in out
 
 
@@ -343,16 +343,16 @@ def test_flush_skips_the_rest_of_a_destination_that_is_down(site, payload_doc, r
     for _ in range(3):
         site.run("file:%s" % bundle)
     assert len(spool_files(site)) == 6
-    code, out, err = flush(site)
+    code, out, _ = flush(site)
     assert code == 1 and out.count("not tried") == 4     # one try per destination
     assert len(spool_files(site)) == 6
 
 
 def test_dry_run_or_no_report_url_sends_and_spools_nothing(site, payload_doc):
-    code, out, err = site.run("file:%s" % site.bundle(), "--dry-run")
+    code, _, _ = site.run("file:%s" % site.bundle(), "--dry-run")
     assert code == 0 and not site.spool_dir.exists()
     del payload_doc["report"]
-    code, out, err = site.run("file:%s" % site.bundle(payload_doc))
+    code, _, _ = site.run("file:%s" % site.bundle(payload_doc))
     assert code == 0 and not site.spool_dir.exists()
 
 
@@ -396,14 +396,14 @@ def test_unreadable_spool_file_is_moved_aside(site):
     site.spool_dir.mkdir(mode=0o700)
     (site.spool_dir / "20260101T000000Z-x-y.json").write_text("{not json")
     (site.spool_dir / ".tmp.contextd-tmp").write_text("in progress")
-    code, out, err = flush(site)
+    code, out, _ = flush(site)
     assert code == 0 and "1 refused" in out and "unreadable" in out
     assert (site.spool_dir / "failed/20260101T000000Z-x-y.json").exists()
     assert (site.spool_dir / ".tmp.contextd-tmp").exists()
 
 
 def test_flush_without_a_spool_is_a_quick_no_op(site):
-    code, out, err = site.cli("report", "flush", "--root", str(site.root))
+    code, out, _ = site.cli("report", "flush", "--root", str(site.root))
     assert code == 0 and "0 delivered" in out and not (site.root / "var").exists()
 
 

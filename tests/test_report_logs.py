@@ -26,7 +26,7 @@ class FakeJournal(types.ModuleType):
         self.entries = []
         self.fail = False
 
-    def send(self, MESSAGE, MESSAGE_ID=None, CODE_FILE=None, CODE_LINE=None,  # noqa: N803
+    def send(self, MESSAGE, MESSAGE_ID=None, CODE_FILE=None, CODE_LINE=None,  # journal.send's names
              CODE_FUNC=None, **fields):
         if self.fail:
             raise OSError(2, "No such file or directory")

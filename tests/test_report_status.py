@@ -71,14 +71,14 @@ def test_this_boot_counts_even_when_the_clock_moved_past_it(site):
 
 def test_report_without_boot_id_falls_back_to_the_clock(site):
     old_report(site)                                  # from 2020: before this boot
-    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+    code, _, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
                               "--timeout", "0.5")
     assert code == 1 and "timed out" in err
     rep = json.loads((site.run_dir / "report.json").read_text())
     rep["started_at"] = report.iso_time(report.datetime.datetime.now(
         report.datetime.timezone.utc))
     (site.run_dir / "report.json").write_text(json.dumps(rep))
-    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+    code, _, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
                               "--timeout", "5")
     assert code == 0, err
 

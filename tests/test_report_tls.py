@@ -83,7 +83,7 @@ def test_https_with_the_sites_ca_bundle_is_delivered(site, payload_doc, test_ca,
     receiver = Receiver(make_server_cert(*test_ca, tmp_path, "good")).start()
     try:
         bundle = tls_site(site, payload_doc, receiver)
-        code, out, err = site.run("file:%s" % bundle)
+        code, _, err = site.run("file:%s" % bundle)
         assert code == 0, err
         check_vo_copy(receiver.acknowledged("/vo")[0])
         check_site_copy(receiver.acknowledged("/site")[0], signed=False)

@@ -33,7 +33,7 @@ def test_unknown_keys_are_named_with_the_allowed_ones():
     assert "'zz'" in info.value.message and "a, b" in info.value.hint
 
 
-@pytest.mark.parametrize("text,needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     (b"a: 1\nb: 2\na: 3\n", "duplicate key 'a' at line 3 (first at line 1)"),
     (b"a: &x [1]\nb: *x\n", "anchor"),
     (b"base: {a: 1}\nc:\n  <<: {a: 2}\n", "merge key"),

@@ -72,7 +72,7 @@ def test_hand_made_bundle_with_ssh_keygen_base64_and_cat(site, key, hashalg):
               "base64 -w 76 payload.yaml; echo '-----END CONTEXTD PAYLOAD-----'; "
               "cat payload.yaml.sig; } > hand.bundle")
     subprocess.run(["sh", "-c", script], cwd=site.tmp, check=True)
-    code, out, err = site.run("file:%s" % (site.tmp / "hand.bundle"))
+    code, _, err = site.run("file:%s" % (site.tmp / "hand.bundle"))
     assert code == 0, err
 
 
@@ -176,7 +176,7 @@ def test_pack_iso_is_readable_by_isoinfo(site, tmp_path):
     assert extracted == (site.tmp / "payload.yaml").read_bytes()
 
 
-@pytest.mark.parametrize("text,needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     (b"", "does not start with"),
     (b"#contextd-signed-v1\n-----BEGIN CONTEXTD PAYLOAD-----\nAAA\n", "no END line"),
     (b"#contextd-signed-v1\nhello\n", "text outside any block"),

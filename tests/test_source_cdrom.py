@@ -83,7 +83,7 @@ def test_directory_carrier_wins_and_context_sh_still_gives_facts(tmp_path):
     assert ctx.facts == {"cloud": "opennebula", "instance_id": "7"}
 
 
-@pytest.mark.parametrize("files, message", [
+@pytest.mark.parametrize(("files", "message"), [
     ({"context.sh": one_context_sh({"ETH0_IP": "10.0.0.5"})},
      "sets none of EC2_USER_DATA, USER_DATA, USERDATA"),
     ({"context.sh": b"A='1'\nB=$(reboot)\n"}, "context.sh on .* line 2: B: unquoted '\\$'"),
@@ -102,7 +102,7 @@ def test_hepix_iso_through_contextd_run(site, tmp_path):
     bundle = site.bundle().read_bytes()
     iso = make_iso("genisoimage", {"context.sh": variants(bundle, tmp_path / "m")["opennebula"]},
                    tmp_path / "one.iso")
-    code, out, err = site.run("iso:%s" % iso)
+    code, _, err = site.run("iso:%s" % iso)
     assert code == 0, err
     rep = site.report()
     assert rep["outcome"] == "applied"
@@ -195,7 +195,7 @@ def test_context_cdrom_without_bundle_is_not_waited_on(discs):
 def test_broken_context_labelled_disc_is_an_error(tmp_path):
     bad = tmp_path / "bad.iso"
     bad.write_bytes(b"\0" * 40000)
-    with pytest.raises(SourceError, match="bad.iso"):
+    with pytest.raises(SourceError, match=r"bad.iso"):
         detect(Pol(["hepix-cdrom"]), udev=FakeUdev([cd(str(bad))]))
     found = detect(Pol(["hepix-cdrom"]), udev=FakeUdev([cd(str(bad), "OTHER")]))
     assert found.context is None and "skipped" in found.notes[0]

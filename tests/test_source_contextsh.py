@@ -22,7 +22,7 @@ def test_opennebula_new_quoting_matches_the_shell(tmp_path):
         "MULTI": "ssh-ed25519 AAAA one\nssh-ed25519 BBBB two\n",
         "SHELLISH": "$(touch {m}) `touch {m}` ${{HOME}} \\ \" ;|&<>".format(m=tmp_path / "x"),
         "EMPTY": "",
-        "UNICODE": "Zürich – ✓",
+        "UNICODE": "Zürich \u2013 ✓",  # an en dash
     }
     data = one_context_sh(values)
     assert contextsh.parse(data) == values
@@ -63,7 +63,7 @@ def test_hostile_substitutions_in_quotes_stay_text(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("text, line, what", [
+@pytest.mark.parametrize(("text", "line", "what"), [
     ("A='1'\nB=$(reboot)\n", 2, "unquoted '$'"),
     ("A='1'\n\nB=`id`\n", 3, "unquoted '`'"),
     ("A='1'; rm -rf /\n", 1, "unquoted ';'"),

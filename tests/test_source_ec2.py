@@ -121,7 +121,7 @@ def test_a_transient_5xx_is_survived(imds):
     assert ctx is not None and calls.count("/latest/user-data") == 2
 
 
-@pytest.mark.parametrize("where, stops_at, before", [
+@pytest.mark.parametrize(("where", "stops_at", "before"), [
     ("token", "PUT /latest/api/token", "nothing"),
     ("user-data", "GET /latest/user-data", "PUT /latest/api/token"),
 ])

@@ -123,7 +123,7 @@ def rejected(pki: Pki, cert: str, *needles: str, **kw: Any) -> str:
 # --- what a certificate must be --------------------------------------------------------
 
 
-@pytest.mark.parametrize("cert,key_id,serial", [("valid", KEY_ID, 42),
+@pytest.mark.parametrize(("cert", "key_id", "serial"), [("valid", KEY_ID, 42),
                                                 ("rsa", "atlas-rsa-1", 7),
                                                 ("known-critical", KEY_ID, 42)])
 def test_valid_certificate_is_trusted_with_key_id_and_serial(pki, cert, key_id, serial):

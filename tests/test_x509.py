@@ -178,7 +178,7 @@ class Pki:
     def signature(self, name: str, chain: Sequence[str] = (), payload: bytes = PAYLOAD
                   ) -> X509Signature:
         return X509Signature(self.sign(name, payload),
-                             tuple(self.der(n) for n in (name,) + tuple(chain)))
+                             tuple(self.der(n) for n in (name, *tuple(chain))))
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_tampered_payload(pki, tmp_path):
              payload=PAYLOAD + b"x: 1\n")
 
 
-@pytest.mark.parametrize("subject,issuer", [(ROBOT_DN % "ec", GRID_DN),
+@pytest.mark.parametrize(("subject", "issuer"), [(ROBOT_DN % "ec", GRID_DN),
                                             (ROBOT_DN % "rsa", ROOT_DN)])
 def test_signer_pinned_by_subject_and_issuer(pki, tmp_path, subject, issuer):
     pol = policy_for(pki.ca_dir(tmp_path / "certs"),
@@ -499,7 +499,7 @@ def test_scope_violation_names_the_x509_signer(site, pki, tmp_path):
 # --- armour -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("blocks,needle", [
+@pytest.mark.parametrize(("blocks", "needle"), [
     (["CERTIFICATE"], "a CERTIFICATE block must follow a CONTEXTD X509 SIGNATURE block"),
     (["CONTEXTD X509 SIGNATURE"], "is not followed by its signer's CERTIFICATE block"),
     (["CONTEXTD X509 SIGNATURE", "CERTIFICATE", "SSH SIGNATURE", "CERTIFICATE"],

@@ -46,7 +46,7 @@ class Outcome:
     spool_file: Optional[str] = None
 
 
-def destinations(policy: "Policy", root: str, vo_url: Optional[str] = None,
+def destinations(policy: Policy, root: str, vo_url: Optional[str] = None,
                  vo_token: Optional[str] = None) -> List[Destination]:
     """The payload's allowed URL (signed with its token) and the site's URLs (signed with the
     site's key when the policy names one); paths in the policy are on the target system."""
@@ -107,8 +107,9 @@ def deliver(report: Dict[str, Any], dests: Sequence[Destination], spool_dir: str
 def _settle(entry: Entry, verdict: str, said: str, spool_dir: str,
             spool_error: Optional[str]) -> Outcome:
     """Log what happened to one entry and leave the spool saying the same."""
-    fields = dict(stage="report", report_id=entry.report_id, destination=shown(entry.url),
-                  delivery=KEPT if verdict == PENDING else verdict)
+    fields: Dict[str, Any] = dict(stage="report", report_id=entry.report_id,
+                                  destination=shown(entry.url),
+                                  delivery=KEPT if verdict == PENDING else verdict)
     if verdict == DELIVERED:
         logs.event(log, logging.INFO, "report %s delivered to %s (%s)"
                    % (entry.report_id, shown(entry.url), said), **fields)

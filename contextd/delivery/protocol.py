@@ -61,7 +61,7 @@ def _mac_key(entry: Entry) -> Optional[bytes]:
         secret = filesystem.read_limited(entry.mac_key_file, LIMITS.report_key_bytes)
     except OSError as exc:
         raise OSError("cannot read report.hmac_key_file %s: %s"
-                      % (entry.mac_key_file, exc.strerror or exc))
+                      % (entry.mac_key_file, exc.strerror or exc)) from None
     secret = (secret or b"").strip()
     if len(secret) < 16:
         raise OSError("report.hmac_key_file %s is missing or shorter than 16 bytes"

@@ -74,7 +74,7 @@ class Entry:
         }, indent=1, sort_keys=True) + "\n").encode("ascii")
 
     @classmethod
-    def from_bytes(cls, data: bytes, path: str) -> "Entry":
+    def from_bytes(cls, data: bytes, path: str) -> Entry:
         doc = json.loads(data.decode("ascii"))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a %s file" % FORMAT)
@@ -140,7 +140,7 @@ def locked(spool_dir: str, wait: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise DeliveryError("spool %s is busy: another contextd is sending reports"
-                                        % spool_dir, "try again later")
+                                        % spool_dir, "try again later") from None
                 time.sleep(0.1)
         yield
     finally:

@@ -157,7 +157,7 @@ def open_regular(path: str, what: str) -> IO[bytes]:
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise SourceError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+        raise SourceError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -177,7 +177,7 @@ def read_regular(path: str, limit: int, what: str) -> bytes:
         try:
             data = f.read(limit + 1)
         except OSError as exc:
-            raise SourceError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+            raise SourceError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
     if len(data) > limit:
         raise SourceError("%s %s is larger than %d bytes" % (what, path, limit))
     return data

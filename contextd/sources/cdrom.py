@@ -53,7 +53,7 @@ def _import_pyudev() -> Any:
     except ImportError as exc:
         raise SourceError("the hepix-cdrom source needs the pyudev module, which is missing (%s)"
                           % exc, "install python3-pyudev (or pip install pyudev), or remove "
-                          "hepix-cdrom from the policy's sources")
+                          "hepix-cdrom from the policy's sources") from None
     return pyudev
 
 
@@ -87,7 +87,7 @@ class _PyudevMonitor(Monitor):
             device = self._monitor.poll(timeout=max(0.0, timeout))
         except (OSError, ValueError) as exc:
             raise SourceError("udev monitor failed while waiting for the context CD-ROM: %s"
-                              % exc)
+                              % exc) from None
         return None if device is None else _properties(device)
 
 
@@ -100,14 +100,14 @@ class PyudevUdev(Udev):
             self._context = self._pyudev.Context()
         except Exception as exc:  # noqa: BLE001 - libudev missing or unusable
             raise SourceError("cannot use udev to find the context CD-ROM: %s" % exc,
-                              "is libudev installed and /run/udev there?")
+                              "is libudev installed and /run/udev there?") from None
 
     def devices(self) -> List[Mapping[str, str]]:
         try:
             return [_properties(d) for d in
                     self._context.list_devices(subsystem="block", ID_CDROM="1")]
         except (OSError, ValueError) as exc:
-            raise SourceError("cannot list block devices through udev: %s" % exc)
+            raise SourceError("cannot list block devices through udev: %s" % exc) from None
 
     def monitor(self) -> Monitor:
         try:
@@ -115,7 +115,7 @@ class PyudevUdev(Udev):
             monitor.filter_by(subsystem="block")
             monitor.start()
         except (OSError, ValueError) as exc:
-            raise SourceError("cannot listen to udev for a late context CD-ROM: %s" % exc)
+            raise SourceError("cannot listen to udev for a late context CD-ROM: %s" % exc) from None
         return _PyudevMonitor(monitor)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from contextd.errors import SourceError
 
@@ -107,7 +107,7 @@ def parse(data: bytes, what: str = "context.sh") -> Dict[str, str]:
 def _double_quoted(text: str, i: int, line: int, what: str, key: str,
                    start_line: int) -> Tuple[str, int, int]:
     """The inside of "..." from `i` (after the quote): (value, index after, line)."""
-    buf = []
+    buf: List[str] = []
     n = len(text)
     while True:
         if i >= n:
@@ -168,7 +168,7 @@ def _b64(raw: bytes, what: str) -> bytes:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise SourceError("%s is not valid base64" % what,
-                          "encode the user-data with base64 (base64 -w0 FILE)")
+                          "encode the user-data with base64 (base64 -w0 FILE)") from None
 
 
 def facts(variables: Mapping[str, str], data: bytes) -> Dict[str, Optional[str]]:

@@ -56,5 +56,5 @@ def _sha256(path: str, limit: int) -> str:
                     raise SourceError("%s is larger than %d bytes" % (path, limit))
                 digest.update(chunk)
     except OSError as exc:
-        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
+        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
     return digest.hexdigest()

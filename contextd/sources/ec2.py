@@ -69,7 +69,7 @@ def check_url(url: str) -> str:
         return urls.metadata_base(url)      # the policy's ec2.url passed this same check
     except ValueError as exc:
         raise UsageError("ec2 metadata URL %s" % exc,
-                         "scheme://host[:port], for example ec2:http://169.254.169.254")
+                         "scheme://host[:port], for example ec2:http://169.254.169.254") from None
 
 
 class Client:
@@ -86,7 +86,7 @@ class Client:
         try:
             self._port = parts.port
         except ValueError:
-            raise UsageError("ec2 metadata URL %r has a bad port" % url)
+            raise UsageError("ec2 metadata URL %r has a bad port" % url) from None
         self.budget = budget
         self.v1_allowed = imdsv1_fallback
         self.per_attempt = per_attempt
@@ -175,7 +175,7 @@ class Client:
             except _Transport as exc:
                 last = exc.reason
                 if attempt >= self.attempts:
-                    raise self._stopped(method, path, attempt, last, "it gave up")
+                    raise self._stopped(method, path, attempt, last, "it gave up") from None
                 self._pause(attempt)
                 continue
             if status in RETRY_STATUSES:
@@ -225,7 +225,7 @@ class Client:
             killed.set()
             sock = conn.sock
             if sock is not None:
-                try:
+                try:  # noqa: SIM105 - boot path: no contextlib import for this
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
@@ -237,7 +237,7 @@ class Client:
             try:
                 conn.connect()
             except OSError as exc:
-                raise _Transport("cannot connect: %s" % _reason(exc))
+                raise _Transport("cannot connect: %s" % _reason(exc)) from None
             self._connected = True
             try:
                 conn.request(method, path, headers=dict(headers))
@@ -246,8 +246,8 @@ class Client:
                 body = _read(resp, limit, method, path, self.url) if status == 200 else b""
             except (OSError, http.client.HTTPException) as exc:
                 if killed.is_set():
-                    raise _Transport("no complete answer within %.1fs" % timeout)
-                raise _Transport(_reason(exc))
+                    raise _Transport("no complete answer within %.1fs" % timeout) from None
+                raise _Transport(_reason(exc)) from None
             if killed.is_set():
                 raise _Transport("no complete answer within %.1fs" % timeout)
             return status, body

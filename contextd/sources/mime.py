@@ -95,10 +95,11 @@ class _Walk:
         and where the body starts: after the empty line, or at the first line that is not
         a header (the email package's reading of a missing separator)."""
         fields: Dict[bytes, bytes] = {}
-        name, value, size, count = b"", [], 0, 0
+        name, size, count = b"", 0, 0
+        value: List[bytes] = []
         for line_start, content_end, line_end in _lines(self.data, start, end):
-            if line_start == content_end:
-                break
+            if line_start == content_end:       # the empty line: the body starts after it
+                return self.keep(fields, name, value), line_end
             if self.data[line_start] in b" \t":
                 if count:                           # a continuation of the field before
                     size += content_end - line_start
@@ -116,9 +117,7 @@ class _Walk:
             size = content_end - line_start
             self.check_size(name, size)
             value = [self.data[colon + 1:content_end]]
-        else:
-            return self.keep(fields, name, value), end
-        return self.keep(fields, name, value), line_end
+        return self.keep(fields, name, value), end
 
     def check_size(self, name: bytes, size: int) -> None:
         if size > MAX_HEADER:

@@ -38,7 +38,7 @@ def armor_signatures(signatures: Sequence[Signature]) -> List[str]:
 def _pem(label: str, data: bytes) -> str:
     b64 = base64.b64encode(data).decode("ascii")
     lines = [b64[i:i + 64] for i in range(0, len(b64), 64)]
-    return "\n".join(["-----BEGIN %s-----" % label] + lines + ["-----END %s-----" % label]) + "\n"
+    return "\n".join(["-----BEGIN %s-----" % label, *lines, "-----END %s-----" % label]) + "\n"
 
 
 def armor_x509(sig: X509Signature) -> str:

@@ -15,6 +15,7 @@ What this module must never do:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -169,10 +170,8 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
         raise SigningError(
             "cannot build context ISO %s: %s" % (out_path, short_reason(exc))) from exc
     finally:
-        try:
+        with contextlib.suppress(Exception):  # a failing close must not hide why the build failed
             iso.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
 
 
 def _write_atomically(iso, out_path: str) -> None:

@@ -33,7 +33,7 @@ def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]
             with open(path, "rb") as f:
                 files[rel] = f.read()
         except OSError as exc:
-            raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc))
+            raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
     return files
 
 

@@ -33,7 +33,7 @@ def _collect(source: bytes, existing: Optional[bytes]
         try:
             current = bundle.decode(existing, what="existing output bundle")
         except BundleError as exc:
-            raise SigningError(exc.message, "choose another -o file or remove it")
+            raise SigningError(exc.message, "choose another -o file or remove it") from None
         if current.payload != payload:
             raise SigningError("the existing output bundle holds a different payload",
                                "write to a new file, or sign the same payload.yaml")
@@ -82,7 +82,7 @@ def sign(key_data: bytes, source: bytes, existing: Optional[bytes] = None,
         if old_key == new_key:
             raise SigningError("the bundle is already signed by this key (%s)"
                                % sshsig.fingerprint(new_key))
-    return armor.encode(payload, armor.armor_signatures(tuple(signatures) + (blob,)))
+    return armor.encode(payload, armor.armor_signatures((*signatures, blob)))
 
 
 def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source: bytes,
@@ -102,7 +102,7 @@ def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source:
         if isinstance(old, bundle.X509Signature) and old.certificates[:1] == new.certificates[:1]:
             raise SigningError("the bundle is already signed with this certificate (%s)"
                                % x509sig.parse(new).subject)
-    return armor.encode(payload, armor.armor_signatures(tuple(signatures) + (new,)))
+    return armor.encode(payload, armor.armor_signatures((*signatures, new)))
 
 
 def check_payload(payload: bytes) -> None:
@@ -113,4 +113,4 @@ def check_payload(payload: bytes) -> None:
     try:
         strictyaml.load(payload, "payload", PayloadError)
     except PayloadError as exc:
-        raise SigningError(exc.message, exc.hint)
+        raise SigningError(exc.message, exc.hint) from None

@@ -178,4 +178,4 @@ def armor(blob: bytes) -> str:
     """The armoured text `ssh-keygen -Y sign` writes: base64 in 70-column lines."""
     b64 = base64.b64encode(blob).decode("ascii")
     lines = [b64[i:i + 70] for i in range(0, len(b64), 70)]
-    return "\n".join([BEGIN] + lines + [END]) + "\n"
+    return "\n".join([BEGIN, *lines, END]) + "\n"

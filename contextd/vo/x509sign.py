@@ -96,7 +96,9 @@ def sign(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], payload: byt
         raw = key.sign(data)
     elif isinstance(key, rsa.RSAPrivateKey):
         raw = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        raw = key.sign(data, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr,call-arg]
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        raw = key.sign(data, ec.ECDSA(hashes.SHA256()))
+    else:  # _check_key let through only the three types above
+        fail("key type %s is not supported" % type(key).__name__)
     return X509Signature(signature=raw,
                          certificates=tuple(c.public_bytes(Encoding.DER) for c in certs))

@@ -44,7 +44,8 @@ def user_ids(disk, name):
 
 
 def guest_result(path):
-    text = open(path, "rb").read().decode("ascii", "replace").replace("\r", "")
+    with open(path, "rb") as f:
+        text = f.read().decode("ascii", "replace").replace("\r", "")
     m = re.search(r"E2E-RESULT-BEGIN\n(.*?)E2E-RESULT-END", text, re.S)
     if not m:
         raise SystemExit("  FAIL no E2E-RESULT block in %s: the guest never reported" % path)
@@ -73,7 +74,8 @@ def on_disk(disk, path):
 def main(scenario, directory):
     c = Checks(scenario)
     res = guest_result(os.path.join(directory, "result.log"))
-    console = open(os.path.join(directory, "console.log"), "rb").read().decode("utf-8", "replace")
+    with open(os.path.join(directory, "console.log"), "rb") as f:
+        console = f.read().decode("utf-8", "replace")
     disk = os.path.join(directory, "disk.img")
     if not os.path.isfile(disk):
         raise SystemExit("  FAIL no disk image %s to read back" % disk)
