@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from contextd import filesystem
 from contextd.actions import Action, RunCommand, WriteFile, disable_unit, unit_disabled_by
-from contextd.errors import ApplyError, JournalError
+from contextd.errors import ApplyError, ApplyFailed, JournalError
 from contextd.plugin import Footprint, show
 from contextd.record import field, record
 
@@ -50,15 +50,6 @@ MAX_BACKUP = 64 * 1024 * 1024           # what state_of reads when it backs a fi
 # Recover never restores setuid/setgid/sticky bits or write access for group or others: a
 # journal may say what a file held, not make a root-sourced file another user's to edit.
 SAFE_MODE = 0o755
-
-
-class ApplyFailed(ApplyError):
-    def __init__(self, message: str, results: List[Dict[str, Any]],
-                 rolled_back: List[str], not_undone: List[str]):
-        super().__init__(message, "nothing was left half-applied; see the report's actions")
-        self.results = results
-        self.rolled_back = rolled_back
-        self.not_undone = not_undone
 
 
 @record

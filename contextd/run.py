@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from contextd import apply, authorize, filesystem, history, logs, payload, plan, plugin, policy
 from contextd import report, sources
-from contextd.errors import EXIT_INTERNAL, ContextdError, PolicyViolation, UsageError
+from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, UsageError
 from contextd.plugin import PlanContext
 from contextd.record import record
 from contextd.verify import Verified, verify
@@ -110,12 +110,14 @@ def _execute(opts: Options) -> Result:
     try:
         pol = policy.load(opts.policy)
     except ContextdError as exc:
-        _record_broken_policy(opts, started, exc.one_line(), exc.exit_code)
+        # Without a policy the run judged nothing: it failed, with the error's exit code.
+        ended = exc.outcome if exc.outcome.word == "failed" else Outcome.POLICY
+        _record_broken_policy(opts, started, exc.one_line(), ended)
         raise
     except Exception as exc:
         # A bug: exit 70 and a traceback file, but the run has ended, so its report says so.
         # Only the type: the exception's text may hold anything from the policy.
-        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, EXIT_INTERNAL)
+        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, Outcome.INTERNAL)
         raise
     rep = report.new(started, pol.site, opts.root, pol.sha256)
     stage = "recover"
@@ -131,7 +133,7 @@ def _execute(opts: Options) -> Result:
         ctx = _fetch(opts, pol, rep)
         if ctx is None:
             why = "".join("; %s" % note for note in rep.get("detection", ()))
-            return _done(opts, rep, "skipped", started, "fetch", "no context found in sources %s%s"
+            return _done(opts, rep, Outcome.SKIPPED, started, "fetch", "no context found in sources %s%s"
                          % (", ".join(pol.sources) or "(none configured)", why), pol=pol)
         rep["source"] = {"kind": ctx.kind, "location": ctx.location}
         rep["source"].update(ctx.details)
@@ -186,7 +188,7 @@ def _execute(opts: Options) -> Result:
                 history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
                                  list(doc.sections), past.applied_at or started,
                                  signed=not verified.unsigned)
-            return _done(opts, rep, "unchanged", started, "apply", "payload already applied "
+            return _done(opts, rep, Outcome.UNCHANGED, started, "apply", "payload already applied "
                          "on this instance; nothing changed", pol=pol, vo_url=vo_url,
                          token=token)
         stage = "authorize"
@@ -212,7 +214,7 @@ def _execute(opts: Options) -> Result:
             planned = [{"plugin": a.plugin, "kind": a.kind, "target": a.target,
                         "status": "planned"} for a in actions]
             rep["actions"] = planned
-            report.finish(rep, "applied", started)
+            report.finish(rep, Outcome.APPLIED, started)
             return Result(rep, planned=planned)
         stage = "apply"
         if ctx.scripts:
@@ -221,7 +223,7 @@ def _execute(opts: Options) -> Result:
         try:
             rep["actions"] = apply.execute(actions, opts.root, opts.state, opts.run_commands,
                                            _footprint(pol))
-        except apply.ApplyFailed as exc:
+        except ApplyFailed as exc:
             rep["actions"] = exc.results
             rep["rolled_back"] = exc.rolled_back
             rep["not_undone"] = exc.not_undone
@@ -231,15 +233,14 @@ def _execute(opts: Options) -> Result:
         if ctx.scripts:
             legacy.run_pinned("epilog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
                               opts.run_commands, opts.state)
-        return _done(opts, rep, "applied", started, pol=pol, vo_url=vo_url, token=token)
+        return _done(opts, rep, Outcome.APPLIED, started, pol=pol, vo_url=vo_url, token=token)
     except ContextdError as exc:
         if getattr(exc, "violations", None):
             rep["denied"] = [{"reason": v} for v in exc.violations]  # type: ignore[attr-defined]
-        outcome = "failed" if exc.exit_code == 3 else "rejected"
-        if hold and outcome == "rejected":
+        if hold and exc.outcome.word == "rejected":
             _hold(opts, rep, hold)
-        result = _done(opts, rep, outcome, started, exc.stage or stage, exc.one_line(), pol=pol,
-                       vo_url=vo_url, token=token, exit_code=exc.exit_code)
+        result = _done(opts, rep, exc.outcome, started, exc.stage or stage, exc.one_line(),
+                       pol=pol, vo_url=vo_url, token=token)
         result.error = exc
         return result
     except Exception as exc:
@@ -247,8 +248,8 @@ def _execute(opts: Options) -> Result:
         # here, so a pilot blocked on `status --wait` learns now, and the site and VO hear of
         # it. Only the exception's type goes in: its text may hold anything, secrets too.
         try:
-            _done(opts, rep, "failed", started, stage, _INTERNAL % type(exc).__name__,
-                  pol=pol, vo_url=vo_url, token=token, exit_code=EXIT_INTERNAL)
+            _done(opts, rep, Outcome.INTERNAL, started, stage, _INTERNAL % type(exc).__name__,
+                  pol=pol, vo_url=vo_url, token=token)
         except Exception:  # noqa: BLE001 - the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
         raise
@@ -275,18 +276,17 @@ def _fetch(opts: Options, pol: policy.Policy, rep: Dict[str, Any]) -> Optional[s
     return ctx
 
 
-def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.datetime,
+def _done(opts: Options, rep: Dict[str, Any], outcome: Outcome, started: datetime.datetime,
           stage: Optional[str] = None, message: Optional[str] = None, *, pol: policy.Policy,
-          vo_url: Optional[str] = None, token: Optional[str] = None,
-          exit_code: Optional[int] = None) -> Result:
+          vo_url: Optional[str] = None, token: Optional[str] = None) -> Result:
     """Finish the report, write it (status --wait sees it now), log it, then deliver it."""
-    report.finish(rep, outcome, started, stage, message, exit_code)
+    report.finish(rep, outcome, started, stage, message)
     if not opts.dry_run:
         report.write(rep, opts.run)
         p = rep.get("payload") or {}
-        logs.event(log, _LEVELS.get(outcome, logging.ERROR), "run %s%s%s" % (
-            outcome, " at %s" % stage if stage else "", ": %s" % message if message else ""),
-            terminal=False, stage=rep.get("stage", "done"), outcome=outcome,
+        logs.event(log, _LEVELS.get(outcome.word, logging.ERROR), "run %s%s%s" % (
+            outcome.word, " at %s" % stage if stage else "", ": %s" % message if message else ""),
+            terminal=False, stage=rep.get("stage", "done"), outcome=outcome.word,
             payload_sha256=p.get("sha256"), vo=p.get("vo"), serial=p.get("serial"),
             report_id=rep["report_id"], source=(rep.get("source") or {}).get("location"))
         if vo_url or pol.report_urls:      # delivery (and HTTP) only when there is a receiver
@@ -298,14 +298,14 @@ def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.da
 
 
 def _record_broken_policy(opts: Options, started: datetime.datetime, message: str,
-                          exit_code: int) -> None:
+                          outcome: Outcome) -> None:
     """Without a policy nothing is trusted, fetched or delivered; but the run did finish,
     and `status --wait` (pilots block on it) must see that now, not at its timeout."""
     if opts.dry_run:
         return
     try:
         rep = report.new(started, None, opts.root, None)
-        report.finish(rep, "failed", started, "policy", message, exit_code)
+        report.finish(rep, outcome, started, "policy", message)
         report.write(rep, opts.run)
     except Exception as err:  # noqa: BLE001 - the policy's error is what the run reports
         log.warning("cannot write the report to %s: %s", opts.run, err)

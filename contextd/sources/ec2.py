@@ -31,7 +31,7 @@ import urllib.parse
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd import bundle
-from contextd.errors import SourceError, UsageError
+from contextd.errors import NoService, SourceError, UsageError
 from contextd.sources import Context, userdata
 
 DEFAULT_URL = "http://169.254.169.254"
@@ -49,10 +49,6 @@ MAX_TOKEN = 4096
 MAX_FACT = 1024
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_TOKEN)
 _FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
-
-
-class NoService(SourceError):
-    """Nothing answered at the metadata address: not an EC2-style cloud, for detection."""
 
 
 class _Transport(Exception):
