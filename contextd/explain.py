@@ -13,7 +13,7 @@ from contextd import authorize, payload, plan, plugin, policy, sources
 from contextd.errors import ContextdError
 from contextd.plugin import PlanContext
 from contextd.filesystem import reader
-from contextd.run import facts_for
+from contextd.facts import facts_for
 
 
 def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], root: str,
@@ -39,7 +39,7 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
                       "not_before": _when(doc.not_before),
                       "expires": _when(doc.expires),
                       "targets": [dict(t) for t in doc.targets]}
-    all_facts = facts_for(pol, {}, hostname)
+    all_facts = facts_for(pol.site, {}, hostname)
     all_facts.update(facts)
     out["facts"] = {k: v for k, v in all_facts.items() if v is not None}
     result, violations, denied = authorize.review(doc, verified, pol, all_facts, now)

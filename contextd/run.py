@@ -14,11 +14,12 @@ import datetime
 import hashlib
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from contextd import apply, authorize, filesystem, history, logs, payload, plan, plugin, policy
 from contextd import report, sources
 from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, UsageError
+from contextd.facts import facts_for, instance_key
 from contextd.plugin import PlanContext
 from contextd.record import record
 from contextd.verify import Verified, verify
@@ -61,16 +62,6 @@ class Result:
 
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def facts_for(pol: policy.Policy, ctx_facts: Mapping[str, Optional[str]],
-              hostname: str) -> Dict[str, Optional[str]]:
-    facts: Dict[str, Optional[str]] = {"cloud": None, "region": None, "instance_id": None,
-                                       "image_id": None}
-    facts.update({k: v for k, v in ctx_facts.items() if k in facts})
-    facts["site"] = pol.site            # the site is the policy's word, never the platform's
-    facts["hostname"] = hostname
-    return facts
 
 
 def execute(opts: Options) -> Result:
@@ -142,10 +133,10 @@ def _execute(opts: Options) -> Result:
             from contextd import legacy
         if ctx.scripts:
             rep["legacy_scripts"] = legacy.check_scripts(ctx.scripts, pol)
-        facts = facts_for(pol, ctx.facts, rep["host"]["hostname"])
+        facts = facts_for(pol.site, ctx.facts, rep["host"]["hostname"])
         rep["host"].update(instance_id=facts["instance_id"])
         rep["host"]["image"]["image_id"] = facts["image_id"]
-        instance = _instance_key(opts, facts)
+        instance = instance_key(opts.root, facts)
         stage = "state"
         past = history.History() if opts.dry_run else history.load(opts.state, instance)
         unchanged = past.unchanged(hashlib.sha256(ctx.payload).hexdigest())
@@ -328,16 +319,6 @@ def _vo_report_url(pol: policy.Policy, doc: payload.Payload,
     if verified.counted(doc.vo) < max(trust.threshold, 1):
         return None
     return doc.report_url if authorize.report_url_allowed(doc.report_url, trust) else None
-
-
-def _instance_key(opts: Options, facts: Mapping[str, Optional[str]]) -> str:
-    if facts.get("instance_id"):
-        return "instance:%s" % facts["instance_id"]
-    try:
-        machine = filesystem.read_limited(filesystem.under_root(opts.root, "/etc/machine-id"), 256)
-    except OSError:
-        machine = None
-    return "machine:%s" % (machine or b"unknown").decode("ascii", "replace").strip()
 
 
 def _hold(opts: Options, rep: Dict[str, Any], sections: Sequence[str]) -> None:
