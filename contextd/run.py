@@ -16,11 +16,10 @@ import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from contextd import apply, authorize, filesystem, history, logs, payload, plan, plugin, policy
-from contextd import report, sources
+from contextd import apply, authorize, decision, filesystem, history, logs, payload, plugin
+from contextd import policy, report, sources
 from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, UsageError
 from contextd.facts import facts_for, instance_key
-from contextd.plugin import PlanContext
 from contextd.record import record
 from contextd.verify import Verified, verify
 
@@ -170,10 +169,7 @@ def _execute(opts: Options) -> Result:
         if unchanged:
             hold = tuple(doc.sections)  # its own word, also where the record predates sections
             stage = "authorize"         # today's policy, not the clock (DESIGN section 8)
-            if verified.unsigned:
-                legacy.authorize_unsigned(doc, verified, pol)
-            else:
-                authorize.authorize(doc, verified, pol, facts, None)
+            decision.judge(doc, verified, pol, facts, None).authorized()
             hold = ()
             if past.vo is None:         # a record of the older format: upgrade it
                 history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
@@ -190,17 +186,12 @@ def _execute(opts: Options) -> Result:
         stage = "fetch"
         sources.check_listed_files(ctx, doc.files)
         stage = "authorize"
-        if verified.unsigned:
-            auth = legacy.authorize_unsigned(doc, verified, pol)
-        else:
-            auth = authorize.authorize(doc, verified, pol, facts, started)
+        judged = decision.judge(doc, verified, pol, facts, started)
+        auth = judged.authorized()
         rep["overridden"] = authorize.finding_dicts(auth.overridden)
         stage = "plan"
-        pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
-                           hostname=rep["host"]["hostname"],
-                           read_file=filesystem.reader(opts.root),
-                           listed_file=sources.listed_reader(ctx, doc.files))
-        actions = plan.plan(auth, pctx)
+        actions = list(decision.planned(judged, facts, sources.listed_reader(ctx, doc.files),
+                                        filesystem.reader(opts.root)).actions)
         if opts.dry_run:
             planned = [{"plugin": a.plugin, "kind": a.kind, "target": a.target,
                         "status": "planned"} for a in actions]
