@@ -31,8 +31,9 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from contextd import filesystem
-from contextd.actions import Action, RunCommand, WriteFile, disable_unit, unit_disabled_by
-from contextd.errors import ApplyError, ApplyFailed, JournalError
+from contextd.actions import (Action, RunCommand, RunScript, WriteFile, disable_unit,
+                              unit_disabled_by)
+from contextd.errors import ApplyError, ApplyFailed, JournalError, ScriptFailed
 from contextd.plugin import Footprint, show
 from contextd.record import field, record
 
@@ -262,9 +263,12 @@ def _state_or_none(path: str, root: str) -> Optional[filesystem.FileState]:
 
 
 def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: bool,
-            allowed: Footprint) -> List[Dict[str, Any]]:
+            allowed: Footprint, scripts: Sequence[RunScript] = ()) -> List[Dict[str, Any]]:
     """Perform `actions`; returns one result per action or raises ApplyFailed.
-    `allowed`: what the plugins declare; any other file or undo is refused before any change."""
+    `allowed`: what the plugins declare; any other file or undo is refused before any change.
+    `scripts`: pinned HEPiX scripts, `pre` before the files (a failure raises ScriptFailed:
+    nothing was applied), `post` after the services (a failure is only in its result); their
+    results come last, kind "script"."""
     _check_declared(actions, allowed)
     files = [a for a in actions if isinstance(a, WriteFile)]
     commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
@@ -272,54 +276,20 @@ def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: 
     may_run = run_commands or root in ("", "/")
 
     filesystem.private_dir(state_dir)
+    ran = run_phase(scripts, "pre", may_run, root, state_dir)
     journal = _Journal(os.path.join(state_dir, TXN), root)
     filesystem.private_dir(journal.directory)
     results: List[Dict[str, Any]] = []
     done_services: List[RunCommand] = []
     irreversible: List[str] = []
-    current: Optional[Dict[str, Any]] = None
+    cursor: List[Dict[str, Any]] = []         # the result of the action under way, if any
     try:
-        planned = []
-        for action in files:
-            current = _result(action)
-            results.append(current)
-            start = time.monotonic()
-            owner = _owner(action, root)
-            entry = _prepare(action, root, owner, journal)
-            if entry is None:
-                current["status"] = "unchanged"
-                current["ms"] = _ms(start)
-            else:
-                planned.append((action, entry, owner, current, start))
-        current = None
-        if planned:
-            journal.save()
-        for action, entry, owner, current, start in planned:
-            journal.touched += 1
-            _write(action, entry, owner, root)
-            current["status"] = "written" if entry["backup"] is not None else "created"
-            current["ms"] = _ms(start)
-        for action in list(commands) + list(services):
-            current = _result(action)
-            results.append(current)
-            if not may_run:
-                current["status"] = "skipped"
-                current["reason"] = "alternate root %s: commands need --run-commands" % root
-                continue
-            start = time.monotonic()
-            _run(action)
-            current["status"] = "ran"
-            current["ms"] = _ms(start)
-            if action.service:
-                done_services.append(action)
-                unit = unit_disabled_by(action.undo)
-                if unit:
-                    journal.started(unit)
-            if not action.reversible:
-                irreversible.append(action.target)
-        current = None
+        _write_files(files, root, journal, results, cursor)
+        _run_commands(commands + services, may_run, root, journal, results, cursor,
+                      done_services, irreversible)
     except (OSError, ApplyError) as exc:
         message = exc.message if isinstance(exc, ApplyError) else "%s" % exc
+        current = cursor[0] if cursor else None
         if current is not None:
             current["status"] = "failed"
             current["error"] = message
@@ -328,9 +298,85 @@ def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: 
         raise ApplyFailed("apply failed at %s %s: %s; rolled back %d change%s" % (
             current["kind"] if current else "step", current["target"] if current else "",
             message, len(rolled_back), "" if len(rolled_back) == 1 else "s"),
-            results, rolled_back, not_undone)
+            results + ran, rolled_back, not_undone)
+    ran += run_phase(scripts, "post", may_run, root, state_dir)    # still in the transaction
     _discard(journal.directory)
-    return results
+    return results + ran
+
+
+def _write_files(files: Sequence[WriteFile], root: str, journal: _Journal,
+                 results: List[Dict[str, Any]], cursor: List[Dict[str, Any]]) -> None:
+    """Back up and journal every file first, then write them; `cursor` holds the result of
+    the file under way (the one a failure names)."""
+    planned = []
+    for action in files:
+        current = _result(action)
+        cursor[:] = [current]
+        results.append(current)
+        start = time.monotonic()
+        owner = _owner(action, root)
+        entry = _prepare(action, root, owner, journal)
+        if entry is None:
+            current["status"] = "unchanged"
+            current["ms"] = _ms(start)
+        else:
+            planned.append((action, entry, owner, current, start))
+    cursor[:] = []
+    if planned:
+        journal.save()
+    for action, entry, owner, current, start in planned:
+        cursor[:] = [current]
+        journal.touched += 1
+        _write(action, entry, owner, root)
+        current["status"] = "written" if entry["backup"] is not None else "created"
+        current["ms"] = _ms(start)
+    cursor[:] = []
+
+
+def _run_commands(actions: Sequence[RunCommand], may_run: bool, root: str, journal: _Journal,
+                  results: List[Dict[str, Any]], cursor: List[Dict[str, Any]],
+                  done_services: List[RunCommand], irreversible: List[str]) -> None:
+    """Commands, then service starts (each journalled as started, for rollback)."""
+    for action in actions:
+        current = _result(action)
+        cursor[:] = [current]
+        results.append(current)
+        if not may_run:
+            current["status"] = "skipped"
+            current["reason"] = "alternate root %s: commands need --run-commands" % root
+            continue
+        start = time.monotonic()
+        _run(action)
+        current["status"] = "ran"
+        current["ms"] = _ms(start)
+        if action.service:
+            done_services.append(action)
+            unit = unit_disabled_by(action.undo)
+            if unit:
+                journal.started(unit)
+        if not action.reversible:
+            irreversible.append(action.target)
+    cursor[:] = []
+
+
+def run_phase(scripts: Sequence[RunScript], phase: str, may_run: bool, root: str,
+              state_dir: str) -> List[Dict[str, Any]]:
+    """Run the scripts of one phase, in order. A failing `pre` script raises ScriptFailed
+    (nothing is applied after it); a `post` one is reported in its result only."""
+    if not scripts:
+        return []
+    from contextd import hepix           # only a HEPiX carrier has scripts
+
+    ran: List[Dict[str, Any]] = []
+    for script in (s for s in scripts if s.phase == phase):
+        result = hepix.run(script, may_run, root, state_dir)
+        ran.append(result)
+        if phase == "pre" and result["status"] not in ("ok", "skipped"):
+            raise ScriptFailed("HEPiX %s %s; nothing was applied" % (script.name,
+                                                                    result["reason"]),
+                               "the site's pinned %s must succeed; its output is in the log"
+                               % script.name, ran)
+    return ran
 
 
 def _check_declared(actions: Sequence[Action], allowed: Footprint) -> None:

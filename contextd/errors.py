@@ -168,6 +168,14 @@ class ApplyFailed(ApplyError):
         self.not_undone = not_undone
 
 
+class ScriptFailed(ApplyError):
+    """A pinned HEPiX prolog failed, before anything was applied; carries its result."""
+
+    def __init__(self, message: str, hint: str, results: List[Dict[str, Any]]):
+        super().__init__(message, hint)
+        self.results = results
+
+
 class PlanError(ContextdError):
     """A plugin could not read what it merges into (puppet.conf under the root) while
     planning: nothing was applied, so nothing was rolled back."""

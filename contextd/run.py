@@ -21,7 +21,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from contextd import admission, apply, authorize, decision, filesystem, history, logs, payload
 from contextd import plugin, policy, report, sources
-from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, UsageError
+from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, ScriptFailed
+from contextd.errors import UsageError
 from contextd.facts import facts_for, instance_key
 from contextd.record import record
 from contextd.runreport import RunReport
@@ -221,25 +222,41 @@ def _change(opts: Options, pol: policy.Policy, trail: RunReport, ctx: sources.Co
                           "status": "planned"} for a in actions]
         return Result(trail.end(Outcome.APPLIED), planned=list(trail.actions))
     trail.enter("apply")
-    if ctx.scripts:
-        from contextd import legacy
-
-        legacy.run_pinned("prolog.sh", ctx.scripts, trail.legacy_scripts, opts.root,
-                          opts.run_commands, opts.state)
+    scripts = _pinned(ctx, trail)
     try:
-        trail.actions = apply.execute(actions, opts.root, opts.state, opts.run_commands,
-                                      _footprint(pol))
-    except ApplyFailed as exc:
-        trail.actions, trail.undo = exc.results, (exc.rolled_back, exc.not_undone)
+        _took(trail, apply.execute(actions, opts.root, opts.state, opts.run_commands,
+                                   _footprint(pol), scripts))
+    except ScriptFailed as exc:         # the prolog: nothing was applied
+        _took(trail, exc.results)
         raise
+    except ApplyFailed as exc:
+        _took(trail, exc.results)
+        trail.undo = (exc.rolled_back, exc.not_undone)
+        raise
+    # After the epilog: a run killed before this point is rolled back and runs again.
     history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
                      list(auth.decisions), trail.started, signed=not verified.unsigned)
-    if ctx.scripts:
+    return Result(trail.end(Outcome.APPLIED))
+
+
+def _pinned(ctx: sources.Context, trail: RunReport) -> Tuple[Any, ...]:
+    """The carrier's HEPiX scripts the site pinned, as apply's pre/post actions."""
+    if not ctx.scripts:
+        return ()
+    from contextd import legacy
+
+    return legacy.pinned_scripts(ctx.scripts, trail.legacy_scripts)
+
+
+def _took(trail: RunReport, results: List[Dict[str, Any]]) -> None:
+    """What apply did: the plugins' actions for the report, the scripts' results for its
+    `legacy_scripts`."""
+    trail.actions = [r for r in results if r["kind"] != "script"]
+    ran = [r for r in results if r["kind"] == "script"]
+    if ran and trail.legacy_scripts is not None:
         from contextd import legacy
 
-        legacy.run_pinned("epilog.sh", ctx.scripts, trail.legacy_scripts, opts.root,
-                          opts.run_commands, opts.state)
-    return Result(trail.end(Outcome.APPLIED))
+        trail.legacy_scripts = legacy.with_results(trail.legacy_scripts, ran)
 
 
 def _footprint(pol: policy.Policy) -> plugin.Footprint:
