@@ -31,9 +31,11 @@ class Admission:
 
 
 def _verify_signed(ctx: Context, pol: Policy, clock: datetime.datetime) -> Verified:
-    from contextd.verify import verify
+    from contextd.verify import load_anchors, needs_anchors, verify
 
-    return verify(ctx.payload, ctx.signatures, pol, now=clock)
+    # The CA directory is read here, once, and only when a pinned X.509 signer can need it.
+    anchors = load_anchors(pol) if needs_anchors(pol, ctx.signatures) else None
+    return verify(ctx.payload, ctx.signatures, pol, now=clock, anchors=anchors)
 
 
 def _parse_signed(verified: Verified, pol: Policy, started: datetime.datetime) -> Parsed:

@@ -140,19 +140,54 @@ def accept_unsigned_legacy(data: bytes, policy: Policy, kind: str = "amiconfig")
                     unsigned=True, _token=_TOKEN)
 
 
+@record(frozen=True)
+class Anchors:
+    """The X.509 trust anchors and CRLs (an x509sig.TrustDir) loaded for verify, or the
+    SignatureError loading them raised: each X.509 signature that needs them meets it."""
+
+    trust: Any = None
+    error: Optional[SignatureError] = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.trust
+
+
+def needs_anchors(policy: Policy, signatures: Sequence[Any]) -> bool:
+    """Whether checking these signatures can need the CA directory: the policy pins an X.509
+    signer and an X.509 signature is present."""
+    return (any(s.kind == "x509" for t in policy.trust.values() for s in t.signers)
+            and any(isinstance(sig, X509Signature) for sig in signatures))
+
+
+def load_anchors(policy: Policy) -> Anchors:
+    """The policy's x509.ca_dir, read once (the run does this I/O, not verify)."""
+    if not policy.x509.get("ca_dir"):
+        return Anchors()            # verify_signer refuses X.509 before it asks for anchors
+    from contextd import x509sig
+
+    try:
+        return Anchors(trust=x509sig.load_ca_dir(str(policy.x509["ca_dir"])))
+    except SignatureError as exc:
+        return Anchors(error=exc)
+
+
 class _Skip(Exception):
     """Internal: this signature does not count; the message (a whole note) says why."""
 
 
 def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
            now: Optional[datetime.datetime] = None,
-           ca_loader: Optional[Callable[[str], Any]] = None) -> Verified:
+           ca_loader: Optional[Callable[[str], Any]] = None,
+           anchors: Optional[Anchors] = None) -> Verified:
     """Check every signature; return the payload with the trusted signers of each VO.
 
     `signatures` are SSHSIG blobs (bytes) and bundle.X509Signature values as the carriers
     decode them. `now` (aware UTC; default: the current time) is the clock for certificate
-    validity and CRL freshness. `ca_loader(path)` loads the X.509 CA directory (default
-    x509sig.load_ca_dir); it is called at most once. Raises SignatureError when no
+    validity and CRL freshness. `anchors`: the X.509 CA directory as the run loaded it
+    (load_anchors); without it, `ca_loader(path)` (default x509sig.load_ca_dir) loads it
+    when a signature first needs it, at most once. Raises SignatureError when no
     signature is trusted.
     """
     now = now or datetime.datetime.now(datetime.timezone.utc)
@@ -162,6 +197,8 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
     trust_dir: List[Any] = []
 
     def load_trust() -> Any:
+        if anchors is not None:
+            return anchors.get()
         if not trust_dir:
             from contextd import x509sig
 
