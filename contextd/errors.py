@@ -37,7 +37,7 @@ class Outcome(enum.Enum):
         return next((o for o in cls if o.word == word), None)
 
 
-EXIT_OK = 0
+EXIT_OK = Outcome.APPLIED.exit_code
 EXIT_REJECTED = Outcome.REJECTED.exit_code
 EXIT_CONFIG = Outcome.USAGE.exit_code
 EXIT_APPLY_FAILED = Outcome.APPLY_FAILED.exit_code
