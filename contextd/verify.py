@@ -173,6 +173,21 @@ def load_anchors(policy: Policy) -> Anchors:
         return Anchors(error=exc)
 
 
+def _lazy_anchors(policy: Policy, ca_loader: Optional[Callable[[str], Any]]
+                  ) -> Callable[[], Any]:
+    """Without anchors from the run: load the CA directory when a signature first needs it."""
+    trust_dir: List[Any] = []
+
+    def load_trust() -> Any:
+        if not trust_dir:
+            from contextd import x509sig
+
+            loader = ca_loader or x509sig.load_ca_dir
+            trust_dir.append(loader(str(policy.x509["ca_dir"])))
+        return trust_dir[0]
+    return load_trust
+
+
 class _Skip(Exception):
     """Internal: this signature does not count; the message (a whole note) says why."""
 
@@ -194,17 +209,7 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
     trusted: Dict[str, Dict[str, SignerMatch]] = {}
     pairs: Dict[str, List[Tuple[bytes, str]]] = {}     # VO -> (signing key, signer id)
     notes: List[str] = []
-    trust_dir: List[Any] = []
-
-    def load_trust() -> Any:
-        if anchors is not None:
-            return anchors.get()
-        if not trust_dir:
-            from contextd import x509sig
-
-            loader = ca_loader or x509sig.load_ca_dir
-            trust_dir.append(loader(str(policy.x509["ca_dir"])))
-        return trust_dir[0]
+    load_trust = anchors.get if anchors is not None else _lazy_anchors(policy, ca_loader)
 
     for index, sig in enumerate(signatures, start=1):
         where = "signature %d" % index
