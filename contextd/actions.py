@@ -55,6 +55,28 @@ class RunCommand:
         return " ".join(self.argv)
 
 
+@record(frozen=True)
+class RunScript:
+    """A site-pinned HEPiX script from the carrier (contextd.legacy pins it, contextd.hepix
+    runs it for apply): phase `pre` runs before the files, `post` after the services, both
+    inside apply's transaction. A command, never a journal entry."""
+
+    plugin: str
+    name: str                       # prolog.sh | epilog.sh
+    data: bytes = field(repr=False)
+    sha256: str = ""                # the pinned digest: any other bytes are never run
+    phase: str = "pre"              # pre | post
+    timeout: float = 300.0
+
+    @property
+    def kind(self) -> str:
+        return "script"
+
+    @property
+    def target(self) -> str:
+        return self.name
+
+
 Action = Union[WriteFile, RunCommand]
 
 

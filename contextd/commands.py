@@ -1,4 +1,9 @@
-"""The commands behind the CLI: each takes parsed arguments, prints, returns an exit code."""
+"""The commands behind the CLI: each takes parsed arguments, prints, returns an exit code.
+
+A command that fails raises a ContextdError; cli maps it to its exit code (errors.Outcome).
+A command that ends without an error returns a code from the same table, never a number of
+its own.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import time
 from typing import Any, Dict
 
 from contextd import filesystem, policy, report
-from contextd.errors import ContextdError, SourceError, UsageError
+from contextd.errors import EXIT_OK, EXIT_REJECTED, ContextdError, SourceError, UsageError
 
 
 def _print_json(value: Any) -> None:
@@ -33,7 +38,7 @@ def run(args: Any) -> int:
         _print_summary(rep, dry_run=args.dry_run)
     if result.error is not None:
         raise result.error
-    return 0
+    return EXIT_OK
 
 
 def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
@@ -68,7 +73,7 @@ def explain(args: Any) -> int:
         _print_json(out)
     else:
         _print_explain(out)
-    return 0 if out["verdict"] == "accepted" else 1
+    return EXIT_OK if out["verdict"] == "accepted" else EXIT_REJECTED
 
 
 def _spec_for(path: str) -> str:
@@ -155,7 +160,7 @@ def sign(args: Any) -> int:
         print("contextd: signed %s -> %s" % (args.payload, args.output), file=sys.stderr)
     else:
         sys.stdout.write(data.decode("ascii"))
-    return 0
+    return EXIT_OK
 
 
 def _read_input(path: str, what: str, limit: int = 16 * 1024 * 1024) -> bytes:
@@ -178,7 +183,7 @@ def pack(args: Any) -> int:
     else:
         size = packing.pack_user_data(data, args.output)
         print("contextd: wrote user-data %s (%d bytes)" % (args.output, size), file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def policy_check(args: Any) -> int:
@@ -191,7 +196,7 @@ def policy_check(args: Any) -> int:
 
         print("# %s: valid (sha256 %s)" % (pol.path, pol.sha256))
         print(yaml.safe_dump(doc, sort_keys=False, default_flow_style=False).rstrip())
-    return 0
+    return EXIT_OK
 
 
 def status(args: Any) -> int:
@@ -271,4 +276,4 @@ def report_flush(args: Any) -> int:
     print("contextd: %d delivered, %d refused (moved to %s), %d still spooled" % (
         len(result.delivered), len(result.refused), os.path.join(spool, delivery.FAILED),
         len(result.remaining)))
-    return 1 if result.remaining else 0
+    return EXIT_REJECTED if result.remaining else EXIT_OK

@@ -1,26 +1,59 @@
-"""Every error contextd knows how to explain, one class per stage.
+"""Every way a command ends: the one table of outcomes and exit codes, and every error class.
 
-Each error carries the one-line message a user sees and, where there is one, the fix.
-`cli` is the only place that turns them into output and exit codes; nothing else prints
-or exits. An exception that is not a ContextdError is a bug (exit 70).
+Each error carries the one-line message a user sees and, where there is one, the fix, and
+its Outcome (the word a report records, the exit code). `cli` is the only place that turns
+them into output and exit codes; nothing here or in the stages prints or exits. An exception
+that is not a ContextdError is a bug (Outcome.INTERNAL, exit 70).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import enum
+from typing import Any, Dict, List, Optional, Sequence
 
-EXIT_OK = 0
-EXIT_REJECTED = 1
-EXIT_CONFIG = 2
-EXIT_APPLY_FAILED = 3
-EXIT_INTERNAL = 70
+
+class Outcome(enum.Enum):
+    """How a run or command ended (DESIGN section 3 and 7): (report word, exit code).
+
+    The first member with a word is that word's usual ending (report.exit_code of an older
+    report without an exit code falls back to it)."""
+
+    APPLIED = ("applied", 0)
+    UNCHANGED = ("unchanged", 0)
+    SKIPPED = ("skipped", 0)            # nothing to do: no context, where the policy allows it
+    REJECTED = ("rejected", 1)          # the context, its signature, payload or policy said no
+    APPLY_FAILED = ("failed", 3)        # apply failed and was rolled back
+    USAGE = ("rejected", 2)             # bad flags or an unusable setting met mid-run
+    POLICY = ("failed", 2)              # no usable site policy: nothing could be judged
+    INTERNAL = ("failed", 70)           # a bug: traceback to a file
+
+    def __init__(self, word: str, exit_code: int):
+        self.word = word
+        self.exit_code = exit_code
+
+    @classmethod
+    def usual(cls, word: str) -> Optional[Outcome]:
+        """The outcome a report word means when nothing else is said (None: not a word)."""
+        return next((o for o in cls if o.word == word), None)
+
+
+EXIT_OK = Outcome.APPLIED.exit_code
+EXIT_REJECTED = Outcome.REJECTED.exit_code
+EXIT_CONFIG = Outcome.USAGE.exit_code
+EXIT_APPLY_FAILED = Outcome.APPLY_FAILED.exit_code
+EXIT_INTERNAL = Outcome.INTERNAL.exit_code
+EXIT_CODES = frozenset(o.exit_code for o in Outcome)
 
 
 class ContextdError(Exception):
-    """Base: a failure with a message for humans and an exit code."""
+    """Base: a failure with a message for humans, the stage it ended and its Outcome."""
 
-    exit_code = EXIT_REJECTED
+    outcome = Outcome.REJECTED
     stage = "run"
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
 
     def __init__(self, message: str, hint: Optional[str] = None):
         super().__init__(message)
@@ -41,14 +74,14 @@ class ContextdError(Exception):
 class UsageError(ContextdError):
     """Bad command-line use."""
 
-    exit_code = EXIT_CONFIG
+    outcome = Outcome.USAGE
     stage = "usage"
 
 
 class PolicyError(ContextdError):
     """The site policy file is missing, unsafe or invalid."""
 
-    exit_code = EXIT_CONFIG
+    outcome = Outcome.POLICY
     stage = "policy"
 
 
@@ -120,5 +153,35 @@ class JournalError(StateError):
 class ApplyError(ContextdError):
     """Applying the plan failed; what was written has been rolled back."""
 
-    exit_code = EXIT_APPLY_FAILED
+    outcome = Outcome.APPLY_FAILED
     stage = "apply"
+
+
+class ApplyFailed(ApplyError):
+    """Apply stopped at an action and rolled back; carries what each action did."""
+
+    def __init__(self, message: str, results: List[Dict[str, Any]],
+                 rolled_back: List[str], not_undone: List[str]):
+        super().__init__(message, "nothing was left half-applied; see the report's actions")
+        self.results = results
+        self.rolled_back = rolled_back
+        self.not_undone = not_undone
+
+
+class ScriptFailed(ApplyError):
+    """A pinned HEPiX prolog failed, before anything was applied; carries its result."""
+
+    def __init__(self, message: str, hint: str, results: List[Dict[str, Any]]):
+        super().__init__(message, hint)
+        self.results = results
+
+
+class PlanError(ContextdError):
+    """A plugin could not read what it merges into (puppet.conf under the root) while
+    planning: nothing was applied, so nothing was rolled back."""
+
+    stage = "plan"
+
+
+class NoService(SourceError):
+    """Nothing answered at the metadata address: not an EC2-style cloud, for detection."""

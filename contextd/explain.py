@@ -1,7 +1,8 @@
 """`contextd explain`: the whole decision on a bundle, for humans, changing nothing.
 
-It runs the same stages as a boot (verify, parse, authorize, plan) and shows every requested
-change as allowed, denied or overridden with the reason. Secrets are never shown.
+It runs the same stages as a boot (verify, parse, then `decision.decide`: authorize and plan)
+and shows every requested change as allowed, denied or overridden with the reason. Secrets are
+never shown. It must never import an executor (run, apply, delivery): it changes nothing.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import datetime
 from typing import Any, Dict, List, Mapping, Optional
 
-from contextd import authorize, payload, plan, plugin, policy, sources
+from contextd import authorize, payload, plugin, policy, sources
+from contextd.decision import decide
 from contextd.errors import ContextdError
-from contextd.plugin import PlanContext
+from contextd.facts import facts_for
 from contextd.filesystem import reader
-from contextd.run import facts_for
 
 
 def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], root: str,
@@ -39,22 +40,21 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
                       "not_before": _when(doc.not_before),
                       "expires": _when(doc.expires),
                       "targets": [dict(t) for t in doc.targets]}
-    all_facts = facts_for(pol, {}, hostname)
+    all_facts = facts_for(pol.site, {}, hostname)
     all_facts.update(facts)
     out["facts"] = {k: v for k, v in all_facts.items() if v is not None}
-    result, violations, denied = authorize.review(doc, verified, pol, all_facts, now)
-    trust = pol.trust.get(doc.vo)
-    out["changes"] = _changes(doc, result, denied, trust)
-    out["violations"] = violations
+    refused: List[str] = []
     try:
         sources.check_listed_files(ctx, doc.files)
     except ContextdError as exc:
-        out["violations"].append(exc.one_line())
-    if result is not None and not out["violations"]:
-        pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
-                           hostname=hostname, read_file=reader(root),
-                           listed_file=sources.listed_reader(ctx, doc.files))
-        actions = plan.plan(result, pctx)
+        refused.append(exc.one_line())
+    decision = decide(doc, verified, pol, all_facts, now, sources.listed_reader(ctx, doc.files),
+                      reader(root), refused=refused)
+    out["changes"] = _changes(doc, decision.authorization, list(decision.denied),
+                              pol.trust.get(doc.vo))
+    out["violations"] = list(decision.violations)
+    if decision.allowed:
+        actions = decision.actions
         out["would_write"] = ["%s (mode %04o%s)" % (a.target, a.mode, ", secret" if a.secret
                                                     else "")
                               for a in actions if a.kind == "file"]

@@ -20,7 +20,7 @@ import stat
 import time
 from typing import BinaryIO, Callable, List, Optional, Tuple, Union
 
-from contextd.errors import ApplyError
+from contextd.errors import ApplyError, PlanError
 from contextd.limits import LIMITS
 from contextd.record import field, record
 
@@ -245,8 +245,8 @@ def reader(root: str) -> Callable[[str], Optional[bytes]]:
             target = under_root(root, path)
             return read_limited(target, 4 * 1024 * 1024)
         except OSError as exc:
-            raise ApplyError("cannot read %s: %s" % (target, exc.strerror or exc),
-                             "it must be a regular file of at most 4 MiB") from None
+            raise PlanError("cannot read %s: %s" % (target, exc.strerror or exc),
+                            "it must be a regular file of at most 4 MiB") from None
     return read_file
 
 

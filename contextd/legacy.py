@@ -8,15 +8,14 @@ are authorized against that VO's `allow` lists and the site's `site_settings`, a
 payload's are; there are no signers, serial, validity or targets to check. Every other
 key is ignored and listed in the report (names only: values may be secrets).
 
-HEPiX `prolog.sh`/`epilog.sh` from a context CD-ROM: run only when their SHA-256 equals the
-site's pin (`legacy.hepix_scripts`), the prolog just before apply and the epilog after a
-successful one, as `/bin/sh <private copy> start` (the HEPiX convention passes the phase
-as $1) with a timeout. Anything else is reported as not run, with the reason.
+HEPiX `prolog.sh`/`epilog.sh` from a context CD-ROM: become RunScript actions only when their
+SHA-256 equals the site's pin (`legacy.hepix_scripts`); apply runs them (contextd.hepix),
+the prolog before the files and the epilog after the services of a successful apply.
+Anything else is reported as not run, with the reason.
 
 What this module must never do: read a `Verified` value that is not `unsigned`, pass an
-amiconfig key it does not translate, run a script that does not match its pin, run one
-through a command line string, give it the CD's `context.sh` (a pinned site script that
-sourced it would execute what the VO wrote), or wait for it without a timeout.
+amiconfig key it does not translate, pin a script that does not match its pin, or run one
+itself (apply is the one executor).
 """
 
 from __future__ import annotations
@@ -24,30 +23,20 @@ from __future__ import annotations
 import configparser
 import datetime
 import hashlib
-import logging
-import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from contextd import filesystem, plugin
+from contextd import plugin
+from contextd.actions import RunScript
 from contextd.authorize import Authorization, authorize_sections
-from contextd.errors import ApplyError, PayloadError, PolicyViolation
-from contextd.limits import LIMITS
+from contextd.errors import PayloadError, PolicyViolation
 from contextd.payload import Payload
 from contextd.plugin import Finding
 from contextd.verify import Verified
 
-log = logging.getLogger("contextd.legacy")
 
 SCRIPTS = ("prolog.sh", "epilog.sh")
 SCRIPT_TIMEOUT = 300.0                 # seconds for one HEPiX script
-SCRIPT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C", "LC_ALL": "C"}
-MAX_SHOWN_OUTPUT = LIMITS.shown_output_bytes  # contextd/limits.py says why
 # amiconfig plugin -> contextd plugin it becomes; only these sections are translated.
 SECTIONS = {"cernvm": "cvmfs", "condor": "htcondor", "puppet": "puppet"}
 _SPLIT = re.compile(r"[\s,]+")
@@ -233,76 +222,25 @@ def check_scripts(scripts: Mapping[str, bytes], policy: Any) -> Dict[str, Dict[s
     return out
 
 
-def run_pinned(name: str, scripts: Mapping[str, bytes], entries: Optional[Dict[str, Any]],
-               root: str, run_commands: bool, work_dir: str,
-               timeout: float = SCRIPT_TIMEOUT) -> None:
-    """Run script `name` if `check_scripts` found it pinned; record what happened.
-
-    A failed prolog raises ApplyError (nothing has been applied yet); a failed epilog is
-    only reported, since the apply before it succeeded and stays.
-    """
-    entry = (entries or {}).get(name)
-    if entry is None or not entry.get("pinned"):
-        return
-    if root not in ("", "/") and not run_commands:
-        entry.update(status="skipped", reason="alternate root %s: scripts need --run-commands"
-                     % root)
-        return
-    data = scripts[name]
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:    # the same bytes, or nothing
-        raise ApplyError("HEPiX %s changed after its pin was checked" % name)
-    started = time.monotonic()
-    status, code, output = _run(name, data, work_dir, timeout)
-    entry.pop("reason", None)
-    entry.update(status=status, exit_code=code, ms=int((time.monotonic() - started) * 1000))
-    shown = output[-MAX_SHOWN_OUTPUT:].decode("utf-8", "replace")
-    log.log(logging.INFO if status == "ok" else logging.WARNING, "HEPiX %s: %s%s%s", name,
-            status, " (exit %s)" % code if code is not None else "",
-            "; output (tail): %s" % shown if shown.strip() else "")
-    if status == "ok":
-        return
-    what = "timed out after %gs" % timeout if status == "timeout" else "exited %s" % code
-    entry["reason"] = what
-    if name == "prolog.sh":
-        raise ApplyError("HEPiX prolog.sh %s; nothing was applied" % what,
-                         "the site's pinned prolog.sh must succeed; its output is in the log")
+def pinned_scripts(scripts: Mapping[str, bytes], entries: Optional[Mapping[str, Any]],
+                   timeout: float = SCRIPT_TIMEOUT) -> Tuple[RunScript, ...]:
+    """The scripts `check_scripts` found pinned, as actions for apply: the prolog in its pre
+    phase (before the files), the epilog in its post phase (after the services)."""
+    return tuple(RunScript(plugin="hepix", name=name, data=scripts[name],
+                           sha256=entries[name]["sha256"],
+                           phase="pre" if name == "prolog.sh" else "post", timeout=timeout)
+                 for name in SCRIPTS
+                 if entries and name in entries and entries[name].get("pinned"))
 
 
-def _run(name: str, data: bytes, work_dir: str, timeout: float
-         ) -> Tuple[str, Optional[int], bytes]:
-    """Run a private copy of the script: (ok|failed|timeout, exit code, output)."""
-    filesystem.private_dir(work_dir)
-    tmp = tempfile.mkdtemp(prefix="hepix-", dir=work_dir)
-    try:
-        path = os.path.join(tmp, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        # Output goes to a file, not a pipe: a child the script leaves behind cannot hold
-        # us waiting for the pipe to close.
-        with tempfile.TemporaryFile(dir=tmp) as out:
-            try:
-                proc = subprocess.Popen(["/bin/sh", path, "start"], cwd=tmp,
-                                        stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, env=dict(SCRIPT_ENV),
-                                        close_fds=True, start_new_session=True)
-            except OSError as exc:
-                raise ApplyError("cannot run HEPiX %s: %s" % (name, exc.strerror or exc))
-            try:
-                code = proc.wait(timeout=timeout)
-                status = "ok" if code == 0 else "failed"
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)   # the script and what it started
-                except OSError:
-                    pass
-                proc.wait()
-                code, status = None, "timeout"
-            out.seek(0, os.SEEK_END)
-            size = out.tell()
-            out.seek(max(0, size - MAX_SHOWN_OUTPUT))
-            output = out.read(MAX_SHOWN_OUTPUT)
-        return status, code, output
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def with_results(entries: Mapping[str, Mapping[str, Any]],
+                 results: Sequence[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """The report's `legacy_scripts` once apply ran (or skipped) some of them: a new value."""
+    out = {name: dict(entry) for name, entry in entries.items()}
+    for result in results:
+        entry = out.get(result["target"]) if result.get("kind") == "script" else None
+        if entry is None:
+            continue
+        entry.pop("reason", None)
+        entry.update({k: v for k, v in result.items() if k not in ("plugin", "kind", "target")})
+    return out

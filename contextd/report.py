@@ -12,10 +12,10 @@ import os
 from typing import Any, Dict, Optional
 
 from contextd import __version__, filesystem
+from contextd.errors import EXIT_CODES, Outcome
 
 SCHEMA = "contextd.report/v1"
 NAME = "report.json"
-EXIT_CODES = {"applied": 0, "unchanged": 0, "skipped": 0, "rejected": 1, "failed": 3}
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SPOOL = "/var/spool/contextd/reports"   # reports not yet delivered (contextd.delivery)
 
@@ -71,14 +71,12 @@ def new(started: datetime.datetime, site: Optional[str], root: str,
     }
 
 
-def finish(report: Dict[str, Any], outcome: str, started: datetime.datetime,
-           stage: Optional[str] = None, message: Optional[str] = None,
-           exit_code: Optional[int] = None) -> Dict[str, Any]:
-    """Close the report. `exit_code` is the run's when it is not the outcome's usual one (a
-    broken policy is `failed` and exits 2); `status` exits with it."""
+def finish(report: Dict[str, Any], outcome: Outcome, started: datetime.datetime,
+           stage: Optional[str] = None, message: Optional[str] = None) -> Dict[str, Any]:
+    """Close the report with its outcome's word and exit code; `status` exits with it."""
     finished = datetime.datetime.now(datetime.timezone.utc)
-    report["outcome"] = outcome
-    report["exit_code"] = EXIT_CODES[outcome] if exit_code is None else exit_code
+    report["outcome"] = outcome.word
+    report["exit_code"] = outcome.exit_code
     if stage is not None:
         report["stage"] = stage
     if message is not None:
@@ -91,9 +89,11 @@ def finish(report: Dict[str, Any], outcome: str, started: datetime.datetime,
 def exit_code(report: Dict[str, Any]) -> int:
     """The recorded run's exit code (older reports have none: the outcome's)."""
     code = report.get("exit_code")
-    if isinstance(code, int) and not isinstance(code, bool) and code in (0, 1, 2, 3, 70):
+    if isinstance(code, int) and not isinstance(code, bool) and code in EXIT_CODES:
         return code
-    return EXIT_CODES.get(report.get("outcome", ""), 1)
+    word = report.get("outcome")
+    usual = Outcome.usual(word) if isinstance(word, str) else None
+    return usual.exit_code if usual else Outcome.REJECTED.exit_code
 
 
 def write(report: Dict[str, Any], run_dir: str) -> str:

@@ -1,8 +1,11 @@
-"""One boot run: load policy -> fetch -> verify -> parse -> authorize -> plan -> apply -> report.
+"""One boot run: load policy -> recover -> fetch -> admit (verify, parse) -> authorize -> plan
+-> apply -> report (DESIGN section 2).
 
-The stages are plain functions; this module only threads values between them, keeps the
-once-per-instance state and makes sure every run leaves a report, even one whose policy is
-broken or that hit a bug (`status --wait` must never wait for a run that has ended).
+The stages are plain functions over values (admission, decision, apply, ...); this module
+only threads values between them, keeps the once-per-instance state and tells the run's
+RunReport each stage and result, so every run leaves a report, even one whose policy is
+broken or that hit a bug (`status --wait` must never wait for a run that has ended). It
+never builds the report itself: runreport assembles it once, at the end.
 Runs never overlap: each holds the state dir's lock from before it reads anything there
 until its report is out; a run that cannot get it in time ends without touching the state,
 the root or the report, which are the live run's.
@@ -14,14 +17,16 @@ import datetime
 import hashlib
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Optional, Tuple
 
-from contextd import apply, authorize, filesystem, history, logs, payload, plan, plugin, policy
-from contextd import report, sources
-from contextd.errors import EXIT_INTERNAL, ContextdError, PolicyViolation, UsageError
-from contextd.plugin import PlanContext
+from contextd import admission, apply, authorize, decision, filesystem, history, logs, payload
+from contextd import plugin, policy, report, sources
+from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, ScriptFailed
+from contextd.errors import UsageError
+from contextd.facts import facts_for, instance_key
 from contextd.record import record
-from contextd.verify import Verified, verify
+from contextd.runreport import RunReport
+from contextd.verify import Verified
 
 LOCK = "lock"
 LOCK_WAIT = 60.0        # seconds a run waits for another to finish (a boot run takes ~1 s)
@@ -63,16 +68,6 @@ def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-def facts_for(pol: policy.Policy, ctx_facts: Mapping[str, Optional[str]],
-              hostname: str) -> Dict[str, Optional[str]]:
-    facts: Dict[str, Optional[str]] = {"cloud": None, "region": None, "instance_id": None,
-                                       "image_id": None}
-    facts.update({k: v for k, v in ctx_facts.items() if k in facts})
-    facts["site"] = pol.site            # the site is the policy's word, never the platform's
-    facts["hostname"] = hostname
-    return facts
-
-
 def execute(opts: Options) -> Result:
     """The whole run, one at a time. A dry run writes nothing (no state, no report), so it
     neither takes the lock nor waits for it."""
@@ -107,151 +102,161 @@ def _execute(opts: Options) -> Result:
     """The whole run, reported whatever happens. A broken policy raises after writing a
     report of its own (nothing is trusted without one); a bug raises after ending the report."""
     started = now()
+    pol = _load_policy(opts, started)
+    trail = RunReport(pol, started, opts.root, opts.run, opts.spool, opts.dry_run)
     try:
-        pol = policy.load(opts.policy)
+        return _stages(opts, pol, trail)
     except ContextdError as exc:
-        _record_broken_policy(opts, started, exc.one_line(), exc.exit_code)
-        raise
-    except Exception as exc:
-        # A bug: exit 70 and a traceback file, but the run has ended, so its report says so.
-        # Only the type: the exception's text may hold anything from the policy.
-        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, EXIT_INTERNAL)
-        raise
-    rep = report.new(started, pol.site, opts.root, pol.sha256)
-    stage = "recover"
-    vo_url: Optional[str] = None            # the payload's report URL, once it is trusted
-    token: Optional[str] = None             # its report.token: a secret, never in `rep`
-    hold: Sequence[str] = ()                # sections whose services a rejection keeps down
-    try:
-        if not opts.dry_run and os.path.isdir(opts.state):
-            rolled = apply.recover(opts.state, opts.root, opts.run_commands, _footprint(pol))
-            if rolled:
-                rep["recovered"] = rolled
-        stage = "fetch"
-        ctx = _fetch(opts, pol, rep)
-        if ctx is None:
-            why = "".join("; %s" % note for note in rep.get("detection", ()))
-            return _done(opts, rep, "skipped", started, "fetch", "no context found in sources %s%s"
-                         % (", ".join(pol.sources) or "(none configured)", why), pol=pol)
-        rep["source"] = {"kind": ctx.kind, "location": ctx.location}
-        rep["source"].update(ctx.details)
-        legacy: Any = None              # only legacy carriers (HEPiX scripts, amiconfig) need it
-        if ctx.scripts or ctx.legacy:
-            from contextd import legacy
-        if ctx.scripts:
-            rep["legacy_scripts"] = legacy.check_scripts(ctx.scripts, pol)
-        facts = facts_for(pol, ctx.facts, rep["host"]["hostname"])
-        rep["host"].update(instance_id=facts["instance_id"])
-        rep["host"]["image"]["image_id"] = facts["image_id"]
-        instance = _instance_key(opts, facts)
-        stage = "state"
-        past = history.History() if opts.dry_run else history.load(opts.state, instance)
-        unchanged = past.unchanged(hashlib.sha256(ctx.payload).hexdigest())
-        if unchanged:       # if the site now refuses it, what it configured must not start
-            hold = past.sections
-
-        stage = "verify"
-        if ctx.legacy:              # unsigned: only where the policy opted in, else this raises
-            from contextd.verify import accept_unsigned_legacy
-            verified = accept_unsigned_legacy(ctx.payload, pol, ctx.legacy)
-        else:
-            # An applied payload is checked as of when it was applied: a certificate that
-            # has expired since does not undo it (DESIGN section 8), a revocation does.
-            clock = (past.applied_at or started) if unchanged else started
-            verified = verify(ctx.payload, ctx.signatures, pol, now=clock)
-        stage = "parse"
-        if verified.unsigned:
-            doc, rep["legacy"] = legacy.parse_amiconfig(
-                verified, pol.legacy.amiconfig.as_vo, started)
-        else:
-            doc = payload.parse(verified)
-        logs.add_secrets_of(doc)            # report.token, htcondor.token, ...: never logged
-        vo_url, token = _vo_report_url(pol, doc, verified), doc.report_token
-        signers = verified.signers.get(doc.vo, ())
-        rep["payload"] = {"sha256": doc.sha256, "vo": doc.vo, "serial": doc.serial,
-                          "signers": sorted(m.label for m in signers),
-                          "signer_details": sorted((m.details() for m in signers),
-                                                   key=lambda d: d["label"])}
-        if verified.unsigned:
-            rep["payload"]["unsigned"] = True
-        if unchanged:
-            hold = tuple(doc.sections)  # its own word, also where the record predates sections
-            stage = "authorize"         # today's policy, not the clock (DESIGN section 8)
-            if verified.unsigned:
-                legacy.authorize_unsigned(doc, verified, pol)
-            else:
-                authorize.authorize(doc, verified, pol, facts, None)
-            hold = ()
-            if past.vo is None:         # a record of the older format: upgrade it
-                history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
-                                 list(doc.sections), past.applied_at or started,
-                                 signed=not verified.unsigned)
-            return _done(opts, rep, "unchanged", started, "apply", "payload already applied "
-                         "on this instance; nothing changed", pol=pol, vo_url=vo_url,
-                         token=token)
-        stage = "authorize"
-        rollback = None if verified.unsigned else past.rollback(doc.vo, doc.serial, doc.sha256)
-        if rollback:
-            raise PolicyViolation([rollback])
-
-        stage = "fetch"
-        sources.check_listed_files(ctx, doc.files)
-        stage = "authorize"
-        if verified.unsigned:
-            auth = legacy.authorize_unsigned(doc, verified, pol)
-        else:
-            auth = authorize.authorize(doc, verified, pol, facts, started)
-        rep["overridden"] = authorize.finding_dicts(auth.overridden)
-        stage = "plan"
-        pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
-                           hostname=rep["host"]["hostname"],
-                           read_file=filesystem.reader(opts.root),
-                           listed_file=sources.listed_reader(ctx, doc.files))
-        actions = plan.plan(auth, pctx)
-        if opts.dry_run:
-            planned = [{"plugin": a.plugin, "kind": a.kind, "target": a.target,
-                        "status": "planned"} for a in actions]
-            rep["actions"] = planned
-            report.finish(rep, "applied", started)
-            return Result(rep, planned=planned)
-        stage = "apply"
-        if ctx.scripts:
-            legacy.run_pinned("prolog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
-                              opts.run_commands, opts.state)
-        try:
-            rep["actions"] = apply.execute(actions, opts.root, opts.state, opts.run_commands,
-                                           _footprint(pol))
-        except apply.ApplyFailed as exc:
-            rep["actions"] = exc.results
-            rep["rolled_back"] = exc.rolled_back
-            rep["not_undone"] = exc.not_undone
-            raise
-        history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
-                         list(auth.decisions), started, signed=not verified.unsigned)
-        if ctx.scripts:
-            legacy.run_pinned("epilog.sh", ctx.scripts, rep.get("legacy_scripts"), opts.root,
-                              opts.run_commands, opts.state)
-        return _done(opts, rep, "applied", started, pol=pol, vo_url=vo_url, token=token)
-    except ContextdError as exc:
-        if getattr(exc, "violations", None):
-            rep["denied"] = [{"reason": v} for v in exc.violations]  # type: ignore[attr-defined]
-        outcome = "failed" if exc.exit_code == 3 else "rejected"
-        if hold and outcome == "rejected":
-            _hold(opts, rep, hold)
-        result = _done(opts, rep, outcome, started, exc.stage or stage, exc.one_line(), pol=pol,
-                       vo_url=vo_url, token=token, exit_code=exc.exit_code)
-        result.error = exc
-        return result
+        if trail.hold and exc.outcome.word == "rejected":
+            _hold(opts, trail)
+        return Result(trail.end_with(exc), error=exc)
     except Exception as exc:
         # A bug. The CLI turns it into exit 70 with a traceback file; the report still ends
         # here, so a pilot blocked on `status --wait` learns now, and the site and VO hear of
         # it. Only the exception's type goes in: its text may hold anything, secrets too.
         try:
-            _done(opts, rep, "failed", started, stage, _INTERNAL % type(exc).__name__,
-                  pol=pol, vo_url=vo_url, token=token, exit_code=EXIT_INTERNAL)
+            trail.end(Outcome.INTERNAL, trail.stage, _INTERNAL % type(exc).__name__)
         except Exception:  # noqa: BLE001 - the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
         raise
+
+
+def _load_policy(opts: Options, started: datetime.datetime) -> policy.Policy:
+    """Stage `policy`: the site policy, or a report saying why there is none, then raise."""
+    try:
+        return policy.load(opts.policy)
+    except ContextdError as exc:
+        # Without a policy the run judged nothing: it failed, with the error's exit code.
+        ended = exc.outcome if exc.outcome.word == "failed" else Outcome.POLICY
+        _record_broken_policy(opts, started, exc.one_line(), ended)
+        raise
+    except Exception as exc:
+        # A bug: exit 70 and a traceback file, but the run has ended, so its report says so.
+        # Only the type: the exception's text may hold anything from the policy.
+        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, Outcome.INTERNAL)
+        raise
+
+
+def _stages(opts: Options, pol: policy.Policy, trail: RunReport) -> Result:
+    """recover -> fetch -> state -> admit (verify, parse) -> [unchanged] or the change."""
+    if not opts.dry_run and os.path.isdir(opts.state):
+        trail.recovered = apply.recover(opts.state, opts.root, opts.run_commands,
+                                        _footprint(pol))
+    trail.enter("fetch")
+    ctx, trail.detection = _fetch(opts, pol)
+    if ctx is None:
+        why = "".join("; %s" % note for note in trail.detection)
+        return Result(trail.end(Outcome.SKIPPED, "fetch", "no context found in sources %s%s"
+                                % (", ".join(pol.sources) or "(none configured)", why)))
+    trail.context = ctx
+    if ctx.scripts:
+        from contextd import legacy
+
+        trail.legacy_scripts = legacy.check_scripts(ctx.scripts, pol)
+    facts = trail.facts = facts_for(pol.site, ctx.facts, trail.hostname)
+    instance = instance_key(opts.root, facts)
+    trail.enter("state")
+    past = history.History() if opts.dry_run else history.load(opts.state, instance)
+    unchanged = past.unchanged(hashlib.sha256(ctx.payload).hexdigest())
+    if unchanged:           # if the site now refuses it, what it configured must not start
+        trail.hold = past.sections
+    # An applied payload is checked as of when it was applied: a certificate that has
+    # expired since does not undo it (DESIGN section 8), a revocation does.
+    clock = (past.applied_at or trail.started) if unchanged else trail.started
+    doc, verified = _admit(ctx, pol, clock, trail)
+    if unchanged:
+        return _unchanged(opts, pol, trail, doc, verified, past, instance)
+    return _change(opts, pol, trail, ctx, doc, verified, past, instance)
+
+
+def _admit(ctx: sources.Context, pol: policy.Policy, clock: datetime.datetime,
+           trail: RunReport) -> Tuple[payload.Payload, Verified]:
+    """Stages `verify` and `parse`, by the carrier's admission strategy."""
+    strategy = admission.strategy_for(ctx)
+    trail.enter("verify")
+    verified = strategy.verify(ctx, pol, clock)
+    trail.enter("parse")
+    doc, trail.amiconfig = strategy.parse(verified, pol, trail.started)
+    logs.add_secrets_of(doc)            # report.token, htcondor.token, ...: never logged
+    trail.vo_url, trail.token = _vo_report_url(pol, doc, verified), doc.report_token
+    trail.admitted = (doc, verified)
+    return doc, verified
+
+
+def _unchanged(opts: Options, pol: policy.Policy, trail: RunReport, doc: payload.Payload,
+               verified: Verified, past: history.History, instance: str) -> Result:
+    """Already applied here: held against today's policy, not the clock (DESIGN section 8)."""
+    trail.hold = tuple(doc.sections)    # its own word, also where the record predates sections
+    trail.enter("authorize")
+    facts = trail.facts or {}
+    decision.judge(doc, verified, pol, facts, None).authorized()
+    trail.hold = ()
+    if past.vo is None:                 # a record of the older format: upgrade it
+        history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
+                         list(doc.sections), past.applied_at or trail.started,
+                         signed=not verified.unsigned)
+    return Result(trail.end(Outcome.UNCHANGED, "apply", "payload already applied on this "
+                            "instance; nothing changed"))
+
+
+def _change(opts: Options, pol: policy.Policy, trail: RunReport, ctx: sources.Context,
+            doc: payload.Payload, verified: Verified, past: history.History,
+            instance: str) -> Result:
+    """authorize -> plan -> apply (HEPiX prolog and epilog around it) -> remember."""
+    trail.enter("authorize")
+    rollback = None if verified.unsigned else past.rollback(doc.vo, doc.serial, doc.sha256)
+    if rollback:
+        raise PolicyViolation([rollback])
+    trail.enter("fetch")
+    sources.check_listed_files(ctx, doc.files)
+    trail.enter("authorize")
+    facts = trail.facts or {}
+    judged = decision.judge(doc, verified, pol, facts, trail.started)
+    auth = judged.authorized()
+    trail.overridden = tuple(auth.overridden)
+    trail.enter("plan")
+    actions = list(decision.planned(judged, facts, sources.listed_reader(ctx, doc.files),
+                                    filesystem.reader(opts.root)).actions)
+    if opts.dry_run:
+        trail.actions = [{"plugin": a.plugin, "kind": a.kind, "target": a.target,
+                          "status": "planned"} for a in actions]
+        return Result(trail.end(Outcome.APPLIED), planned=list(trail.actions))
+    trail.enter("apply")
+    scripts = _pinned(ctx, trail)
+    try:
+        _took(trail, apply.execute(actions, opts.root, opts.state, opts.run_commands,
+                                   _footprint(pol), scripts))
+    except ScriptFailed as exc:         # the prolog: nothing was applied
+        _took(trail, exc.results)
+        raise
+    except ApplyFailed as exc:
+        _took(trail, exc.results)
+        trail.undo = (exc.rolled_back, exc.not_undone)
+        raise
+    # After the epilog: a run killed before this point is rolled back and runs again.
+    history.remember(opts.state, past, instance, doc.sha256, doc.vo, doc.serial,
+                     list(auth.decisions), trail.started, signed=not verified.unsigned)
+    return Result(trail.end(Outcome.APPLIED))
+
+
+def _pinned(ctx: sources.Context, trail: RunReport) -> Tuple[Any, ...]:
+    """The carrier's HEPiX scripts the site pinned, as apply's pre/post actions."""
+    if not ctx.scripts:
+        return ()
+    from contextd import legacy
+
+    return legacy.pinned_scripts(ctx.scripts, trail.legacy_scripts)
+
+
+def _took(trail: RunReport, results: List[Dict[str, Any]]) -> None:
+    """What apply did: the plugins' actions for the report, the scripts' results for its
+    `legacy_scripts`."""
+    trail.actions = [r for r in results if r["kind"] != "script"]
+    ran = [r for r in results if r["kind"] == "script"]
+    if ran and trail.legacy_scripts is not None:
+        from contextd import legacy
+
+        trail.legacy_scripts = legacy.with_results(trail.legacy_scripts, ran)
 
 
 def _footprint(pol: policy.Policy) -> plugin.Footprint:
@@ -262,60 +267,31 @@ def _footprint(pol: policy.Policy) -> plugin.Footprint:
     return plugin.footprint(names, pol.site_settings)
 
 
-def _fetch(opts: Options, pol: policy.Policy, rep: Dict[str, Any]) -> Optional[sources.Context]:
-    """The named source, or detection in the policy's order; why not, in rep["detection"]."""
+def _fetch(opts: Options, pol: policy.Policy
+           ) -> Tuple[Optional[sources.Context], Tuple[str, ...]]:
+    """The named source, or detection in the policy's order; and why not, source by source."""
     if opts.source:
         ctx, why = sources.open_source(opts.source, pol)
-        notes = (why,) if why else ()
-    else:
-        found = sources.detect(pol, opts.root)
-        ctx, notes = found.context, found.notes
-    if notes:
-        rep["detection"] = list(notes)
-    return ctx
-
-
-def _done(opts: Options, rep: Dict[str, Any], outcome: str, started: datetime.datetime,
-          stage: Optional[str] = None, message: Optional[str] = None, *, pol: policy.Policy,
-          vo_url: Optional[str] = None, token: Optional[str] = None,
-          exit_code: Optional[int] = None) -> Result:
-    """Finish the report, write it (status --wait sees it now), log it, then deliver it."""
-    report.finish(rep, outcome, started, stage, message, exit_code)
-    if not opts.dry_run:
-        report.write(rep, opts.run)
-        p = rep.get("payload") or {}
-        logs.event(log, _LEVELS.get(outcome, logging.ERROR), "run %s%s%s" % (
-            outcome, " at %s" % stage if stage else "", ": %s" % message if message else ""),
-            terminal=False, stage=rep.get("stage", "done"), outcome=outcome,
-            payload_sha256=p.get("sha256"), vo=p.get("vo"), serial=p.get("serial"),
-            report_id=rep["report_id"], source=(rep.get("source") or {}).get("location"))
-        if vo_url or pol.report_urls:      # delivery (and HTTP) only when there is a receiver
-            from contextd import delivery
-
-            delivery.deliver(rep, delivery.destinations(pol, opts.root, vo_url, token),
-                             opts.spool)
-    return Result(rep)
+        return ctx, (why,) if why else ()
+    found = sources.detect(pol, opts.root)
+    return found.context, tuple(found.notes)
 
 
 def _record_broken_policy(opts: Options, started: datetime.datetime, message: str,
-                          exit_code: int) -> None:
+                          outcome: Outcome) -> None:
     """Without a policy nothing is trusted, fetched or delivered; but the run did finish,
     and `status --wait` (pilots block on it) must see that now, not at its timeout."""
     if opts.dry_run:
         return
     try:
         rep = report.new(started, None, opts.root, None)
-        report.finish(rep, "failed", started, "policy", message, exit_code)
+        report.finish(rep, outcome, started, "policy", message)
         report.write(rep, opts.run)
     except Exception as err:  # noqa: BLE001 - the policy's error is what the run reports
         log.warning("cannot write the report to %s: %s", opts.run, err)
 
 
 _INTERNAL = "internal error (a bug): %s; the traceback is in the file contextd named on stderr"
-
-
-_LEVELS = {"applied": logging.INFO, "unchanged": logging.INFO, "skipped": logging.INFO,
-           "rejected": logging.WARNING, "failed": logging.ERROR}
 
 
 def _vo_report_url(pol: policy.Policy, doc: payload.Payload,
@@ -330,26 +306,16 @@ def _vo_report_url(pol: policy.Policy, doc: payload.Payload,
     return doc.report_url if authorize.report_url_allowed(doc.report_url, trust) else None
 
 
-def _instance_key(opts: Options, facts: Mapping[str, Optional[str]]) -> str:
-    if facts.get("instance_id"):
-        return "instance:%s" % facts["instance_id"]
-    try:
-        machine = filesystem.read_limited(filesystem.under_root(opts.root, "/etc/machine-id"), 256)
-    except OSError:
-        machine = None
-    return "machine:%s" % (machine or b"unknown").decode("ascii", "replace").strip()
-
-
-def _hold(opts: Options, rep: Dict[str, Any], sections: Sequence[str]) -> None:
+def _hold(opts: Options, trail: RunReport) -> None:
     """Keep the services an applied payload configured from starting on this boot, now that
     the site refuses that payload: the run is rejected, and HTCondor must not take jobs
     with a configuration the site has revoked. Best effort; the report says what ran."""
-    rep["held"] = []
+    trail.held = []
     try:
-        commands = history.hold_commands(sections)
+        commands = history.hold_commands(trail.hold)
         results = apply.run_outside_transaction(commands, opts.root, opts.run_commands)
     except Exception:  # noqa: BLE001 - a broken site plugin must not cost the run its report
-        log.exception("could not hold the services of %s", ", ".join(sections))
+        log.exception("could not hold the services of %s", ", ".join(trail.hold))
         return
-    rep["actions"] = list(rep.get("actions") or ()) + results
-    rep["held"] = [c.argv[-1] for c, r in zip(commands, results) if r["status"] == "ran"]
+    trail.actions = [*trail.actions, *results]
+    trail.held = [c.argv[-1] for c, r in zip(commands, results) if r["status"] == "ran"]

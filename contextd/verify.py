@@ -140,25 +140,42 @@ def accept_unsigned_legacy(data: bytes, policy: Policy, kind: str = "amiconfig")
                     unsigned=True, _token=_TOKEN)
 
 
-class _Skip(Exception):
-    """Internal: this signature does not count; the message (a whole note) says why."""
+@record(frozen=True)
+class Anchors:
+    """The X.509 trust anchors and CRLs (an x509sig.TrustDir) loaded for verify, or the
+    SignatureError loading them raised: each X.509 signature that needs them meets it."""
+
+    trust: Any = None
+    error: Optional[SignatureError] = None
+
+    def get(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.trust
 
 
-def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
-           now: Optional[datetime.datetime] = None,
-           ca_loader: Optional[Callable[[str], Any]] = None) -> Verified:
-    """Check every signature; return the payload with the trusted signers of each VO.
+def needs_anchors(policy: Policy, signatures: Sequence[Any]) -> bool:
+    """Whether checking these signatures can need the CA directory: the policy pins an X.509
+    signer and an X.509 signature is present."""
+    return (any(s.kind == "x509" for t in policy.trust.values() for s in t.signers)
+            and any(isinstance(sig, X509Signature) for sig in signatures))
 
-    `signatures` are SSHSIG blobs (bytes) and bundle.X509Signature values as the carriers
-    decode them. `now` (aware UTC; default: the current time) is the clock for certificate
-    validity and CRL freshness. `ca_loader(path)` loads the X.509 CA directory (default
-    x509sig.load_ca_dir); it is called at most once. Raises SignatureError when no
-    signature is trusted.
-    """
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    trusted: Dict[str, Dict[str, SignerMatch]] = {}
-    pairs: Dict[str, List[Tuple[bytes, str]]] = {}     # VO -> (signing key, signer id)
-    notes: List[str] = []
+
+def load_anchors(policy: Policy) -> Anchors:
+    """The policy's x509.ca_dir, read once (the run does this I/O, not verify)."""
+    if not policy.x509.ca_dir:
+        return Anchors()            # verify_signer refuses X.509 before it asks for anchors
+    from contextd import x509sig
+
+    try:
+        return Anchors(trust=x509sig.load_ca_dir(policy.x509.ca_dir))
+    except SignatureError as exc:
+        return Anchors(error=exc)
+
+
+def _lazy_anchors(policy: Policy, ca_loader: Optional[Callable[[str], Any]]
+                  ) -> Callable[[], Any]:
+    """Without anchors from the run: load the CA directory when a signature first needs it."""
     trust_dir: List[Any] = []
 
     def load_trust() -> Any:
@@ -168,6 +185,31 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
             loader = ca_loader or x509sig.load_ca_dir
             trust_dir.append(loader(str(policy.x509.ca_dir)))
         return trust_dir[0]
+    return load_trust
+
+
+class _Skip(Exception):
+    """Internal: this signature does not count; the message (a whole note) says why."""
+
+
+def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
+           now: Optional[datetime.datetime] = None,
+           ca_loader: Optional[Callable[[str], Any]] = None,
+           anchors: Optional[Anchors] = None) -> Verified:
+    """Check every signature; return the payload with the trusted signers of each VO.
+
+    `signatures` are SSHSIG blobs (bytes) and bundle.X509Signature values as the carriers
+    decode them. `now` (aware UTC; default: the current time) is the clock for certificate
+    validity and CRL freshness. `anchors`: the X.509 CA directory as the run loaded it
+    (load_anchors); without it, `ca_loader(path)` (default x509sig.load_ca_dir) loads it
+    when a signature first needs it, at most once. Raises SignatureError when no
+    signature is trusted.
+    """
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    trusted: Dict[str, Dict[str, SignerMatch]] = {}
+    pairs: Dict[str, List[Tuple[bytes, str]]] = {}     # VO -> (signing key, signer id)
+    notes: List[str] = []
+    load_trust = anchors.get if anchors is not None else _lazy_anchors(policy, ca_loader)
 
     for index, sig in enumerate(signatures, start=1):
         where = "signature %d" % index

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from contextd import legacy, payload, policy, settings, verify
+from contextd import apply, legacy, payload, policy, settings, verify
 from contextd.errors import ApplyError, PayloadError, PolicyViolation, SignatureError
 
 from conftest import base_policy
@@ -245,6 +245,27 @@ def test_pinned_scripts_run_around_apply(site, tmp_path):
     assert rep["legacy_scripts"]["prolog.sh"]["exit_code"] == 0
 
 
+def test_the_epilog_runs_inside_the_transaction_before_the_state_is_remembered(site, tmp_path):
+    """One executor: the epilog is apply's post phase (its journal still open), and the run
+    remembers the payload only after it, so a run killed in the epilog is undone and redone."""
+    log = tmp_path / "scripts.log"
+    prolog = script(log, "prolog")
+    epilog = ('test -e %s/applied.json && r=remembered || r=not-remembered\n'
+              'test -d %s/transaction && t=in-transaction || t=outside\n'
+              'echo "epilog $r $t" >> %s\n' % (site.state_dir, site.state_dir, log)).encode()
+    site.policy["legacy"] = {"hepix_scripts": {"prolog.sh": pin(prolog), "epilog.sh": pin(epilog)}}
+    site.write_policy()
+    iso = hepix_iso(site, tmp_path, prolog, epilog)
+    code, _, err = run_env(site, tmp_path, "--source", "iso:%s" % iso, "--run-commands")
+    assert code == 0, err
+    assert log.read_text().splitlines()[-1] == "epilog not-remembered in-transaction"
+    assert (site.state_dir / "applied.json").is_file()
+    assert not (site.state_dir / "transaction").exists()
+    rep = site.report()
+    assert rep["legacy_scripts"]["epilog.sh"]["status"] == "ok"
+    assert all(a["kind"] != "script" for a in rep["actions"])       # scripts are not actions
+
+
 def test_unpinned_mismatched_and_alternate_root_are_reported_not_run(site, tmp_path):
     log = tmp_path / "scripts.log"
     prolog, epilog = script(log, "prolog"), script(log, "epilog")
@@ -262,8 +283,8 @@ def test_unpinned_mismatched_and_alternate_root_are_reported_not_run(site, tmp_p
                                     "reason": "not pinned in the policy's legacy.hepix_scripts"}
     entries = legacy.check_scripts({"prolog.sh": prolog}, policy.parse(
         dict(site.policy, legacy={"hepix_scripts": {"prolog.sh": pin(prolog)}})))
-    legacy.run_pinned("prolog.sh", {"prolog.sh": prolog}, entries, str(site.root), False,
-                      str(tmp_path / "work"))
+    entries = run_pinned("prolog.sh", prolog, entries, str(site.root), False,
+                         str(tmp_path / "work"))
     assert entries["prolog.sh"]["status"] == "skipped"
     assert "alternate root" in entries["prolog.sh"]["reason"] and not log.exists()
 
@@ -284,6 +305,16 @@ def test_failing_prolog_stops_before_apply(site, tmp_path):
         "not run"
 
 
+def run_pinned(name, data, entries, root, run_commands, work_dir,
+               timeout=legacy.SCRIPT_TIMEOUT):
+    """The script through apply's phase runner, as a run does; the report's entries after."""
+    scripts = legacy.pinned_scripts({name: data}, entries, timeout)
+    phase = "pre" if name == "prolog.sh" else "post"
+    may_run = run_commands or root in ("", "/")
+    return legacy.with_results(entries, apply.run_phase(scripts, phase, may_run, root,
+                                                        work_dir))
+
+
 def pinned_entries(data, name="prolog.sh"):
     pol = type("P", (), {"legacy": settings.LegacySettings(hepix_scripts={name: pin(data)})})()
     return legacy.check_scripts({name: data}, pol)
@@ -294,11 +325,11 @@ def test_script_timeout_kills_it_and_its_children(tmp_path):
     data = b"sleep 30 &\necho $! > %s\nsleep 30\n" % str(pidfile).encode()
     entries = pinned_entries(data)
     started = time.monotonic()
-    with pytest.raises(ApplyError, match="prolog.sh timed out after 1s"):
-        legacy.run_pinned("prolog.sh", {"prolog.sh": data}, entries, "/", False,
-                          str(tmp_path), timeout=1)
+    with pytest.raises(ApplyError, match="prolog.sh timed out after 1s") as failed:
+        run_pinned("prolog.sh", data, entries, "/", False, str(tmp_path), timeout=1)
     assert time.monotonic() - started < 3
-    assert entries["prolog.sh"]["status"] == "timeout"
+    assert legacy.with_results(entries, failed.value.results)["prolog.sh"]["status"] == \
+        "timeout"
     child = pidfile.read_text().strip()
     assert wait_until(lambda: not alive_sleep(child), 2)     # its child was killed too
 
@@ -319,8 +350,7 @@ def test_a_child_left_behind_does_not_hold_the_run(tmp_path):
     data = b"(sleep 5 &)\necho started\n"
     entries = pinned_entries(data, "epilog.sh")
     started = time.monotonic()
-    legacy.run_pinned("epilog.sh", {"epilog.sh": data}, entries, "/", False, str(tmp_path),
-                      timeout=10)
+    entries = run_pinned("epilog.sh", data, entries, "/", False, str(tmp_path), timeout=10)
     assert time.monotonic() - started < 2
     assert entries["epilog.sh"]["status"] == "ok"
 
@@ -328,6 +358,6 @@ def test_a_child_left_behind_does_not_hold_the_run(tmp_path):
 def test_failing_epilog_is_reported_not_raised(tmp_path):
     data = b"exit 2\n"
     entries = pinned_entries(data, "epilog.sh")
-    legacy.run_pinned("epilog.sh", {"epilog.sh": data}, entries, "/", False, str(tmp_path))
+    entries = run_pinned("epilog.sh", data, entries, "/", False, str(tmp_path))
     assert entries["epilog.sh"]["status"] == "failed"
     assert entries["epilog.sh"]["reason"] == "exited 2"

@@ -93,7 +93,8 @@ def test_journal_gets_structured_fields(site, payload_doc, receiver, journal, ca
     assert outcome["CONTEXTD_VO"] == "atlas" and outcome["CONTEXTD_SERIAL"] == "2026112401"
     assert outcome["CONTEXTD_REPORT_ID"] == rep["report_id"]
     assert outcome["CONTEXTD_STAGE"] == "done"
-    assert outcome["SYSLOG_IDENTIFIER"] == "contextd" and outcome["CODE_FILE"].endswith("run.py")
+    assert outcome["SYSLOG_IDENTIFIER"] == "contextd"
+    assert outcome["CODE_FILE"].endswith("runreport.py")
     sent = [e for e in journal.entries if e.get("CONTEXTD_DELIVERY") == "delivered"]
     assert sorted(e["CONTEXTD_DESTINATION"] for e in sent) == [receiver.url("/site"),
                                                                receiver.url("/vo")]

@@ -31,7 +31,7 @@ import urllib.parse
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd import bundle
-from contextd.errors import SourceError, UsageError
+from contextd.errors import NoService, SourceError, UsageError
 from contextd.limits import LIMITS
 from contextd.sources import Context, userdata
 
@@ -50,10 +50,6 @@ MAX_TOKEN = LIMITS.ec2_token_bytes  # contextd/limits.py says why
 MAX_FACT = LIMITS.ec2_fact_bytes  # contextd/limits.py says why
 _TOKEN_RE = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_TOKEN)
 _FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
-
-
-class NoService(SourceError):
-    """Nothing answered at the metadata address: not an EC2-style cloud, for detection."""
 
 
 class _Transport(Exception):
