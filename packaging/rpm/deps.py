@@ -46,13 +46,24 @@ def payload_files(rpm):
 
 
 def imports(source, path):
+    """Top-level names imported at run time: what sits under `if TYPE_CHECKING:` is for type
+    checkers only, never imported by the package, so it needs no Requires."""
     found = set()
-    for node in ast.walk(ast.parse(source, path)):
+    tree = ast.parse(source, path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _type_checking(node.test):
+            node.body = []
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
     return found
+
+
+def _type_checking(test):
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def main(rpm):
