@@ -100,8 +100,9 @@ class Scene:
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir()
         # The console script pip writes, as the unit runs /usr/bin/contextd (no runpy).
-        return [str(venv / "bin" / "contextd"), "run", "--source", source, "--policy", str(self.policy),
-                "--root", str(root), "--spool-dir", str(self.work / "spool")], fresh
+        return [str(venv / "bin" / "contextd"), "run", "--source", source,
+                "--policy", str(self.policy), "--root", str(root),
+                "--spool-dir", str(self.work / "spool")], fresh
 
 
 def import_tree(argv: Sequence[str], py: str = PY) -> List[Tuple[int, int, str]]:
@@ -233,8 +234,8 @@ def boot_table(emit, scene: "Scene", iso: Path, user_data: Path, venv: Path,
     emit("| what | median ms | ratio | peak RSS MB |")
     emit("|---|---:|---:|---:|")
     emit("| `python -I -c pass` | %.1f | 1.00 | %.1f |" % results["bare"])
-    for key, label in [("floor", "the run's dependencies alone, no contextd code (floor)")] + \
-            sorted(labels.items()):
+    for key, label in [("floor", "the run's dependencies alone, no contextd code (floor)"),
+                       *sorted(labels.items())]:
         ms, rss = results[key]
         emit("| %s | %.1f | %.2f | %.1f |" % (label, ms, ms / bare, rss))
     emit()
@@ -296,7 +297,8 @@ def main() -> int:
                  platform.node(), platform.machine(), os.cpu_count() or 0,
                  python_version(BENCH_VENV),
                  datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), BENCH_VENV.name))
-        emit("Medians of %d runs each, in one session; ratio = time / bare interpreter." % args.runs)
+        emit("Medians of %d runs each, in one session; ratio = time / bare interpreter."
+             % args.runs)
         emit()
         iso_argv, fresh = scene.run_argv("iso:%s" % iso)
         bare = boot_table(emit, scene, iso, user_data, BENCH_VENV, args.runs)

@@ -57,7 +57,7 @@ def recover(state_dir: str, root: str, run_commands: bool, allowed: Footprint) -
         discard(directory)
         return restored
     except (JournalError, OSError) as exc:
-        raise set_aside(directory, exc)
+        raise set_aside(directory, exc) from None
 
 
 def _undo_units(units: Sequence[str], root: str, run_commands: bool) -> None:
@@ -109,7 +109,7 @@ def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: 
         raise ApplyFailed("apply failed at %s %s: %s; rolled back %d change%s" % (
             current["kind"] if current else "step", current["target"] if current else "",
             message, len(rolled_back), "" if len(rolled_back) == 1 else "s"),
-            results + ran, rolled_back, not_undone)
+            results + ran, rolled_back, not_undone) from None
     ran += run_phase(scripts, "post", may_run, root, state_dir)    # still in the transaction
     discard(journal.directory)
     return results + ran
@@ -274,9 +274,9 @@ def _run(action: RunCommand) -> None:
                               timeout=action.timeout, check=False)
     except FileNotFoundError:
         raise ApplyError("command %r not found" % action.argv[0],
-                         "install it in the image or drop that section from the payload")
+                         "install it in the image or drop that section from the payload") from None
     except subprocess.TimeoutExpired:
-        raise ApplyError("%s timed out after %ds" % (action.target, action.timeout))
+        raise ApplyError("%s timed out after %ds" % (action.target, action.timeout)) from None
     output = proc.stdout.decode("utf-8", "replace")
     for line in output.splitlines()[-50:]:
         log.info("%s: %s", action.argv[0], line)

@@ -44,8 +44,8 @@ def run(args: Any) -> int:
 def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
     p = rep.get("payload") or {}
     head = "dry run: would apply" if dry_run else rep["outcome"]
-    who = " payload %s serial %s from %s" % (p.get("vo"), p.get("serial"),
-                                              (rep.get("source") or {}).get("location")) if p else ""
+    where = (rep.get("source") or {}).get("location")
+    who = " payload %s serial %s from %s" % (p.get("vo"), p.get("serial"), where) if p else ""
     print("contextd: %s%s" % (head, who))
     for action in rep.get("actions", []):
         print("  %-11s %-8s %-8s %s" % (action["status"], action["plugin"], action["kind"],
@@ -87,7 +87,7 @@ def _spec_for(path: str) -> str:
         if stat.S_ISBLK(os.stat(path).st_mode):       # a context CD-ROM itself
             return "iso:" + path
     except OSError as exc:
-        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc))
+        raise SourceError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
     with sources.open_regular(path, "context") as f:     # a FIFO must not hang explain
         f.seek(32769)
         if f.read(5) == b"CD001":
@@ -152,7 +152,7 @@ def sign(args: Any) -> int:
                             certificate_name=args.cert or "certificate")
     else:
         certs = [(path, _read_input(path, "certificate"))
-                 for path in [args.x509_cert] + list(args.x509_chain)]
+                 for path in [args.x509_cert, *args.x509_chain]]
         data = signing.sign_x509(_read_input(args.x509_key, "key"), certs, source,
                                  existing=existing, key_name=args.x509_key)
     if args.output:
@@ -167,7 +167,7 @@ def _read_input(path: str, what: str, limit: int = 16 * 1024 * 1024) -> bytes:
     try:
         data = filesystem.read_limited(path, limit)
     except OSError as exc:
-        raise UsageError("cannot read %s %s: %s" % (what, path, exc.strerror or exc))
+        raise UsageError("cannot read %s %s: %s" % (what, path, exc.strerror or exc)) from None
     if data is None:
         raise UsageError("%s file %s does not exist" % (what, path))
     return data
@@ -266,7 +266,8 @@ def report_flush(args: Any) -> int:
     try:
         result = delivery.flush(spool)
     except OSError as exc:
-        raise delivery.DeliveryError("cannot use spool %s: %s" % (spool, exc.strerror or exc))
+        raise delivery.DeliveryError("cannot use spool %s: %s"
+                                     % (spool, exc.strerror or exc)) from None
     for item in result.refused:
         print("refused, moved aside: %s -> %s: %s" % (
             delivery.shown(item.url), item.spool_file, item.message))

@@ -11,6 +11,7 @@ import datetime
 from typing import Any, Dict, List, Mapping, Optional
 
 from contextd import authorize, payload, plugin, policy, sources
+from contextd.actions import WriteFile
 from contextd.decision import decide
 from contextd.errors import ContextdError
 from contextd.facts import facts_for
@@ -57,8 +58,8 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
         actions = decision.actions
         out["would_write"] = ["%s (mode %04o%s)" % (a.target, a.mode, ", secret" if a.secret
                                                     else "")
-                              for a in actions if a.kind == "file"]
-        out["would_run"] = [a.target for a in actions if a.kind != "file"]
+                              for a in actions if isinstance(a, WriteFile)]
+        out["would_run"] = [a.target for a in actions if not isinstance(a, WriteFile)]
         out["verdict"] = "accepted"
     return out
 

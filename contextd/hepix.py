@@ -76,12 +76,13 @@ def _run(name: str, data: bytes, work_dir: str, timeout: float
                                         stderr=subprocess.STDOUT, env=dict(SCRIPT_ENV),
                                         close_fds=True, start_new_session=True)
             except OSError as exc:
-                raise ApplyError("cannot run HEPiX %s: %s" % (name, exc.strerror or exc))
+                raise ApplyError("cannot run HEPiX %s: %s"
+                                 % (name, exc.strerror or exc)) from None
             try:
                 code: Optional[int] = proc.wait(timeout=timeout)
                 status = "ok" if code == 0 else "failed"
             except subprocess.TimeoutExpired:
-                try:
+                try:  # noqa: SIM105 - boot path: no contextlib import for this
                     os.killpg(proc.pid, signal.SIGKILL)   # the script and what it started
                 except OSError:
                     pass

@@ -71,7 +71,7 @@ def read(directory: str, root: str,
     try:
         doc = json.loads(_read_plain(directory, JOURNAL, MAX_JOURNAL))
     except (ValueError, RecursionError) as exc:
-        raise JournalError("%s is not JSON (%s)" % (JOURNAL, type(exc).__name__))
+        raise JournalError("%s is not JSON (%s)" % (JOURNAL, type(exc).__name__)) from None
     if not (isinstance(doc, dict) and set(doc) == {"entries", "undo"}
             and isinstance(doc["entries"], list) and isinstance(doc["undo"], list)):
         raise JournalError('%s is not {"entries": [...], "undo": [...]}' % JOURNAL)
@@ -108,7 +108,8 @@ def _checked_entry(i: int, entry: Any, directory: str, root: str, allowed: Footp
         if not _is_regular(os.path.join(directory, backup)):
             raise JournalError("entry %d: backup %s is missing or not a regular file"
                              % (i, backup))
-        mode, uid, gid = (entry.get(k) for k in ("mode", "uid", "gid"))
+        ids: List[Any] = [entry.get(k) for k in ("mode", "uid", "gid")]   # checked just below
+        mode, uid, gid = ids
         if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32
                    for v in (mode, uid, gid)) or mode > 0o7777:
             raise JournalError("entry %d: mode, uid, gid %s, %s, %s are not a file's"
@@ -185,7 +186,8 @@ def undo_files(directory: str, root: str, entries: Sequence[Dict[str, Any]]) -> 
             if _undo_file(directory, root, entry):
                 restored.append(filesystem.under_root(root, entry["path"], follow=False))
         except OSError as exc:      # named by the file, not by the temp file or dir fd at fault
-            raise OSError("cannot restore %s: %s" % (entry["path"], exc.strerror or exc))
+            raise OSError("cannot restore %s: %s"
+                          % (entry["path"], exc.strerror or exc)) from None
     return restored
 
 
@@ -203,7 +205,7 @@ def _undo_file(directory: str, root: str, entry: Dict[str, Any]) -> bool:
         changed = os.path.lexists(target)
         filesystem.remove(target, root=root)
     for created in reversed(entry["created_dirs"]):
-        try:
+        try:  # noqa: SIM105 - boot path: no contextlib import for this
             os.rmdir(filesystem.under_root(root, created, follow=False))
         except OSError:
             pass

@@ -87,7 +87,7 @@ def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime
             settings[target] = plugin.load(target).parse_settings(doc)
         except PayloadError as exc:
             raise PayloadError("amiconfig user-data, translated to %s: %s"
-                               % (target, exc.message), exc.hint)
+                               % (target, exc.message), exc.hint) from None
     payload = Payload(sha256=verified.sha256, vo=as_vo, serial=0, not_before=now, expires=now,
                       targets=(), files=(), sections=settings, report_url=None,
                       report_token=None)
@@ -100,14 +100,15 @@ def _read_ini(data: bytes) -> Dict[str, Dict[str, str]]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PayloadError("amiconfig user-data is not UTF-8 text (byte %d)" % exc.start)
+        raise PayloadError("amiconfig user-data is not UTF-8 text (byte %d)"
+                           % exc.start) from None
     parser = configparser.ConfigParser(interpolation=None, strict=True, delimiters=("=", ":"),
                                        comment_prefixes=("#", ";"), default_section="\0none")
     try:
         parser.read_string(text, source="amiconfig user-data")
     except configparser.Error as exc:
         raise PayloadError("amiconfig user-data: %s" % _ini_problem(exc),
-                           "amiconfig user-data is [section] lines and key = value lines")
+                           "amiconfig user-data is [section] lines and key = value lines") from None
     out: Dict[str, Dict[str, str]] = {}
     for section in parser.sections():
         name = section.strip().lower()

@@ -90,7 +90,7 @@ def _lock(state_dir: str) -> int:
     except OSError as exc:
         raise UsageError("cannot lock %s: %s" % (path, exc.strerror or exc),
                          "run as root or give a writable --state-dir; the lock must be a "
-                         "regular file")
+                         "regular file") from None
     if fd is None:
         raise UsageError("another contextd run holds %s and did not finish within %gs; this "
                          "run did nothing" % (path, LOCK_WAIT),
@@ -116,7 +116,7 @@ def _execute(opts: Options) -> Result:
         # it. Only the exception's type goes in: its text may hold anything, secrets too.
         try:
             trail.end(Outcome.INTERNAL, trail.stage, _INTERNAL % type(exc).__name__)
-        except Exception:  # noqa: BLE001 - the first bug is the one to report
+        except Exception:  # the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
         raise
 
@@ -314,7 +314,7 @@ def _hold(opts: Options, trail: RunReport) -> None:
     try:
         commands = history.hold_commands(trail.hold)
         results = apply.run_outside_transaction(commands, opts.root, opts.run_commands)
-    except Exception:  # noqa: BLE001 - a broken site plugin must not cost the run its report
+    except Exception:  # a broken site plugin must not cost the run its report
         log.exception("could not hold the services of %s", ", ".join(trail.hold))
         return
     trail.actions = [*trail.actions, *results]

@@ -30,17 +30,19 @@ test-floor:
 #   (pyproject.toml keeps 100), not a floor.
 LINT_PINS   := vermin==1.9.2 ruff==0.17.5
 VERMIN_SCOPE := contextd plugins tests packaging/systemd/contextd-generator
-RUFF_SCOPE   := contextd plugins tests packaging examples packaging/systemd/contextd-generator \
-                packaging/e2e/guest/e2e-report
+# (tests/test_gates.py checks that this names every directory and extension-less script of
+# Python in the tree, and that the mypy/ruff pins equal requirements-test.txt's.)
+RUFF_SCOPE   := contextd plugins tests packaging examples bench \
+                packaging/systemd/contextd-generator packaging/e2e/guest/e2e-report
 
 lint-floor: $(VENV)/.lint
 	$(BIN)/vermin -t=3.9- --violations --eval-annotations --no-tips $(VERMIN_SCOPE)
 	$(BIN)/ruff check --no-cache --target-version py39 --select E,F,W,FA102 --ignore E501 $(RUFF_SCOPE)
 
-# Issue 13's type and lint gates, not in CI_TARGETS yet: the tree is not clean under them.
-# mypy on the repo's own config ([tool.mypy] in pyproject.toml; mypy 1.x, the last that
-# checks for Python 3.9) and ruff with the extended rules of [tool.ruff.lint] (B, SIM, RUF,
-# UP, PT beside E, F, W). Add lint-strict to CI_TARGETS when both pass on the whole tree.
+# Issue 13's type and lint gates over the whole tree, in CI: mypy on the repo's own config
+# ([tool.mypy] in pyproject.toml: contextd and plugins; mypy 1.x, the last that checks for
+# Python 3.9) and ruff with the extended rules of [tool.ruff.lint] (B, SIM, RUF, UP, PT, BLE
+# beside E, F, W) on RUFF_SCOPE. tests/test_gates.py runs the same two on the same scopes.
 STRICT_PINS := mypy==1.19.1
 
 .PHONY: lint-strict
@@ -76,4 +78,4 @@ wheel-floor:
 	  text = z.read(ep[0]).decode(); assert "[contextd.plugins]" in text and "contextd = contextd.cli:main" in text, text; \
 	  print("wheel-floor: %s builds with EL9 pip/setuptools/wheel" % sys.argv[1])' $(EL9_BUILD_DIR)/dist/contextd-*.whl
 
-CI_TARGETS += lint-floor test-floor wheel-floor
+CI_TARGETS += lint-floor lint-strict test-floor wheel-floor

@@ -59,7 +59,7 @@ def test_unsigned_needs_both_policy_switches(keys):
     with pytest.raises(SignatureError, match="requires signatures"):
         verify.accept_unsigned_legacy(AMICONFIG, strict)
     denied = policy.parse(dict(opted_in(keys), legacy={"amiconfig": "deny"}))
-    with pytest.raises(SignatureError, match="legacy.amiconfig: deny"):
+    with pytest.raises(SignatureError, match=r"legacy.amiconfig: deny"):
         verify.accept_unsigned_legacy(AMICONFIG, denied)
     with pytest.raises(SignatureError, match="only amiconfig"):
         verify.accept_unsigned_legacy(AMICONFIG, policy.parse(opted_in(keys)), kind="shell")
@@ -110,7 +110,7 @@ def test_amiconfig_plugins_list_is_honoured(keys):
     assert "condor.condor_master (plugin not enabled in [amiconfig])" in info["ignored"]
 
 
-@pytest.mark.parametrize("ini, message", [
+@pytest.mark.parametrize(("ini", "message"), [
     (b"[condor]\ncondor_secret\n", "line 2 is not 'key = value'"),
     (b"[cernvm]\nrepositories = a.cern.ch\nrepositories = b.cern.ch\n", "line 3 sets cernvm"),
     (b"[cernvm]\nrepositories = a.cern.ch\n[CernVM]\nproxy = DIRECT\n", "appears twice"),
@@ -168,7 +168,7 @@ def test_run_ec2_amiconfig_opted_in_is_applied_and_marked_unsigned(site):
     assert "atlas.cern.ch,sft.cern.ch" in cvmfs and "vo-squid" not in cvmfs
 
 
-@pytest.mark.parametrize("changes, message", [
+@pytest.mark.parametrize(("changes", "message"), [
     ({}, "legacy.amiconfig: deny"),
     ({"legacy": {"amiconfig": {"as_vo": "atlas"}}, "require_signature": True},
      "requires signatures"),
@@ -181,7 +181,7 @@ def test_run_hepix_cd_amiconfig_refused(site, tmp_path, changes, message):
     site.write_policy(doc)
     iso = make_iso("genisoimage", {"context.sh": one_context_sh(
         {"EC2_USER_DATA": b64(AMICONFIG)})}, tmp_path / "ami.iso")
-    code, out, err = site.run("iso:%s" % iso)
+    code, _, err = site.run("iso:%s" % iso)
     assert code == 1, err
     assert message in err and "Traceback" not in err
     assert site.report()["outcome"] == "rejected"
@@ -325,7 +325,7 @@ def test_script_timeout_kills_it_and_its_children(tmp_path):
     data = b"sleep 30 &\necho $! > %s\nsleep 30\n" % str(pidfile).encode()
     entries = pinned_entries(data)
     started = time.monotonic()
-    with pytest.raises(ApplyError, match="prolog.sh timed out after 1s") as failed:
+    with pytest.raises(ApplyError, match=r"prolog.sh timed out after 1s") as failed:
         run_pinned("prolog.sh", data, entries, "/", False, str(tmp_path), timeout=1)
     assert time.monotonic() - started < 3
     assert legacy.with_results(entries, failed.value.results)["prolog.sh"]["status"] == \

@@ -113,7 +113,7 @@ def test_second_run_same_instance_is_unchanged(site):
     (site.root / "etc/machine-id").write_text("0123456789abcdef\n")
     assert site.run("file:%s" % bundle)[0] == 0
     before = site.snapshot()
-    code, out, err = site.run("file:%s" % bundle)
+    code, _, err = site.run("file:%s" % bundle)
     assert code == 0, err
     assert site.report()["outcome"] == "unchanged"
     assert site.snapshot() == before
@@ -132,7 +132,7 @@ def test_dry_run_writes_nothing(site):
 def test_site_settings_override_is_reported(site, payload_doc):
     payload_doc["cvmfs"]["http_proxy"] = "http://vo-squid.cern.ch:3128"
     bundle = site.bundle(payload_doc)
-    code, out, err = site.run("file:%s" % bundle)
+    code, _, err = site.run("file:%s" % bundle)
     assert code == 0, err
     overridden = site.report()["overridden"]
     assert any(o["field"].startswith("cvmfs.http_proxy") for o in overridden), overridden
@@ -143,7 +143,7 @@ def test_existing_puppet_conf_is_kept(site):
     conf = site.root / "etc/puppetlabs/puppet/puppet.conf"
     conf.parent.mkdir(parents=True)
     conf.write_text("# site comment\n[main]\nlogdir = /var/log/puppet\n")
-    code, out, err = site.run("file:%s" % site.bundle())
+    code, _, err = site.run("file:%s" % site.bundle())
     assert code == 0, err
     text = conf.read_text()
     assert text.startswith("# site comment\n[main]\nlogdir = /var/log/puppet\n")
@@ -182,8 +182,8 @@ def test_status_reports_last_outcome(site):
 def test_status_wait_returns_outcome_code(site, payload_doc):
     payload_doc["cvmfs"]["repositories"] = ["evil.example.com"]
     site.run("file:%s" % site.bundle(payload_doc))
-    code, out, err = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
-                              "--timeout", "5")
+    code, out, _ = site.cli("status", "--run-dir", str(site.run_dir), "--wait",
+                            "--timeout", "5")
     assert code == 1 and out.startswith("rejected")
 
 
@@ -196,7 +196,7 @@ def test_python_m_and_entry_point_agree(site):
 def test_expired_by_clock_but_dates_are_utc(site, payload_doc):
     payload_doc["not_before"] = utc(-40)
     payload_doc["expires"] = utc(-35)
-    code, out, err = site.run("file:%s" % site.bundle(payload_doc))
+    code, _, err = site.run("file:%s" % site.bundle(payload_doc))
     assert code == 1 and "expired" in err
 
 
@@ -261,7 +261,7 @@ def subprocess_run(site, *extra):
 
 def test_relative_root_and_dirs_work(site):
     bundle = site.bundle()
-    code, out, err = __import__("conftest").run_cli(
+    code, _, err = __import__("conftest").run_cli(
         ["run", "--source", "file:%s" % bundle, "--policy", str(site.policy_path),
          "--root", os.path.relpath(site.root), "--spool-dir", str(site.tmp / "spool")])
     assert code == 0, err
@@ -276,13 +276,14 @@ def test_token_belongs_to_the_condor_user_of_the_image(site):
     passwd = site.root / "etc/passwd"
     passwd.parent.mkdir(parents=True)
     passwd.write_text("root:x:0:0:root:/root:/bin/bash\n"
-                      "condor:x:4242:4343:Owner of HTCondor Daemons:/var/lib/condor:/sbin/nologin\n")
+                      "condor:x:4242:4343:Owner of HTCondor Daemons:/var/lib/condor:"
+                      "/sbin/nologin\n")
     tokens = site.root / "etc/condor/tokens.d"
     tokens.mkdir(parents=True, mode=0o755)              # as an image might ship it
     old = tokens / "contextd.token"
     old.write_text(TOKEN + "\n")                        # right bytes, wrong owner
     os.chmod(old, 0o600)
-    code, out, err = site.run("file:%s" % site.bundle())
+    code, _, err = site.run("file:%s" % site.bundle())
     assert code == 0, err
     token = applied_files(site)["token"]
     assert (token.stat().st_uid, token.stat().st_gid) == (4242, 4343)
@@ -294,7 +295,7 @@ def test_token_belongs_to_the_condor_user_of_the_image(site):
     assert statuses["/etc/condor/tokens.d/contextd.token"] == "written"   # owner changed
     # A second boot: nothing to change, ownership included.
     os.unlink(site.state_dir / "applied.json")
-    code, out, err = site.run("file:%s" % site.bundle())
+    code, _, err = site.run("file:%s" % site.bundle())
     assert code == 0, err
     statuses = {a["target"]: a["status"] for a in site.report()["actions"]}
     assert statuses["/etc/condor/tokens.d/contextd.token"] == "unchanged"
@@ -302,7 +303,7 @@ def test_token_belongs_to_the_condor_user_of_the_image(site):
 
 def test_token_stays_roots_without_a_condor_user(site):
     # No condor user, no HTCondor to read the token: the run goes on, the file stays ours.
-    code, out, err = site.run("file:%s" % site.bundle())
+    code, _, err = site.run("file:%s" % site.bundle())
     assert code == 0, err
     token = applied_files(site)["token"]
     assert token.stat().st_uid == os.geteuid()

@@ -39,7 +39,8 @@ def test_a_recorded_report_exits_with_its_code_or_its_words_usual_one(rep, code)
 
 
 def test_a_plan_time_read_error_ends_at_plan_and_rolls_nothing_back(site):
-    (site.root / "etc/puppetlabs/puppet/puppet.conf").mkdir(parents=True)   # not a file: cannot be read
+    # Not a file: it cannot be read.
+    (site.root / "etc/puppetlabs/puppet/puppet.conf").mkdir(parents=True)
     before = site.snapshot()
     code, _, err = site.run("file:%s" % site.bundle())
     assert code == 1, err
