@@ -152,14 +152,9 @@ def _run_commands(actions: Sequence[RunCommand], may_run: bool, root: str, journ
         current = _result(action)
         cursor[:] = [current]
         results.append(current)
-        if not may_run:
-            current["status"] = "skipped"
-            current["reason"] = "alternate root %s: commands need --run-commands" % root
+        if _may_not_run(current, may_run, root):
             continue
-        start = time.monotonic()
-        _run(action)
-        current["status"] = "ran"
-        current["ms"] = _ms(start)
+        _run_timed(action, current)
         if action.service:
             done_services.append(action)
             unit = unit_disabled_by(action.undo)
@@ -295,20 +290,36 @@ def run_outside_transaction(commands: Sequence[RunCommand], root: str,
     for action in commands:
         current = _result(action)
         results.append(current)
-        if not may_run:
-            current["status"] = "skipped"
-            current["reason"] = "alternate root %s: commands need --run-commands" % root
+        if _may_not_run(current, may_run, root):
             continue
-        start = time.monotonic()
         try:
-            _run(action)
-            current["status"] = "ran"
+            _run_timed(action, current)
         except ApplyError as exc:
             current["status"] = "failed"
             current["error"] = exc.message
             log.warning("%s", exc.message)
-        current["ms"] = _ms(start)
     return results
+
+
+def _may_not_run(current: Dict[str, Any], may_run: bool, root: str) -> bool:
+    """Mark `current` skipped where commands may not run: under an alternate root without
+    --run-commands they would act on the host, not the image."""
+    if may_run:
+        return False
+    current["status"] = "skipped"
+    current["reason"] = "alternate root %s: commands need --run-commands" % root
+    return True
+
+
+def _run_timed(action: RunCommand, current: Dict[str, Any]) -> None:
+    """Run `action`, its result "ran" with its time; an ApplyError leaves the status to the
+    caller (failed, or rolled back) and still says how long it took."""
+    start = time.monotonic()
+    try:
+        _run(action)
+        current["status"] = "ran"
+    finally:
+        current["ms"] = _ms(start)
 
 
 def _rollback(journal: Journal, services: List[RunCommand], irreversible: List[str],
