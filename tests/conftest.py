@@ -96,6 +96,13 @@ def base_policy(keys: Dict[str, Tuple[Path, str]]) -> Dict[str, Any]:
     }
 
 
+def one_key_policy(pub: str) -> Dict[str, Any]:
+    """The smallest policy that trusts `pub` for VO atlas (any CVMFS repository)."""
+    return {"version": 1, "site": "S", "trust": {"atlas": {
+        "signers": [{"id": "a", "ssh_key": pub}],
+        "allow": {"cvmfs": {"repositories": ["*"]}}}}}
+
+
 def dump_payload(doc: Dict[str, Any]) -> bytes:
     return yaml.safe_dump(doc, sort_keys=False).encode()
 
@@ -144,11 +151,12 @@ class Site:
     def cli(self, *argv: str) -> Tuple[int, str, str]:
         return run_cli(list(argv))
 
-    def run(self, source: str, *extra: str) -> Tuple[int, str, str]:
+    def run(self, source: str, *extra: str,
+            env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
         return run_cli(["run", "--source", source, "--policy", str(self.policy_path),
                         "--root", str(self.root), "--run-dir", str(self.run_dir),
                         "--state-dir", str(self.state_dir), "--spool-dir", str(self.spool_dir),
-                        *extra])
+                        *extra], env=env)
 
     def snapshot(self) -> Dict[str, Tuple[bytes, int]]:
         return snapshot(self.root)
@@ -198,10 +206,10 @@ def snapshot(root: Path) -> Dict[str, Tuple[bytes, int]]:
     return out
 
 
-def run_cli(argv: List[str]) -> Tuple[int, str, str]:
+def run_cli(argv: List[str], env: Optional[Dict[str, str]] = None) -> Tuple[int, str, str]:
     """contextd as a subprocess: what a user or an acceptance test sees."""
     proc = subprocess.run([sys.executable, "-m", "contextd", *argv],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import base_payload, dump_payload, run_cli
+from conftest import base_payload, dump_payload, one_key_policy, run_cli
 from contextd import payload, policy, strictyaml, verify
 from contextd.errors import ContextdError, PayloadError, PolicyError, SourceError
 from contextd.sources import userdata
@@ -105,11 +105,8 @@ def payload_with(value: str) -> bytes:
 def signer(keys):
     from contextd.vo import sshsign
     key_path, pub = keys["atlas"]
-    doc = {"version": 1, "site": "S", "trust": {"atlas": {
-        "signers": [{"id": "a", "ssh_key": pub}],
-        "allow": {"cvmfs": {"repositories": ["*"]}}}}}
     return (lambda text: verify.verify(text, [sshsign.sign(key_path.read_bytes(), text)],
-                                       policy.parse(doc)))
+                                       policy.parse(one_key_policy(pub))))
 
 
 @pytest.mark.parametrize("bomb", CONSTRUCTOR_BOMBS, ids=lambda b: b[:24])

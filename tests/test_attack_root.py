@@ -9,8 +9,6 @@ not under --root and not on "/" (where the primitives are driven with real absol
 import json
 import os
 import stat
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -271,13 +269,8 @@ def test_rollback_under_root_restores_inside_the_image(site, tmp_path):
     (image_cvmfs / "default.local").write_text("CVMFS_HTTP_PROXY=DIRECT\n")
     before = site.snapshot()
     env = fake_commands(tmp_path / "bin", tmp_path / "calls", failing="cvmfs_config")
-    proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
-                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
-                           "--root", str(site.root), "--run-dir", str(site.run_dir),
-                           "--state-dir", str(site.state_dir), "--spool-dir",
-                           str(site.spool_dir), "--run-commands"],
-                          capture_output=True, text=True, env=env)
-    assert proc.returncode == 3, proc.stderr
+    returncode, _, stderr = site.run("file:%s" % site.bundle(), "--run-commands", env=env)
+    assert returncode == 3, stderr
     untouched(host)
     assert site.snapshot() == before
     assert str(image_cvmfs / "default.local") in site.report()["rolled_back"]

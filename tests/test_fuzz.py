@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import count
+from conftest import count, one_key_policy
 from contextd import bundle, payload, policy, sshsig, strictyaml, verify
 from contextd.errors import ContextdError, PolicyError
 from contextd.vo import sshsign
@@ -76,10 +76,7 @@ def test_strict_yaml_only_typed_errors(text):
 @pytest.fixture(scope="module")
 def signer(keys):
     key_path, pub = keys["atlas"]
-    doc = {"version": 1, "site": "S", "trust": {"atlas": {
-        "signers": [{"id": "a", "ssh_key": pub}],
-        "allow": {"cvmfs": {"repositories": ["*"]}}}}}
-    return key_path.read_bytes(), policy.parse(doc)
+    return key_path.read_bytes(), policy.parse(one_key_policy(pub))
 
 
 @FUZZ

@@ -155,13 +155,8 @@ def test_commands_succeed_in_order(site, tmp_path):
     successful order: files, then commands, then the service start last of all."""
     log = tmp_path / "calls.log"
     env = fake_commands(tmp_path / "bin", log)
-    proc = subprocess.run([sys.executable, "-m", "contextd", "run", "--source",
-                           "file:%s" % site.bundle(), "--policy", str(site.policy_path),
-                           "--root", str(site.root), "--run-dir", str(site.run_dir),
-                           "--state-dir", str(site.state_dir), "--spool-dir",
-                           str(site.spool_dir), "--run-commands"],
-                          capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
+    returncode, _, stderr = site.run("file:%s" % site.bundle(), "--run-commands", env=env)
+    assert returncode == 0, stderr
     assert log.read_text().splitlines() == [
         "cvmfs_config setup",
         "puppet agent --onetime --no-daemonize --detailed-exitcodes",
