@@ -150,6 +150,12 @@ class JournalError(StateError):
     stage = "recover"
 
 
+class DeliveryError(ContextdError):
+    """The report spool cannot be used (busy, unreadable)."""
+
+    stage = "report"
+
+
 class ApplyError(ContextdError):
     """Applying the plan failed; what was written has been rolled back."""
 

@@ -26,17 +26,11 @@ from typing import Any, Dict, Iterator, Optional
 
 from contextd import filesystem
 from contextd.delivery.protocol import body_of, report_key, static_headers
-from contextd.errors import ContextdError
+from contextd.errors import DeliveryError
 from contextd.record import field, record
 
 FORMAT = "contextd.spool/v1"
 FAILED = "failed"
-
-
-class DeliveryError(ContextdError):
-    """The spool cannot be used (busy, unreadable)."""
-
-    stage = "report"
 
 
 @record(frozen=True)
