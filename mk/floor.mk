@@ -10,11 +10,13 @@ FLOOR_PINS := cryptography==36.0.2 PyYAML==5.4.1 pycdlib==1.11.0 requests==2.25.
               pyudev==0.22.0
 
 .PHONY: test-floor lint-floor wheel-floor
+# The gates (tests/test_gates.py) are left to `make test` and lint-strict: mypy reads the
+# installed libraries' types, and EL9's cryptography 36 has no SSH certificate API to type.
 test-floor:
 	@test -n "$(PYTHON39)" || { echo "test-floor: no Python 3.9 found; set PYTHON39=/path/to/python3.9"; exit 1; }
 	@test -x $(FLOOR_VENV)/bin/python || $(PYTHON39) -m venv $(FLOOR_VENV)
 	$(FLOOR_VENV)/bin/python -m pip install -q --disable-pip-version-check -e . $(FLOOR_PINS) -r requirements-test.txt
-	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider
+	$(FLOOR_VENV)/bin/python -m pytest -q -p no:cacheprovider --ignore=tests/test_gates.py
 
 # Python 3.9 syntax and standard library, checked statically (a 3.10-only call in a branch
 # the tests never take still fails here):
