@@ -17,7 +17,7 @@ from contextd.payload import Payload
 from contextd.policy import Policy
 from contextd.record import record
 from contextd.sources import Context
-from contextd.verify import Verified
+from contextd.trust.verify import Verified
 
 # What parse gives: the payload, and for amiconfig the report's `legacy` section.
 Parsed = Tuple[Payload, Optional[Dict[str, Any]]]
@@ -31,7 +31,7 @@ class Admission:
 
 
 def _verify_signed(ctx: Context, pol: Policy, clock: datetime.datetime) -> Verified:
-    from contextd.verify import load_anchors, needs_anchors, verify
+    from contextd.trust.verify import load_anchors, needs_anchors, verify
 
     # The CA directory is read here, once, and only when a pinned X.509 signer can need it.
     anchors = load_anchors(pol) if needs_anchors(pol, ctx.signatures) else None
@@ -46,7 +46,7 @@ def _parse_signed(verified: Verified, pol: Policy, started: datetime.datetime) -
 
 def _verify_amiconfig(ctx: Context, pol: Policy, clock: datetime.datetime) -> Verified:
     # Unsigned: only where the policy opted in, else this raises.
-    from contextd.verify import accept_unsigned_legacy
+    from contextd.trust.verify import accept_unsigned_legacy
 
     return accept_unsigned_legacy(ctx.payload, pol, ctx.legacy or "amiconfig")
 

@@ -24,7 +24,7 @@ from contextd.plugin import Decision, Finding
 from contextd.policy import Policy, VoTrust
 from contextd.record import record
 from contextd.schema import glob_match
-from contextd.verify import SignerMatch, Verified
+from contextd.trust.verify import SignerMatch, Verified
 
 
 @record(frozen=True)

@@ -19,7 +19,7 @@ from contextd.payload import Payload
 from contextd.plugin import Finding, PlanContext
 from contextd.policy import Policy
 from contextd.record import record
-from contextd.verify import Verified
+from contextd.trust.verify import Verified
 
 
 @record(frozen=True)

@@ -20,7 +20,7 @@ from contextd.filesystem import reader
 
 def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], root: str,
             now: datetime.datetime, hostname: str) -> Dict[str, Any]:
-    from contextd.verify import verify
+    from contextd.trust.verify import verify
 
     out: Dict[str, Any] = {"source": {"kind": ctx.kind, "location": ctx.location},
                            "policy": pol.path, "verdict": "rejected"}

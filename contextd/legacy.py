@@ -32,7 +32,7 @@ from contextd.authorize import Authorization, authorize_sections
 from contextd.errors import PayloadError, PolicyViolation
 from contextd.payload import Payload
 from contextd.plugin import Finding
-from contextd.verify import Verified
+from contextd.trust.verify import Verified
 
 
 SCRIPTS = ("prolog.sh", "epilog.sh")

@@ -15,7 +15,7 @@ from contextd import logs, plugin, strictyaml, urls
 from contextd.errors import PayloadError
 from contextd.record import field, record
 from contextd.schema import Reader
-from contextd.verify import Verified
+from contextd.trust.verify import Verified
 
 HEADER = ("contextd", "vo", "serial", "not_before", "expires", "targets", "files")
 CORE_SECTIONS = ("report",)

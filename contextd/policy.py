@@ -13,7 +13,8 @@ import re
 import stat
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from contextd import plugin, settings, sshsig, strictyaml, urls
+from contextd import plugin, settings, strictyaml, urls
+from contextd.trust import sshsig
 from contextd.errors import PolicyError
 from contextd.limits import LIMITS
 from contextd.record import field, record

@@ -26,7 +26,7 @@ from contextd.errors import UsageError
 from contextd.facts import facts_for, instance_key
 from contextd.record import record
 from contextd.runreport import RunReport
-from contextd.verify import Verified
+from contextd.trust.verify import Verified
 
 LOCK = "lock"
 LOCK_WAIT = 60.0        # seconds a run waits for another to finish (a boot run takes ~1 s)

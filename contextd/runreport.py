@@ -19,7 +19,7 @@ from contextd.payload import Payload
 from contextd.plugin import Finding
 from contextd.policy import Policy
 from contextd.sources import Context
-from contextd.verify import Verified
+from contextd.trust.verify import Verified
 
 log = logging.getLogger("contextd.run")
 _LEVELS = {"applied": logging.INFO, "unchanged": logging.INFO, "skipped": logging.INFO,

@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from conftest import base_payload, dump_payload, one_key_policy, run_cli
-from contextd import payload, policy, strictyaml, verify
+from contextd import payload, policy, strictyaml
+from contextd.trust import verify
 from contextd.errors import ContextdError, PayloadError, PolicyError, SourceError
 from contextd.sources import userdata
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import fake_commands
-from contextd import sshsig
+from contextd.trust import sshsig
 
 SERIAL = 2026112401            # base_payload's serial, above the fixture policy's min_serial
 MASK = "systemctl mask --runtime --now --no-block condor.service"

@@ -254,7 +254,7 @@ def test_the_report_token_message_says_what_is_wrong():
 def test_a_plugins_secret_fields_are_masked_before_it_reads_them(monkeypatch):
     """Whatever the plugin's own message says, its secret fields' values are not in it."""
     from contextd import logs, payload, plugin
-    from contextd.verify import Verified
+    from contextd.trust.verify import Verified
 
     secret = "plugin-5ecret-value-0123"
     htcondor = plugin.load("htcondor")
@@ -267,7 +267,7 @@ def test_a_plugins_secret_fields_are_masked_before_it_reads_them(monkeypatch):
            "not_before": "2026-01-01T00:00:00Z", "expires": "2026-01-02T00:00:00Z",
            "htcondor": {"token": secret}}
     import yaml
-    from contextd import verify
+    from contextd.trust import verify
     verified = Verified(data=yaml.safe_dump(doc).encode(), sha256="0" * 64, signers={},
                         notes=(), _token=verify._TOKEN)
     with pytest.raises(ContextdError) as e:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from contextd import bundle, policy, sshsig
+from contextd import bundle, policy
+from contextd.trust import sshsig
 from contextd.errors import PolicyError
 from contextd.policy import Policy, Signer, VoTrust
-from contextd.verify import verify
+from contextd.trust.verify import verify
 from contextd.vo import sshsign
 
 from conftest import base_policy
@@ -164,7 +165,7 @@ def test_two_signatures_by_one_key_count_once(site):
 
 def test_distinct_keys_is_a_matching_of_keys_to_signers():
     """Each key counts for one signer and each signer for one key (a bipartite matching)."""
-    from contextd.verify import distinct_keys
+    from contextd.trust.verify import distinct_keys
 
     assert distinct_keys([(b"k1", "a"), (b"k1", "b")]) == 1          # key pinned + its CA
     assert distinct_keys([(b"k1", "ca"), (b"k2", "ca")]) == 1        # two certs, one CA id
@@ -176,7 +177,7 @@ def test_distinct_keys_is_a_matching_of_keys_to_signers():
 
 def test_x509_robot_and_ssh_key_of_the_same_key_pair_count_once(site, tmp_path):
     """A robot key pinned also as an SSH key: its X.509 and SSH signatures are one key."""
-    from contextd import x509sig
+    from contextd.trust import x509sig
 
     if x509sig.support_problem():
         pytest.skip("X.509 chain validation needs cryptography >= 45")

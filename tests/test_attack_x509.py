@@ -19,10 +19,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
-from contextd import bundle, policy, x509sig
+from contextd import bundle, policy
+from contextd.trust import x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import ContextdError, SignatureError
-from contextd.verify import verify
+from contextd.trust.verify import verify
 from contextd.vo import armor
 
 from test_x509 import GRID_DN, PAYLOAD, ROBOT_DN, ROOT_DN, Pki, openssl

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import count, one_key_policy
-from contextd import bundle, payload, policy, sshsig, strictyaml, verify
+from contextd import bundle, payload, policy, strictyaml
+from contextd.trust import sshsig, verify
 from contextd.errors import ContextdError, PolicyError
 from contextd.vo import sshsign
 

@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import count
-from contextd import x509sig
+from contextd.trust import x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import ContextdError
-from contextd.verify import verify
+from contextd.trust.verify import verify
 from test_attack_x509 import EXAMPLES, pinned, pki, policy_for  # noqa: F401 - pki: a fixture
 from test_x509 import PAYLOAD, ROOT_DN
 

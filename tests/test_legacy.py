@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from contextd import apply, legacy, payload, policy, settings, verify
+from contextd import apply, legacy, payload, policy, settings
+from contextd.trust import verify
 from contextd.errors import ApplyError, PayloadError, PolicyViolation, SignatureError
 
 from conftest import base_policy

@@ -15,9 +15,10 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from contextd import bundle, policy, sshsig
+from contextd import bundle, policy
+from contextd.trust import sshsig
 from contextd.errors import SignatureError
-from contextd.verify import verify
+from contextd.trust.verify import verify
 from contextd.vo import armor
 
 from conftest import base_policy

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
-from contextd import sshsig
+from contextd.trust import sshsig
 from contextd.errors import SignatureError, SigningError
 from contextd.vo import sshsign
 

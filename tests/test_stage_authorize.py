@@ -11,7 +11,7 @@ from conftest import utc
 from contextd import authorize, payload, policy, sources
 from contextd.errors import PolicyViolation
 from contextd.facts import facts_for
-from contextd.verify import verify
+from contextd.trust.verify import verify
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 

@@ -12,7 +12,8 @@ import hashlib
 import pytest
 
 from conftest import base_payload, base_policy, dump_payload
-from contextd import authorize, payload, policy, verify
+from contextd import authorize, payload, policy
+from contextd.trust import verify
 from contextd.errors import PolicyViolation
 from contextd.plugin import Review
 

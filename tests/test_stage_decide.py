@@ -12,7 +12,7 @@ import pytest
 from contextd import decision, payload, policy, sources
 from contextd.errors import PlanError, PolicyViolation
 from contextd.facts import facts_for
-from contextd.verify import verify
+from contextd.trust.verify import verify
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 

@@ -9,25 +9,34 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "contextd"
 # DESIGN section 2's order; a module may import its own stage and earlier ones only.
-STAGES = ["policy", "sources", "verify", "payload", "admission", "authorize", "plan", "decision",
-          "apply", "delivery", "runreport", "run"]
+STAGES = ["policy", "sources", "trust.verify", "payload", "admission", "authorize", "plan",
+          "decision", "apply", "delivery", "runreport", "run"]
 EXECUTORS = {"run", "apply", "delivery", "runreport"}
 
 
 def imported(module: str) -> set:
-    path = PACKAGE / (module + ".py")
+    """The contextd modules `module` imports, named as STAGES names them: "run", or within a
+    subpackage "trust.verify" (its signature formats, trust.sshsig and trust.x509sig, are
+    libraries the policy reads keys with, not stages)."""
+    path = PACKAGE / (module.replace(".", "/") + ".py")
     if not path.exists():
         path = PACKAGE / module / "__init__.py"
     names = set()
+
+    def add(dotted: str) -> None:       # "contextd.trust.verify" -> "trust", "trust.verify"
+        parts = dotted.split(".")[1:3]
+        names.update({parts[0], ".".join(parts)})
+
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "contextd":
-                names.update(alias.name for alias in node.names)
-            elif node.module.startswith("contextd."):
-                names.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "contextd" or node.module.startswith("contextd.")):
+            for alias in node.names:
+                add("%s.%s" % (node.module, alias.name) if node.module.count(".") < 2
+                    else node.module)
         elif isinstance(node, ast.Import):
-            names.update(a.name.split(".")[1] for a in node.names
-                         if a.name.startswith("contextd."))
+            for alias in node.names:
+                if alias.name.startswith("contextd."):
+                    add(alias.name)
     return names
 
 

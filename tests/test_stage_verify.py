@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from contextd import policy, x509sig
+from contextd import policy
+from contextd.trust import x509sig
 from contextd.errors import SignatureError
-from contextd.verify import Anchors, load_anchors, needs_anchors, verify
+from contextd.trust.verify import Anchors, load_anchors, needs_anchors, verify
 from test_x509 import PAYLOAD, X509, Pki, policy_for, robot
 
 needs_x509 = pytest.mark.skipif(not X509, reason="this cryptography cannot check X.509")

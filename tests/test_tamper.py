@@ -7,7 +7,8 @@ value; each variant goes through the real decode and verify. None may be accepte
 import pytest
 
 from conftest import count
-from contextd import bundle, policy, verify
+from contextd import bundle, policy
+from contextd.trust import verify
 from contextd.errors import ContextdError
 from contextd.vo import armor, sshsign
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import datetime
 from typing import Optional, Sequence, Tuple
 
-from contextd import bundle, sshsig, strictyaml
+from contextd import bundle, strictyaml
+from contextd.trust import sshsig
 from contextd.vo import armor, sshsign
 from contextd.errors import BundleError, PayloadError, SignatureError, SigningError
-from contextd.verify import TYPE_TAG
+from contextd.trust.verify import TYPE_TAG
 
 
 def _collect(source: bytes, existing: Optional[bytes]
@@ -93,7 +94,7 @@ def sign_x509(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], source:
     `certificates` are (file name, PEM data): the signer certificate first, then any
     intermediates, which are all shipped after the signature block.
     """
-    from contextd import x509sig
+    from contextd.trust import x509sig
     from contextd.vo import x509sign
 
     payload, signatures = _collect(source, existing)

@@ -2,7 +2,7 @@
 
 It loads an unencrypted OpenSSH private key, signs a payload as `ssh-keygen -Y sign -n
 contextd-payload` would (optionally embedding the key's SSH user certificate) and armours the
-blob as ssh-keygen writes it. Parsing and verifying stay in `contextd.sshsig` (boot side).
+blob as ssh-keygen writes it. Parsing and verifying stay in `contextd.trust.sshsig` (boot side).
 
 What it must never do:
 - be imported on the boot path: a VM verifies, it never holds a signing key;
@@ -21,7 +21,7 @@ from typing import Callable, NoReturn, Optional, Tuple
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from contextd.errors import SigningError
-from contextd.sshsig import (
+from contextd.trust.sshsig import (
     _ECDSA,
     _MESSAGE_HASHES,
     BEGIN,

@@ -2,7 +2,7 @@
 
 The signature is what `openssl dgst -sha256 -sign robotkey.pem` (RSA, ECDSA) or `openssl
 pkeyutl -sign -rawin` (Ed25519) make, shipped with the signer certificate and intermediates.
-Parsing, verifying and chain validation stay in `contextd.x509sig` (boot side).
+Parsing, verifying and chain validation stay in `contextd.trust.x509sig` (boot side).
 
 What it must never do:
 - be imported on the boot path: a VM verifies, it never holds a signing key;
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from contextd.bundle import X509Signature
 from contextd.errors import SigningError
-from contextd.x509sig import (
+from contextd.trust.x509sig import (
     _check_key,
     _load_der,
     _not_after,

@@ -62,6 +62,7 @@ expected=$(cat <<EOF
 $sitelib/contextd drwxr-xr-x root:root
 $sitelib/contextd/delivery drwxr-xr-x root:root
 $sitelib/contextd/sources drwxr-xr-x root:root
+$sitelib/contextd/trust drwxr-xr-x root:root
 $sitelib/contextd/vo drwxr-xr-x root:root
 $sitelib/contextd_plugins drwxr-xr-x root:root
 EOF

@@ -67,7 +67,7 @@ from contextd.bundle import X509Signature
 from contextd.errors import SignatureError
 from contextd.limits import LIMITS
 from contextd.record import field, record
-from contextd.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
+from contextd.trust.sshsig import BAD_SIGNATURE, cryptography_version, version_tuple
 
 if TYPE_CHECKING:
     from contextd.settings import X509Settings

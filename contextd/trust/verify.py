@@ -24,7 +24,7 @@ import datetime
 import hashlib
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from contextd import sshsig
+from contextd.trust import sshsig
 from contextd.bundle import X509Signature
 from contextd.errors import SignatureError
 from contextd.policy import Policy, Signer
@@ -84,7 +84,7 @@ class Verified:
 
     def __post_init__(self) -> None:
         if self._token is not _TOKEN:
-            raise TypeError("Verified values are made by contextd.verify.verify only")
+            raise TypeError("Verified values are made by contextd.trust.verify.verify only")
 
     def counted(self, vo: str) -> int:
         """What counts toward `vo`'s threshold: distinct keys, each for a distinct signer."""
@@ -165,7 +165,7 @@ def load_anchors(policy: Policy) -> Anchors:
     """The policy's x509.ca_dir, read once (the run does this I/O, not verify)."""
     if not policy.x509.ca_dir:
         return Anchors()            # verify_signer refuses X.509 before it asks for anchors
-    from contextd import x509sig
+    from contextd.trust import x509sig
 
     try:
         return Anchors(trust=x509sig.load_ca_dir(policy.x509.ca_dir))
@@ -180,7 +180,7 @@ def _lazy_anchors(policy: Policy, ca_loader: Optional[Callable[[str], Any]]
 
     def load_trust() -> Any:
         if not trust_dir:
-            from contextd import x509sig
+            from contextd.trust import x509sig
 
             loader = ca_loader or x509sig.load_ca_dir
             trust_dir.append(loader(str(policy.x509.ca_dir)))
@@ -307,7 +307,7 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
 
 def _x509(sig: X509Signature, payload: bytes, policy: Policy, now: datetime.datetime,
           load_trust: Callable[[], Any], notes: List[str], where: str) -> List[SignerMatch]:
-    from contextd import x509sig
+    from contextd.trust import x509sig
 
     signer_cert = x509sig.parse(sig)
     matches = [(vo, s) for vo, t in policy.trust.items() for s in t.signers
