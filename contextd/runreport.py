@@ -85,7 +85,8 @@ class RunReport:
         rep["actions"] = list(self.actions)
         if self.undo is not None:
             rep["rolled_back"], rep["not_undone"] = self.undo
-        rep["denied"] = [{"reason": v} for v in self.denied]
+        # Reasons quote the payload: a registered secret is blanked here too, as in one_line.
+        rep["denied"] = [{"reason": logs.redact(v)} for v in self.denied]
         if self.held is not None:
             rep["held"] = self.held
         return report.finish(rep, outcome, self.started, stage, message)

@@ -5,6 +5,7 @@ Each attack runs contextd for real (a subprocess, a receiver on 127.0.0.1) and a
 must not happen; on the code before issue 12 each of them happened.
 """
 
+import datetime
 import json
 
 import pytest
@@ -274,6 +275,21 @@ def test_a_plugins_secret_fields_are_masked_before_it_reads_them(monkeypatch):
         payload.parse(verified)
     assert secret not in e.value.one_line() and "[secret]" in e.value.one_line()
     assert secret in logs._SECRETS
+
+
+def test_denied_reasons_in_the_report_blank_registered_secrets(site):
+    """A second line of defence: a policy violation's reason that quotes a registered secret
+    (a plugin's finding could) goes into report.json's `denied` blanked, as one_line does."""
+    from contextd import logs, policy
+    from contextd.errors import PolicyViolation
+    from contextd.runreport import RunReport
+
+    secret = "violation-5ecret-0123456789"
+    logs.add_secret(secret)
+    trail = RunReport(policy.load(str(site.policy_path)), datetime.datetime.now(
+        datetime.timezone.utc), str(site.root), str(site.run_dir), str(site.spool_dir), True)
+    rep = trail.end_with(PolicyViolation(["htcondor.token %s is not allowed" % secret]))
+    assert secret not in json.dumps(rep) and "[secret]" in rep["denied"][0]["reason"]
 
 
 # -- 7. ec2.url that passed `policy check` crashed `run` ---------------------------------------
