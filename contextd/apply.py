@@ -60,8 +60,14 @@ def recover(state_dir: str, root: str, run_commands: bool, allowed: Footprint) -
         raise set_aside(directory, exc) from None
 
 
+def commands_may_run(root: str, run_commands: bool) -> bool:
+    """DESIGN section 8: under an alternate root a command would act on the host, not the
+    image, so commands run there only when --run-commands says so."""
+    return run_commands or root in ("", "/")
+
+
 def _undo_units(units: Sequence[str], root: str, run_commands: bool) -> None:
-    if units and not (run_commands or root in ("", "/")):
+    if units and not commands_may_run(root, run_commands):
         log.warning("alternate root %s: not stopping %s (commands need --run-commands)",
                     root, ", ".join(units))
         return
@@ -84,7 +90,7 @@ def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: 
     files = [a for a in actions if isinstance(a, WriteFile)]
     commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
     services = [a for a in actions if isinstance(a, RunCommand) and a.service]
-    may_run = run_commands or root in ("", "/")
+    may_run = commands_may_run(root, run_commands)
 
     filesystem.private_dir(state_dir)
     ran = run_phase(scripts, "pre", may_run, root, state_dir)
@@ -285,7 +291,7 @@ def run_outside_transaction(commands: Sequence[RunCommand], root: str,
     """Run `commands` one by one with no transaction and no journal, for a run that is
     ending anyway (holding the services of a payload the site now refuses). A failure is in
     its result, never raised; alternate roots as in `execute`."""
-    may_run = run_commands or root in ("", "/")
+    may_run = commands_may_run(root, run_commands)
     results = []
     for action in commands:
         current = _result(action)
