@@ -26,8 +26,19 @@ REPO = Path(__file__).resolve().parents[1]
 # RPM installs it: an editable install adds its own import hook to every start.
 BENCH_VENV = REPO / ".venv-bench"
 PY = str(BENCH_VENV / "bin" / "python")
-TARGET_RATIO = 6.0
+# Issue 13's target: contextd's own share of a run (time over the dependency floor) at most
+# 1.5x the bare interpreter. (The old "whole run <= 6x" is retired: the floor of the
+# prescribed libraries alone is near or above it.)
+TARGET_OWN_RATIO = 1.5
 TARGET_RSS_MB = 40.0
+# The directories a worker image has before contextd's first boot: the RPM's own (state,
+# spool) and those of the packages the three plugins configure (cvmfs, condor, puppet).
+IMAGE_DIRS = ("etc/contextd", "var/lib/contextd", "var/spool/contextd/reports", "run",
+              "etc/cvmfs", "etc/condor/config.d", "etc/condor/tokens.d", "etc/puppetlabs/puppet")
+# The same run with os.fsync a no-op: what the durable writes' flushes (DESIGN section 8:
+# temp file, fsync, rename, fsync the directory) cost, measured rather than guessed.
+NO_FSYNC = ("import os, sys\nos.fsync = lambda fd: None\nsys.argv[0] = 'contextd'\n"
+            "from contextd.cli import main\nsys.exit(main())")
 
 
 # Linux carries the RSS high-water mark of the forking process across exec, so each command
@@ -98,7 +109,9 @@ class Scene:
 
         def fresh() -> None:
             shutil.rmtree(root, ignore_errors=True)
-            root.mkdir()
+            for directory in IMAGE_DIRS:
+                (root / directory).mkdir(parents=True)
+            (root / "var/lib/contextd").chmod(0o700)
         # The console script pip writes, as the unit runs /usr/bin/contextd (no runpy).
         return [str(venv / "bin" / "contextd"), "run", "--source", source,
                 "--policy", str(self.policy), "--root", str(root),
@@ -229,6 +242,7 @@ def boot_table(emit, scene: "Scene", iso: Path, user_data: Path, venv: Path,
         "udev": ([py, "-c", "import %s, pyudev; pyudev.Context()" % ", ".join(deps)], None),
         "iso": (iso_argv, fresh),
         "gz": (gz_argv, fresh),
+        "nofsync": ([py, "-I", "-c", NO_FSYNC, *iso_argv[1:]], fresh),
     }, runs)
     bare = results["bare"][0]
     emit("| what | median ms | ratio | peak RSS MB |")
@@ -245,22 +259,27 @@ def boot_table(emit, scene: "Scene", iso: Path, user_data: Path, venv: Path,
          "ctypes, subprocess and libudev: the floor plus `import pyudev; pyudev.Context()` "
          "is %.1f ms more (%.2fx the bare interpreter)." % (udev, udev / bare))
     emit()
-    worst = max(results[key][0] for key in labels) / bare
     peak = max(results[key][1] for key in labels)
     floor = results["floor"][0]
-    emit("Targets: whole run <= %.0fx the bare interpreter (worst here %.2fx: %s); "
-         "peak RSS <= %.0f MB (here %.1f MB: %s)." % (
-             TARGET_RATIO, worst, "met" if worst <= TARGET_RATIO else "MISSED",
-             TARGET_RSS_MB, peak, "met" if peak <= TARGET_RSS_MB else "MISSED"))
-    emit()
+    own = {key: results[key][0] - floor for key in labels}
+    flush = results["iso"][0] - results["nofsync"][0]
+    worst = max(own.values()) / bare
     emit("The floor imports, in one process and nothing else, the modules contextd's code "
          "imports from outside itself during the ISO run (found with `-X importtime`): "
          "%s. No run can be faster with these dependencies on this interpreter: the floor is "
          "%.2fx the bare interpreter; contextd's own imports and work add %.1f ms (%.2fx) to "
-         "it in the ISO run, %.1f ms (%.2fx) in the user-data run." % (
+         "it in the ISO run, %.1f ms (%.2fx) in the user-data run. Of the ISO run's share, "
+         "%.1f ms (%.2fx) are the durable writes' disk flushes (the same run with os.fsync a "
+         "no-op: %.1f ms)." % (
              ", ".join("`%s`" % d for d in deps), floor / bare,
-             results["iso"][0] - floor, (results["iso"][0] - floor) / bare,
-             results["gz"][0] - floor, (results["gz"][0] - floor) / bare))
+             own["iso"], own["iso"] / bare, own["gz"], own["gz"] / bare,
+             flush, flush / bare, results["nofsync"][0]))
+    emit()
+    emit("Targets: contextd's own share <= %.1fx the bare interpreter (worst here %.2fx: %s; "
+         "the ISO run without the flushes %.2fx); peak RSS <= %.0f MB (here %.1f MB: %s)." % (
+             TARGET_OWN_RATIO, worst, "met" if worst <= TARGET_OWN_RATIO else "MISSED",
+             (own["iso"] - flush) / bare, TARGET_RSS_MB, peak,
+             "met" if peak <= TARGET_RSS_MB else "MISSED"))
     emit()
     return bare
 

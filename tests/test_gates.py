@@ -28,7 +28,7 @@ EXEMPT = "Long because"
 # What is over the limits today (issue 13): each is held at its size, so it may shrink (lower
 # its ceiling, or drop it once under the limit), never grow, and nothing may join them.
 CEILINGS = {
-    "contextd/filesystem.py": 450, "contextd/filesystem.py:_walk": 62,
+    "contextd/filesystem.py:_walk": 62,
     "contextd/iso.py": 697, "contextd/vo/isowriter.py:write_iso": 103,
     "contextd/payload.py:parse": 64,
     "contextd/sources/contextsh.py:parse": 64,
