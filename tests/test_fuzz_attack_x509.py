@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import count
-from contextd.trust import x509sig
+from contextd.trust import cadir, x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import ContextdError
 from contextd.trust.verify import verify
@@ -50,7 +50,7 @@ def fuzz_site(pki, tmp_path_factory):  # noqa: F811 - the fixture
     return {"rsa": pki.der("rsa"), "ec": pki.der("ec"), "grid": pki.der("grid"),
             "sig_rsa": pki.sign("rsa"), "sig_ec": pki.sign("ec"),
             "pol": policy_for(d, [pinned("rsa"), dict(pinned("ec", anchor=ROOT_DN), id="r2")]),
-            "trust": x509sig.load_ca_dir(str(d))}
+            "trust": cadir.load_ca_dir(str(d))}
 
 
 @FUZZ

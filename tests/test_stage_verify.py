@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contextd import policy
-from contextd.trust import x509sig
+from contextd.trust import cadir
 from contextd.errors import SignatureError
 from contextd.trust.verify import Anchors, load_anchors, needs_anchors, verify
 from test_x509 import PAYLOAD, X509, Pki, policy_for, robot
@@ -36,7 +36,7 @@ def test_anchors_are_needed_only_for_an_x509_signer_and_signature(
 
 @needs_x509
 def test_verify_uses_the_anchors_it_is_given_and_reads_no_directory(pki, tmp_path):
-    trust = x509sig.load_ca_dir(str(pki.ca_dir(tmp_path / "certs")))
+    trust = cadir.load_ca_dir(str(pki.ca_dir(tmp_path / "certs")))
     pol = policy_for(tmp_path / "nowhere", [robot("rsa")])      # the policy's dir: absent
 
     def no_reading(path):

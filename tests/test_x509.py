@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import pytest
 
 from contextd import bundle, policy
-from contextd.trust import x509sig
+from contextd.trust import cadir, x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import BundleError, SignatureError
 from contextd.trust.verify import verify
@@ -240,7 +240,7 @@ def test_slash_dn_matches_openssl_compat(pki, name):
     for which, attr in (("-subject", cert.subject), ("-issuer", cert.issuer)):
         line = openssl("x509", "-noout", which, "-nameopt", "compat", "-in",
                        str(pki.cert(name))).decode().strip()
-        assert line.split("=", 1)[1] == x509sig.slash_dn(attr)
+        assert line.split("=", 1)[1] == cadir.slash_dn(attr)
 
 
 def test_tampered_payload(pki, tmp_path):
@@ -297,14 +297,14 @@ def test_intermediate_shipped_with_the_signature(pki, tmp_path):
 
 def test_junk_in_the_ca_directory_is_skipped_with_a_warning(pki, tmp_path, caplog):
     ca_dir = pki.ca_dir(tmp_path / "certs")
-    trust = x509sig.load_ca_dir(str(ca_dir))
+    trust = cadir.load_ca_dir(str(ca_dir))
     assert len(trust.anchors) == 2          # <hash>.0 and the alias .pem are one CA each
     assert len(trust.crls) == 2
     skipped = " ".join(trust.warnings)
     assert "skipped %s" % (ca_dir / "deadbeef.0") in skipped
     assert "leaf-by-mistake.pem: not a CA certificate" in skipped
     caplog.set_level(logging.WARNING, logger="contextd")
-    x509sig.load_ca_dir(str(ca_dir))
+    cadir.load_ca_dir(str(ca_dir))
     assert "deadbeef.0" in caplog.text
 
 

@@ -142,7 +142,7 @@ def accept_unsigned_legacy(data: bytes, policy: Policy, kind: str = "amiconfig")
 
 @record(frozen=True)
 class Anchors:
-    """The X.509 trust anchors and CRLs (an x509sig.TrustDir) loaded for verify, or the
+    """The X.509 trust anchors and CRLs (a cadir.TrustDir) loaded for verify, or the
     SignatureError loading them raised: each X.509 signature that needs them meets it."""
 
     trust: Any = None
@@ -165,10 +165,10 @@ def load_anchors(policy: Policy) -> Anchors:
     """The policy's x509.ca_dir, read once (the run does this I/O, not verify)."""
     if not policy.x509.ca_dir:
         return Anchors()            # verify_signer refuses X.509 before it asks for anchors
-    from contextd.trust import x509sig
+    from contextd.trust import cadir
 
     try:
-        return Anchors(trust=x509sig.load_ca_dir(policy.x509.ca_dir))
+        return Anchors(trust=cadir.load_ca_dir(policy.x509.ca_dir))
     except SignatureError as exc:
         return Anchors(error=exc)
 
@@ -180,9 +180,9 @@ def _lazy_anchors(policy: Policy, ca_loader: Optional[Callable[[str], Any]]
 
     def load_trust() -> Any:
         if not trust_dir:
-            from contextd.trust import x509sig
+            from contextd.trust import cadir
 
-            loader = ca_loader or x509sig.load_ca_dir
+            loader = ca_loader or cadir.load_ca_dir
             trust_dir.append(loader(str(policy.x509.ca_dir)))
         return trust_dir[0]
     return load_trust
@@ -201,7 +201,7 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
     `signatures` are SSHSIG blobs (bytes) and bundle.X509Signature values as the carriers
     decode them. `now` (aware UTC; default: the current time) is the clock for certificate
     validity and CRL freshness. `anchors`: the X.509 CA directory as the run loaded it
-    (load_anchors); without it, `ca_loader(path)` (default x509sig.load_ca_dir) loads it
+    (load_anchors); without it, `ca_loader(path)` (default cadir.load_ca_dir) loads it
     when a signature first needs it, at most once. Raises SignatureError when no
     signature is trusted.
     """

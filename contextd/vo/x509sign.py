@@ -24,15 +24,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from contextd.bundle import X509Signature
 from contextd.errors import SigningError
-from contextd.trust.x509sig import (
-    _check_key,
-    _load_der,
-    _not_after,
-    _short,
-    _spki,
-    _when,
-    slash_dn,
-)
+from contextd.trust.cadir import clip, slash_dn, when
+from contextd.trust.x509sig import _check_key, _load_der, _not_after, _spki
 
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s+([A-Za-z0-9+/=\s]+?)"
                        rb"-----END CERTIFICATE-----")
@@ -48,7 +41,7 @@ def _pem_certificates(data: bytes, name: str) -> List[Any]:
             der = base64.b64decode(b"".join(body.split()))
         except ValueError as exc:
             raise SigningError("%s holds an invalid certificate (%s)"
-                               % (name, _short(exc))) from None
+                               % (name, clip(exc))) from None
         out.append(_load_der(der, "a certificate in %s" % name, SigningError))
     return out
 
@@ -70,7 +63,7 @@ def sign(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], payload: byt
                            "'openssl dgst -sha256 -sign KEY' and cat (see README)") from None
     except Exception as exc:  # noqa: BLE001 - any failure means "not a usable key file"
         raise SigningError("private key '%s' is not a PEM private key (%s)"
-                           % (key_name, _short(exc)),
+                           % (key_name, clip(exc)),
                            "give the robot certificate's key, e.g. robotkey.pem") from None
     certs: List[Any] = []
     for name, data in certificates:
@@ -89,7 +82,7 @@ def sign(key_pem: bytes, certificates: Sequence[Tuple[str, bytes]], payload: byt
     _check_key(leaf.public_key(), fail)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     if now > _not_after(leaf):
-        raise SigningError("certificate %r expired at %s" % (subject, _when(_not_after(leaf))),
+        raise SigningError("certificate %r expired at %s" % (subject, when(_not_after(leaf))),
                            "renew the robot certificate first")
     data = bytes(payload)
     if isinstance(key, ed25519.Ed25519PrivateKey):
