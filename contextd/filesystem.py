@@ -112,11 +112,7 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
                     if partial:
                         return stack.pop(), names, [name, *todo[::-1]]
                     raise
-                os.mkdir(name, mode, dir_fd=stack[-1])
-                fd = os.open(name, _DIR, dir_fd=stack[-1])
-                stack.append(fd)            # closed with the others if fchmod fails
-                os.fchmod(fd, mode)
-                stack.pop()
+                fd = _make_dir(stack[-1], name, mode)
                 if created is not None:
                     created.append(_host(base, [*names, name]))
             except OSError as exc:
@@ -144,6 +140,19 @@ def _walk(base: str, path: str, mode: Optional[int] = None,
         for fd in stack:
             os.close(fd)
 
+
+
+def _make_dir(dir_fd: int, name: str, mode: int) -> int:
+    """Create directory `name` in `dir_fd` and open it; its mode set on the fd (the umask
+    must not change it)."""
+    os.mkdir(name, mode, dir_fd=dir_fd)
+    fd = os.open(name, _DIR, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 def _usable(fd: int) -> int:
     """A directory fd from _walk, reopened for what O_PATH cannot do (fchmod, fsync,

@@ -92,33 +92,26 @@ def _check_tag(node: Any) -> None:
 _cache: Dict[bool, Any] = {}
 
 
-def _loader_class(libyaml: bool = True) -> Any:
-    """The strict loader; on libyaml's C parser when PyYAML has it (EL9's does)."""
-    if libyaml in _cache:
-        return _cache[libyaml]
+def _refuse_reference(event: Any, yaml: Any) -> None:
+    """An alias (`*a`) or an anchor (`&a`) at `event`: refused, whatever it points at."""
+    if isinstance(event, yaml.AliasEvent):
+        raise _Refused("YAML alias '*%s' at line %d is not allowed" % (
+            event.anchor, event.start_mark.line + 1), "write the value out in full")
+    if getattr(event, "anchor", None):
+        raise _Refused("YAML anchor '&%s' at line %d is not allowed" % (
+            event.anchor, event.start_mark.line + 1), "write the value out in full")
+
+
+def _strict_checks() -> Any:
+    """The checks, as a mixin class for a loader (before its composer and constructor)."""
     import yaml
     from yaml.constructor import ConstructorError
 
     class Strict:
-        """The checks, mixed into a loader before its composer and constructor."""
-
         depth = 0
 
         def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
-                raise _Refused(
-                    "YAML alias '*%s' at line %d is not allowed" % (
-                        event.anchor, event.start_mark.line + 1),
-                    "write the value out in full",
-                )
-            event = self.peek_event()
-            if getattr(event, "anchor", None):
-                raise _Refused(
-                    "YAML anchor '&%s' at line %d is not allowed" % (
-                        event.anchor, event.start_mark.line + 1),
-                    "write the value out in full",
-                )
+            _refuse_reference(self.peek_event(), yaml)
             self.depth += 1
             if self.depth > MAX_DEPTH:
                 raise _Refused("nesting deeper than %d levels" % MAX_DEPTH)
@@ -155,6 +148,16 @@ def _loader_class(libyaml: bool = True) -> Any:
                 seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep=deep)
 
+    return Strict
+
+
+def _loader_class(libyaml: bool = True) -> Any:
+    """The strict loader; on libyaml's C parser when PyYAML has it (EL9's does)."""
+    if libyaml in _cache:
+        return _cache[libyaml]
+    import yaml
+
+    Strict = _strict_checks()
     if libyaml and getattr(yaml, "__with_libyaml__", False):
         # libyaml scans and parses (the costly part, in C); the composer and constructor
         # stay Python, so the checks above see every event.
@@ -166,7 +169,7 @@ def _loader_class(libyaml: bool = True) -> Any:
                 yaml.constructor.SafeConstructor.__init__(self)
                 yaml.resolver.Resolver.__init__(self)
     else:
-        class StrictLoader(Strict, yaml.SafeLoader):  # type: ignore[no-redef]
+        class StrictLoader(Strict, yaml.SafeLoader):  # type: ignore[no-redef,valid-type,misc]
             pass
 
     # Timestamps stay strings: the payload's own rule (UTC, 'Z') decides, not YAML 1.1's.

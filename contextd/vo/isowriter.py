@@ -19,7 +19,7 @@ import contextlib
 import io
 import os
 import re
-from typing import Dict, List, Mapping, Tuple
+from typing import Dict, List, Mapping, Set, Tuple
 
 from contextd import filesystem
 from contextd.errors import SigningError, SourceError
@@ -85,60 +85,8 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
             hint="use 1-%d characters from A-Z a-z 0-9 _ . -, e.g. CONTEXT" % _LABEL_MAX,
         )
 
-    # Validate everything before building anything.
-    entries: List[Tuple[List[str], bytes]] = []
-    dirs: set = set()
-    for rel in files:
-        if not isinstance(rel, str):
-            raise TypeError("write_iso: file names must be str, got %r" % (rel,))
-        data = files[rel]
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError("write_iso: content of %r must be bytes" % rel)
-        if rel.startswith("/"):
-            raise SigningError(
-                "cannot pack %r into a context ISO: the path is absolute" % rel,
-                hint="use paths relative to the ISO root, e.g. contextd/payload.yaml",
-            )
-        parts = rel.split("/")
-        for part in parts:
-            _check_component(rel, part)
-        if len(parts) > _ISO_DEPTH_MAX:
-            raise SigningError(
-                "cannot pack %r into a context ISO: it is nested %d deep, ISO9660 allows %d"
-                % (rel, len(parts), _ISO_DEPTH_MAX)
-            )
-        entries.append((parts, bytes(data)))
-        for depth in range(1, len(parts)):
-            dirs.add(tuple(parts[:depth]))
-    for parts, _ in entries:
-        if tuple(parts) in dirs:
-            raise SigningError(
-                "cannot pack %r into a context ISO: it is both a file and a directory"
-                % "/".join(parts)
-            )
-
-    # Assign unique ISO9660 names, parents first, in a stable order.
-    iso_names: Dict[Tuple[str, ...], str] = {}  # long path -> ISO9660 path
-    used: Dict[Tuple[str, ...], set] = {(): set()}
-    for key in sorted(dirs, key=lambda d: (len(d), d)):
-        parent = key[:-1]
-        ident = mangle_dir(key[-1], used[parent])
-        used[parent].add(iso_key(ident))
-        used[key] = set()
-        iso_names[key] = (iso_names[parent] if parent else "") + "/" + ident
-    file_names: Dict[Tuple[str, ...], str] = {}
-    for parts, _ in sorted(entries, key=lambda e: e[0]):
-        key = tuple(parts)
-        parent = key[:-1]
-        ident = mangle_file(key[-1], used[parent])
-        used[parent].add(iso_key(ident))
-        file_names[key] = (iso_names[parent] if parent else "") + "/" + ident + ";1"
-        if len(file_names[key]) - 1 > 255:  # Ecma-119 6.8.2.1
-            raise SigningError(
-                "cannot pack %r into a context ISO: its ISO9660 path would be longer than "
-                "255 characters" % "/".join(parts),
-                hint="use shorter directory names",
-            )
+    entries, dirs = _validated(files)
+    iso_names, file_names = _iso_names(entries, dirs)
 
     pycdlib = _import_pycdlib()
     iso = pycdlib.PyCdlib()
@@ -172,6 +120,73 @@ def write_iso(files: Mapping[str, bytes], out_path: str, label: str = "CONTEXT")
     finally:
         with contextlib.suppress(Exception):  # a failing close must not hide why the build failed
             iso.close()
+
+
+def _validated(files: Mapping[str, bytes]
+               ) -> Tuple[List[Tuple[List[str], bytes]], Set[Tuple[str, ...]]]:
+    """Every file as (path parts, content) and every directory they need, or SigningError:
+    all is checked before anything is built."""
+    entries: List[Tuple[List[str], bytes]] = []
+    dirs: Set[Tuple[str, ...]] = set()
+    for rel in files:
+        if not isinstance(rel, str):
+            raise TypeError("write_iso: file names must be str, got %r" % (rel,))
+        data = files[rel]
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("write_iso: content of %r must be bytes" % rel)
+        if rel.startswith("/"):
+            raise SigningError(
+                "cannot pack %r into a context ISO: the path is absolute" % rel,
+                hint="use paths relative to the ISO root, e.g. contextd/payload.yaml",
+            )
+        parts = rel.split("/")
+        for part in parts:
+            _check_component(rel, part)
+        if len(parts) > _ISO_DEPTH_MAX:
+            raise SigningError(
+                "cannot pack %r into a context ISO: it is nested %d deep, ISO9660 allows %d"
+                % (rel, len(parts), _ISO_DEPTH_MAX)
+            )
+        entries.append((parts, bytes(data)))
+        for depth in range(1, len(parts)):
+            dirs.add(tuple(parts[:depth]))
+    for parts, _ in entries:
+        if tuple(parts) in dirs:
+            raise SigningError(
+                "cannot pack %r into a context ISO: it is both a file and a directory"
+                % "/".join(parts)
+            )
+
+    return entries, dirs
+
+
+def _iso_names(entries: List[Tuple[List[str], bytes]], dirs: Set[Tuple[str, ...]]
+               ) -> Tuple[Dict[Tuple[str, ...], str], Dict[Tuple[str, ...], str]]:
+    """Unique ISO9660 paths for the directories and the files, parents first, in a stable
+    order (the long names go in Joliet and Rock Ridge)."""
+    iso_names: Dict[Tuple[str, ...], str] = {}  # long path -> ISO9660 path
+    used: Dict[Tuple[str, ...], set] = {(): set()}
+    for key in sorted(dirs, key=lambda d: (len(d), d)):
+        parent = key[:-1]
+        ident = mangle_dir(key[-1], used[parent])
+        used[parent].add(iso_key(ident))
+        used[key] = set()
+        iso_names[key] = (iso_names[parent] if parent else "") + "/" + ident
+    file_names: Dict[Tuple[str, ...], str] = {}
+    for parts, _ in sorted(entries, key=lambda e: e[0]):
+        key = tuple(parts)
+        parent = key[:-1]
+        ident = mangle_file(key[-1], used[parent])
+        used[parent].add(iso_key(ident))
+        file_names[key] = (iso_names[parent] if parent else "") + "/" + ident + ";1"
+        if len(file_names[key]) - 1 > 255:  # Ecma-119 6.8.2.1
+            raise SigningError(
+                "cannot pack %r into a context ISO: its ISO9660 path would be longer than "
+                "255 characters" % "/".join(parts),
+                hint="use shorter directory names",
+            )
+
+    return iso_names, file_names
 
 
 def _write_atomically(iso, out_path: str) -> None:
