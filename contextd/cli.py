@@ -7,6 +7,7 @@ error is one line on stderr; anything else is a bug: one line plus a traceback i
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -16,6 +17,8 @@ from contextd import __version__, errors, logs
 from contextd.errors import ContextdError, UsageError
 
 log = logging.getLogger("contextd")
+# Allocations (net of frees) before the collector's first pass; Python's default is 700.
+GC_THRESHOLD = 100000
 
 
 class _Formatter(argparse.HelpFormatter):
@@ -167,6 +170,7 @@ _COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _collect_less()
     args: Any = None
     try:
         words = sys.argv[1:] if argv is None else argv
@@ -186,6 +190,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("contextd: unexpected error (a bug, please report it): %s: %s; traceback in %s"
               % (type(exc).__name__, exc, crash), file=sys.stderr)
         return errors.EXIT_INTERNAL
+
+
+def _collect_less() -> None:
+    """Let the cyclic garbage collector wait. A command is one short process whose every
+    input is capped (limits.py); during a boot run the collector otherwise makes about 30
+    passes over the objects the libraries create at import and frees a few hundred, which
+    costs more than it saves (bench/RESULTS.md). It still runs, later: a safety net for a
+    process that would allocate without end."""
+    gc.set_threshold(GC_THRESHOLD, 50, 50)
 
 
 def _save_traceback() -> str:
