@@ -19,8 +19,9 @@ What this module must never do:
   callers see a ``SourceError`` whose message names the image;
 - never import pycdlib or the writer.
 
-It is longer than the house's 400 lines because Ecma-119, Joliet and SUSP/Rock Ridge are one
-on-disc format read in one pass by one class; split, the budgets would be shared across modules.
+Long because Ecma-119, Joliet and SUSP/Rock Ridge are one on-disc format read in one pass by
+one class, under one set of read budgets (limits.py); split, those budgets and the cursor
+that enforces them would be shared across modules.
 """
 
 from __future__ import annotations

@@ -28,11 +28,8 @@ EXEMPT = "Long because"
 # What is over the limits today (issue 13): each is held at its size, so it may shrink (lower
 # its ceiling, or drop it once under the limit), never grow, and nothing may join them.
 CEILINGS = {
-    "contextd/iso.py": 697,
     "contextd/payload.py:parse": 64,
     "contextd/sources/contextsh.py:parse": 64,
-    "contextd/trust/sshsig.py": 712,
-    "contextd/vo/sshsign.py:sign": 63,
 }
 # mypy's scope (as [tool.mypy] files in pyproject.toml): what runs on the VM.
 TYPED_DIRS = ("contextd", "plugins")

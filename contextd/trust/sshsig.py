@@ -25,9 +25,10 @@ versions, never an AttributeError. `verify` checks the CA's signature over the c
 `certificate_problem` checks type, principals, validity and critical options against values
 the caller takes from the policy; whether the CA is trusted is the caller's decision.
 
-It is longer than the house's 400 lines: the wire reader, the key allow-list and the
-certificate checks share private helpers; the SSH certificate part (~200 lines) could become
-its own module once nothing outside reaches into those helpers.
+Long because the wire reader, the key allow-list, the signature schemes and the certificate
+checks are one verifier sharing private helpers (the VO side's `contextd.vo.sshsign` reuses
+them too); the SSH certificate part (~200 lines) is the seam to split at, once the wire
+reader becomes a public module of its own.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from typing import Callable, NoReturn, Optional, Tuple
+from typing import Any, Callable, NoReturn, Optional, Tuple
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -118,40 +118,10 @@ def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
                            "use sha512 (the default) or sha256")
     if not isinstance(namespace, str) or not namespace:
         raise SigningError("the signature namespace must be a non-empty string")
-    data = bytes(private_key_data)
-    try:
-        cipher, key_type = _private_key_header(data)
-    except _Malformed as exc:
-        fail("is not an OpenSSH private key (%s)" % exc,
-             "give the private key file written by ssh-keygen (BEGIN OPENSSH PRIVATE KEY); "
-             "convert an old PEM key with 'ssh-keygen -p -f KEY'")
-    if cipher != "none":
-        fail("is passphrase-protected, which contextd cannot use",
-             "sign with an unencrypted copy (ssh-keygen -p -N '' -f COPY) kept safe, or "
-             "sign with 'ssh-keygen -Y sign'; ssh-agent is not supported")
-    problem = _key_type_problem(key_type)
-    if problem:
-        fail("cannot sign here: " + problem[0], problem[1])
-    from cryptography.hazmat.primitives.serialization import (
-        Encoding,
-        PublicFormat,
-        load_ssh_private_key,
-    )
+    key, key_type = _load_private_key(bytes(private_key_data), fail)
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    try:
-        key = load_ssh_private_key(data, password=None)
-    # Exception types vary by cryptography version; whatever it is, the key file is bad.
-    except Exception as exc:  # noqa: BLE001 - any failure here means "unusable key file"
-        fail("cannot be loaded (%s)" % exc, "check that the file is intact")
-    if _private_key_type(key) != key_type:
-        fail("does not match its own key type %s" % _show(key_type))
-    if key_type == RSA:
-        try:
-            _check_rsa_size(key.key_size)  # type: ignore[union-attr]
-        except _Malformed as exc:
-            fail(str(exc), "use an Ed25519 key (ssh-keygen -t ed25519)")
-    public = key.public_key().public_bytes(  # type: ignore[union-attr]
-        Encoding.OpenSSH, PublicFormat.OpenSSH)
+    public = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH)
     public_blob = base64.b64decode(public.split(b" ")[1])
     if certificate is not None:
         if certificate.key_blob != public_blob:
@@ -165,6 +135,39 @@ def sign(private_key_data: bytes, message: bytes, namespace: str = NAMESPACE,
     return (MAGIC + struct.pack(">I", VERSION) + _string(public_blob)
             + _string(namespace.encode("utf-8")) + _string(b"")
             + _string(hash_alg.encode("ascii")) + _string(signature))
+
+
+def _load_private_key(data: bytes, fail: Callable[..., NoReturn]) -> Tuple[Any, str]:
+    """The private key of an unencrypted OpenSSH key file and its SSH key type; `fail`
+    (from _signing_failure) says why a file cannot be used."""
+    try:
+        cipher, key_type = _private_key_header(data)
+    except _Malformed as exc:
+        fail("is not an OpenSSH private key (%s)" % exc,
+             "give the private key file written by ssh-keygen (BEGIN OPENSSH PRIVATE KEY); "
+             "convert an old PEM key with 'ssh-keygen -p -f KEY'")
+    if cipher != "none":
+        fail("is passphrase-protected, which contextd cannot use",
+             "sign with an unencrypted copy (ssh-keygen -p -N '' -f COPY) kept safe, or "
+             "sign with 'ssh-keygen -Y sign'; ssh-agent is not supported")
+    problem = _key_type_problem(key_type)
+    if problem:
+        fail("cannot sign here: " + problem[0], problem[1])
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+
+    try:
+        key = load_ssh_private_key(data, password=None)
+    # Exception types vary by cryptography version; whatever it is, the key file is bad.
+    except Exception as exc:  # noqa: BLE001 - any failure here means "unusable key file"
+        fail("cannot be loaded (%s)" % exc, "check that the file is intact")
+    if _private_key_type(key) != key_type:
+        fail("does not match its own key type %s" % _show(key_type))
+    if key_type == RSA:
+        try:
+            _check_rsa_size(key.key_size)  # type: ignore[union-attr]
+        except _Malformed as exc:
+            fail(str(exc), "use an Ed25519 key (ssh-keygen -t ed25519)")
+    return key, key_type
 
 
 def _signing_failure(key_name: str) -> Callable[..., NoReturn]:
