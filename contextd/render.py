@@ -93,7 +93,7 @@ def _child(fd: int, source: str, names: Mapping[str, Any], max_bytes: int) -> No
                 LIMITS.template_memory_bytes // (1024 * 1024))
         except RecursionError:
             result = b"-it recurses too deeply"
-        except Exception as exc:          # any failure of the VO's template is its answer
+        except Exception as exc:  # noqa: BLE001 - any failure of the VO's template is its answer
             result = ("-%s" % _reason(exc)).encode("utf-8", "replace")
         view = memoryview(result)
         while view:

@@ -167,7 +167,8 @@ def _entry(index: int, data: Any) -> Entry:
                  content=text if given[0] == "content" else None,
                  source=r.str("source"), sha256=r.str("sha256"),
                  template=text if given[0] == "template" else None,
-                 variables=_variables(r.raw("vars") or {}, r.field("vars"), PayloadError))
+                 variables=_variables({} if r.raw("vars") is None else r.raw("vars"),
+                                      r.field("vars"), PayloadError))
 
 
 class FilesPlugin(Plugin):

@@ -178,7 +178,7 @@ def test_a_failed_install_writes_no_file(site, tmp_path):
     doc = pkg_site(site)
     env, log = fakes(tmp_path, failing="dnf", installed=())
     before = site.snapshot()
-    code, out, err = run(site, doc, env)
+    code, _, err = run(site, doc, env)
     assert code == 3, err
     assert len(err.strip().splitlines()) == 1 and "dnf" in err
     assert site.snapshot() == before
@@ -187,9 +187,9 @@ def test_a_failed_install_writes_no_file(site, tmp_path):
 
 def test_a_later_failure_rolls_files_back_and_names_the_installed_packages(site, tmp_path):
     doc = pkg_site(site)
-    env, log = fakes(tmp_path, failing="systemctl", installed=())
+    env, _ = fakes(tmp_path, failing="systemctl", installed=())
     before = site.snapshot()
-    code, out, err = run(site, doc, env)
+    code, _, err = run(site, doc, env)
     assert code == 3, err
     assert site.snapshot() == before           # the template's file and condor's, undone
     report = site.report()
