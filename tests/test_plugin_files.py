@@ -57,7 +57,7 @@ def test_path_match_never_crosses_a_slash():
     assert not path_match("/etc/app/xy", "/etc/app/?")
 
 
-@pytest.mark.parametrize("entry, problem", [
+@pytest.mark.parametrize(("entry", "problem"), [
     ({"path": "/etc/app/x"}, "exactly one of content, source, template"),
     ({"path": "/etc/app/x", "content": "a", "template": "b"}, "exactly one of"),
     ({"path": "/etc/app/x", "source": "a/b"}, "sha256"),
