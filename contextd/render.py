@@ -168,7 +168,8 @@ def _check_binop(operator: str, left: Any, right: Any, bits: int, largest: int,
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (left, right))
     if operator == "**" and ints and right > 0 and abs(left) > 1 and \
             left.bit_length() * right > bits:
-        raise error("%r ** %r would exceed %d bits" % (left, right, bits))
+        raise error("a %d-bit integer ** %d would exceed %d bits" % (left.bit_length(), right,
+                                                                     bits))
     if operator == "*":
         for seq, times in ((left, right), (right, left)):
             if size(seq) >= 0 and isinstance(times, int) and size(seq) * times > largest:
