@@ -5,6 +5,7 @@ refused with one clear line (exit 1 for the payload, 2 for a policy) and nothing
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from typing import Any, Dict, List
@@ -174,3 +175,40 @@ def test_a_policy_glob_must_be_absolute_and_normal(site):
         allow_files(site, paths=[glob])
         code, _, err = site.cli("policy", "check", str(site.policy_path))
         assert code == 2, (glob, err)
+
+
+# --- recover: a journal may name a file only where allow.files globs reach --------------
+
+def _journal(site, path):
+    txn = site.state_dir / "transaction"
+    txn.mkdir(parents=True)
+    (txn / "journal.json").write_text(json.dumps({"entries": [{
+        "path": path, "backup": "0.bak", "mode": 0o644, "uid": os.getuid(),
+        "gid": os.getgid(), "created_dirs": []}], "undo": []}))
+    (txn / "0.bak").write_bytes(b"before\n")
+
+
+def test_recover_restores_a_file_under_an_allowed_glob(site):
+    allow_files(site)
+    target = site.root / "etc/app/motd"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"half-applied\n")
+    _journal(site, "/etc/app/motd")
+    bundle = site.bundle(files_payload([{"path": "/etc/app/other", "content": "x\n"}]))
+    code, _, err = site.run("file:%s" % bundle)
+    assert code == 0, err
+    assert target.read_bytes() == b"before\n"
+    assert site.report()["recovered"] == [str(target)]
+
+
+@pytest.mark.parametrize("path", ["/etc/app/sub/motd", "/etc/passwd", "/etc/ganglia/x.sh"])
+def test_recover_refuses_a_file_no_glob_allows(site, path):
+    allow_files(site)
+    victim = site.root / path.lstrip("/")
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"precious\n")
+    _journal(site, path)
+    bundle = site.bundle(files_payload([{"path": "/etc/app/other", "content": "x\n"}]))
+    code, _, err = site.run("file:%s" % bundle)
+    assert code == 1 and "not a file a plugin may write" in err, err
+    assert victim.read_bytes() == b"precious\n"
