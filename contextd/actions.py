@@ -23,6 +23,9 @@ class WriteFile:
     # The user (a name in the target's /etc/passwd) that owns the file, and with dir_mode its
     # directory, with that user's primary group. None: root, or whoever owns it already.
     owner: Optional[str] = None
+    # Refuse any symlink on the way, as for a secret: the path is the payload's, not a
+    # plugin's fixed one (the files plugin), so the image's links must not redirect it.
+    no_links: bool = False
 
     @property
     def kind(self) -> str:
@@ -45,6 +48,12 @@ class RunCommand:
     undo: Optional[Tuple[str, ...]] = None  # disable_unit(...) reverting it on rollback, if any
     reversible: bool = True                  # False: a Puppet run cannot be undone
     stdin: Optional[bytes] = field(default=None, repr=False)   # fed to the command, never logged
+    # Runs before any file is written (a package install: the files may configure it).
+    first: bool = False
+    # When this argv exits 0 (and prints `unless_stdout`, if given) the command is not run
+    # and its result is `unchanged` (a package already installed).
+    unless: Optional[Tuple[str, ...]] = None
+    unless_stdout: Optional[bytes] = None
 
     @property
     def kind(self) -> str:

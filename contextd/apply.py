@@ -1,6 +1,7 @@
 """The one executor: performs a plan's actions as a transaction.
 
-Files first, commands after, services last. Before the first file changes, every file that
+Package installs first (the files may configure them), files, commands after, services
+last. Before the first file changes, every file that
 will change is backed up in the state dir and one journal listing them all is written (one
 journal write, not one per file: each costs two fsyncs of a boot). If anything fails, every
 file is put back byte for byte with its mode and owner, files the run created are removed,
@@ -88,7 +89,9 @@ def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: 
     results come last, kind "script"."""
     _check_declared(actions, allowed)
     files = [a for a in actions if isinstance(a, WriteFile)]
-    commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
+    first = [a for a in actions if isinstance(a, RunCommand) and a.first]
+    commands = [a for a in actions if isinstance(a, RunCommand) and not a.service
+                and not a.first]
     services = [a for a in actions if isinstance(a, RunCommand) and a.service]
     may_run = commands_may_run(root, run_commands)
 
@@ -101,6 +104,8 @@ def execute(actions: Sequence[Action], root: str, state_dir: str, run_commands: 
     irreversible: List[str] = []
     cursor: List[Dict[str, Any]] = []         # the result of the action under way, if any
     try:
+        _run_commands(first, may_run, root, journal, results, cursor, done_services,
+                      irreversible)
         _write_files(files, root, journal, results, cursor)
         _run_commands(commands + services, may_run, root, journal, results, cursor,
                       done_services, irreversible)
@@ -158,7 +163,7 @@ def _run_commands(actions: Sequence[RunCommand], may_run: bool, root: str, journ
         current = _result(action)
         cursor[:] = [current]
         results.append(current)
-        if _may_not_run(current, may_run, root):
+        if _may_not_run(current, may_run, root) or _already_done(action, current):
             continue
         _run_timed(action, current)
         if action.service:
@@ -169,6 +174,27 @@ def _run_commands(actions: Sequence[RunCommand], may_run: bool, root: str, journ
         if not action.reversible:
             irreversible.append(action.target)
     cursor[:] = []
+
+
+def _already_done(action: RunCommand, current: Dict[str, Any]) -> bool:
+    """True, with the result `unchanged`, when the action's `unless` check says so (exit 0
+    and, if the action expects one, that exact output): a package already installed."""
+    if action.unless is None:
+        return False
+    import subprocess
+
+    try:
+        proc = subprocess.run(list(action.unless), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              timeout=action.timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.info("%s: cannot check (%s); running it", action.target, exc)
+        return False
+    done = proc.returncode == 0 and (action.unless_stdout is None
+                                     or proc.stdout.strip() == action.unless_stdout)
+    if done:
+        current["status"] = "unchanged"
+    return done
 
 
 def run_phase(scripts: Sequence[RunScript], phase: str, may_run: bool, root: str,
@@ -195,7 +221,7 @@ def _check_declared(actions: Sequence[Action], allowed: Footprint) -> None:
     """Every file a declared one, every undo disable_unit of a declared unit: so whatever
     journal this run leaves, recover accepts it."""
     for action in actions:
-        if isinstance(action, WriteFile) and action.path not in allowed.paths:
+        if isinstance(action, WriteFile) and not allowed.declares(action.path):
             raise ApplyError("plugin %s may not write %s: it does not declare that file"
                              % (action.plugin, action.path),
                              "a plugin lists every file it writes in writes(); nothing changed")
@@ -210,7 +236,8 @@ def _prepare(action: WriteFile, root: str, owner: Optional[Tuple[int, int]],
     """The journal entry for `action` (its backup written), or None if nothing would change."""
     # Resolved inside the root (a symlink in the image never leads to the host); the file
     # itself is not followed: rename replaces a link. A secret refuses any link on the way.
-    target = filesystem.under_root(root, action.path, follow=False, secret=action.secret)
+    target = filesystem.under_root(root, action.path, follow=False,
+                                   secret=action.secret or action.no_links)
     before = filesystem.state_of(target, root=root)
     if before is not None and before.content == action.content and \
             before.mode == action.mode and owner in (None, (before.uid, before.gid)):
@@ -251,18 +278,19 @@ def _owner(action: WriteFile, root: str) -> Optional[Tuple[int, int]]:
 
 def _write(action: WriteFile, entry: Dict[str, Any], owner: Optional[Tuple[int, int]],
            root: str) -> None:
-    target = filesystem.under_root(root, action.path, follow=False, secret=action.secret)
+    target = filesystem.under_root(root, action.path, follow=False,
+                                   secret=action.secret or action.no_links)
     # With dir_mode the parent gets it even if it existed (tokens.d must be 0700), and the
     # file's owner (only ever set when running as root), so its reader can enter it.
     filesystem.ensure_dir(os.path.dirname(target), action.dir_mode or 0o755, root=root,
                           exact=action.dir_mode is not None,
                           owner=owner if action.dir_mode is not None else None,
-                          secret=action.secret)
+                          secret=action.secret or action.no_links)
     if owner is None and entry["backup"] is not None:
         owner = (entry["uid"], entry["gid"])
     filesystem.atomic_write(target, action.content, action.mode,
                             owner[0] if owner else None, owner[1] if owner else None,
-                            root=root, secret=action.secret)
+                            root=root, secret=action.secret or action.no_links)
     log.info("wrote %s", target)          # never the content: it may be a secret
 
 

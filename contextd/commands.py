@@ -126,6 +126,10 @@ def _print_explain(out: Dict[str, Any]) -> None:
             print("%s:" % label)
             for item in out[key]:
                 print("  %s" % item)
+    for path, lines in out.get("previews", {}).items():
+        print("first lines of %s:" % path)
+        for line in lines:
+            print("  | %s" % line)
     print("verdict:   %s" % out["verdict"].upper())
 
 

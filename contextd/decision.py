@@ -82,5 +82,6 @@ def planned(judged: Decision, facts: Mapping[str, Optional[str]],
     doc = auth.payload
     pctx = PlanContext(payload_sha256=doc.sha256, vo=doc.vo, serial=doc.serial,
                        hostname=facts.get("hostname") or "", read_file=read_file,
-                       listed_file=listed_file)
+                       listed_file=listed_file,
+                       facts={k: v for k, v in facts.items() if isinstance(v, str)})
     return Decision(auth, (), judged.denied, tuple(plan.plan(auth, pctx)))

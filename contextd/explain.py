@@ -17,6 +17,8 @@ from contextd.errors import ContextdError
 from contextd.facts import facts_for
 from contextd.filesystem import reader
 
+PREVIEW_LINES = 5        # lines of each payload-supplied file explain shows
+
 
 def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], root: str,
             now: datetime.datetime, hostname: str) -> Dict[str, Any]:
@@ -60,6 +62,7 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
                                                     else "")
                               for a in actions if isinstance(a, WriteFile)]
         out["would_run"] = [a.target for a in actions if not isinstance(a, WriteFile)]
+        out["previews"] = _previews(actions)
         out["verdict"] = "accepted"
     return out
 
@@ -76,14 +79,14 @@ def _changes(doc: payload.Payload, result: Optional[authorize.Authorization],
                          % (doc.vo, name)})
             continue
         for key, value in described.items():
-            field = "%s.%s" % (name, key)
+            field = _field(name, key)
             rows.extend(_verdicts(field, value, denied, overridden))
         decision = result.decisions.get(name) if result else None
         if decision is not None:
             # Values only the site set (no payload value to override): show where they come from.
             final = plugin.load(name).describe(decision.settings)
             for key, value in final.items():
-                field = "%s.%s" % (name, key)
+                field = _field(name, key)
                 if value != described.get(key) and not any(
                         f.qualified == field for f in overridden):
                     rows.append({"field": field, "value": _short(value), "verdict": "site",
@@ -91,6 +94,22 @@ def _changes(doc: payload.Payload, result: Optional[authorize.Authorization],
     if doc.report_url is not None:
         rows.extend(_verdicts("report.url", doc.report_url, denied, overridden))
     return rows
+
+
+def _field(name: str, key: str) -> str:
+    """`cvmfs.repositories`; an item of a list section or setting: `files[0]`."""
+    return "%s%s%s" % (name, "" if key.startswith("[") else ".", key)
+
+
+def _previews(actions: Any) -> Dict[str, List[str]]:
+    """The first lines of each file a payload brings itself (files: content, a listed
+    source, a rendered template), so a site admin sees what it would write."""
+    out: Dict[str, List[str]] = {}
+    for a in actions:
+        if isinstance(a, WriteFile) and a.no_links and not a.secret:
+            lines = a.content[:4096].decode("utf-8", "replace").splitlines()[:PREVIEW_LINES]
+            out[a.path] = [line[:120] for line in lines]
+    return out
 
 
 def _verdicts(field: str, value: Any, denied: List[plugin.Finding],

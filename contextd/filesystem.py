@@ -190,8 +190,8 @@ def _readlink(dir_fd: int, name: str) -> Optional[str]:
 
 
 def _secret_link(where: str, target: str) -> ApplyError:
-    return ApplyError("%s is a symbolic link (to %s) and a secret is never written through "
-                      "one: make it a real directory or file" % (where, target))
+    return ApplyError("%s is a symbolic link (to %s) and a secret or a payload's file is never "
+                      "written through one: make it a real directory or file" % (where, target))
 
 
 def _below(root: str, path: str) -> Tuple[str, str]:

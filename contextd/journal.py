@@ -95,7 +95,7 @@ def _checked_entry(i: int, entry: Any, directory: str, root: str, allowed: Footp
     if not isinstance(entry, dict) or not {"path", "backup"} <= set(entry) <= ENTRY_KEYS:
         raise JournalError("entry %d is %s, not a journal entry" % (i, show(entry)))
     path, backup = entry["path"], entry["backup"]
-    if not isinstance(path, str) or path not in allowed.paths:
+    if not isinstance(path, str) or not allowed.declares(path):
         raise JournalError("entry %d names %s, not a file a plugin may write" % (i, show(path)))
     if path in seen:
         raise JournalError("entry %d names %s twice" % (i, path))

@@ -66,6 +66,14 @@ class Limits:
     htcondor_token_bytes: int = 16 * _KIB  # an HTCondor IDTOKEN a payload ships (a JWT: ~1 KiB)
     cvmfs_proxy_chars: int = 2048     # the CVMFS_HTTP_PROXY value a payload sets
     puppet_waitforcert_seconds: int = 86400  # largest waitforcert a payload may set: one day
+    file_entries: int = 256           # files one payload installs (`files` plugin)
+    file_bytes: int = 16 * _MIB       # one installed file, whatever allow.files.max_bytes says
+    template_bytes: int = 256 * _KIB  # one template's source; a config template has a few KiB
+    template_seconds: int = 5         # wall time to render one template; real ones take ms
+    template_memory_bytes: int = 256 * _MIB  # address space a render may add: stops string bombs
+    template_bits: int = 4096         # bits of an integer `**` may make in a template
+    package_names: int = 100          # packages one payload installs (`packages` plugin)
+    package_seconds: int = 1800       # one package manager command: a slow mirror, not a hang
     # --- VO side ----------------------------------------------------------------------------
     ec2_user_data_bytes: int = 16 * _KIB  # what EC2 accepts as user-data: larger would be refused
 

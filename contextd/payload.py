@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from contextd import logs, plugin, strictyaml, urls
 from contextd.errors import PayloadError
@@ -76,6 +76,35 @@ def _report_url(rr: Reader) -> Optional[str]:
                       "an http(s) URL without user:password@ or #fragment") from None
 
 
+_RELATIVE = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._/-]+$")
+
+
+def _files(r: Reader) -> Tuple[List[Tuple[str, str]], List[Tuple[int, Any]]]:
+    """`files`: (the carrier files listed, relative path and sha256; the files to install,
+    each (its index, its entry), for the files plugin). An entry whose path is absolute
+    installs a file; one whose `source` is a carrier file lists that file too."""
+    files: List[Tuple[str, str]] = []
+    installs: List[Tuple[int, Any]] = []
+    raw_files = r.raw("files")
+    if raw_files is None:
+        return files, installs
+    if not isinstance(raw_files, list):
+        raise r.fail("files", "must be a list")
+    for i, item in enumerate(raw_files):
+        fr = Reader(item, "files[%d]" % i, PayloadError)
+        if isinstance(fr.raw("path"), str) and fr.raw("path").startswith("/"):
+            installs.append((i, item))
+            if fr.raw("source") is None:
+                continue
+            path = fr.str("source", required=True, pattern=_RELATIVE, what="relative path")
+        else:
+            fr.only(["path", "sha256"])
+            path = fr.str("path", required=True, pattern=_RELATIVE, what="relative path")
+        digest = fr.str("sha256", required=True, pattern=_SHA256, what="sha256 (64 hex)")
+        files.append((path, digest))
+    return files, installs
+
+
 def parse(verified: Verified) -> Payload:
     if not isinstance(verified, Verified):
         raise TypeError("payload.parse takes the value made by verify.verify")
@@ -104,19 +133,7 @@ def parse(verified: Verified) -> Payload:
                 raise tr.err("targets[%d] is empty" % i)
             targets.append({k: tr.str(k, required=True) for k in tr.data})
 
-    files = []
-    raw_files = r.raw("files")
-    if raw_files is not None:
-        if not isinstance(raw_files, list):
-            raise r.fail("files", "must be a list")
-        for i, item in enumerate(raw_files):
-            fr = Reader(item, "files[%d]" % i, PayloadError)
-            fr.only(["path", "sha256"])
-            path = fr.str("path", required=True,
-                          pattern=re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._/-]+$"),
-                          what="relative path")
-            digest = fr.str("sha256", required=True, pattern=_SHA256, what="sha256 (64 hex)")
-            files.append((path, digest))
+    files, installs = _files(r)
 
     report_url = report_token = None
     rr = r.mapping("report")
@@ -127,6 +144,8 @@ def parse(verified: Verified) -> Payload:
         report_token = rr.secret("token", TOKEN_CHARS, 16, 4096)
 
     sections: Dict[str, Any] = {}
+    if installs:
+        sections["files"] = plugin.load("files").parse_settings(installs)
     for name in doc:
         if name in HEADER or name in CORE_SECTIONS:
             continue

@@ -1,7 +1,8 @@
 """Planning: the authorized settings into an ordered list of actions.
 
 Pure apart from `read_file`, which lets a plugin merge into a file it does not own
-(puppet.conf). Order: every file, then commands, then service starts, last of all.
+(puppet.conf). Order: the commands that come first (package installs), every file, then
+commands, then service starts, last of all.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ def plan(auth: Authorization, ctx: PlanContext) -> List[Action]:
     actions: List[Action] = []
     for name, decision in auth.decisions.items():
         actions.extend(plugin.load(name).plan(decision.settings, ctx))
+    first = [a for a in actions if isinstance(a, RunCommand) and a.first]
     files = [a for a in actions if isinstance(a, WriteFile)]
-    commands = [a for a in actions if isinstance(a, RunCommand) and not a.service]
+    commands = [a for a in actions if isinstance(a, RunCommand) and not a.service
+                and not a.first]
     services = [a for a in actions if isinstance(a, RunCommand) and a.service]
-    return [*files, *commands, *services]
+    return [*first, *files, *commands, *services]

@@ -20,7 +20,7 @@ from typing import Tuple
 from contextd.actions import Action, RunCommand
 from contextd.errors import PayloadError, PolicyError
 from contextd.record import field, record
-from contextd.schema import glob_match
+from contextd.schema import glob_match, path_match
 
 GROUP = "contextd.plugins"
 
@@ -40,7 +40,8 @@ class Finding:
 
     @property
     def qualified(self) -> str:
-        return "%s.%s" % (self.plugin, self.field)
+        # A section that is a list (files) names its items `[0].path`: `files[0].path`.
+        return "%s%s%s" % (self.plugin, "" if self.field.startswith("[") else ".", self.field)
 
     def as_dict(self) -> Dict[str, str]:
         return {"plugin": self.plugin, "field": self.qualified, "value": self.value,
@@ -63,7 +64,9 @@ class PlanContext:
     read_file: Callable[[str], Optional[bytes]]  # current content on the target, or None
     # A file the signed payload lists under `files`, read from the carrier, digest checked.
     listed_file: Callable[[str], bytes] = field(default=lambda rel: _not_listed(rel))
-
+    # The run's trusted facts (site, cloud, instance_id, hostname, region, image_id): the
+    # platform's and the policy's word, never the payload's. Templates see them.
+    facts: Mapping[str, str] = field(default_factory=dict)
 
     def provenance(self) -> str:
         """`payload sha256 <hex> (VO <vo>, serial <n>)`, checked: it goes into config files."""
@@ -159,6 +162,11 @@ class Plugin:
         None). A file not listed here is never written, nor restored from a journal."""
         return ()
 
+    def write_globs(self, allow: Any) -> Tuple[str, ...]:
+        """Path globs plan() may write under one VO's allow rules (parse_allow's value), for
+        a plugin whose paths are the payload's (files); matched by schema.path_match."""
+        return ()
+
     def parse_settings(self, data: Any) -> Any:
         """The payload section -> frozen settings; raise PayloadError naming the field."""
         raise NotImplementedError
@@ -202,24 +210,34 @@ class Footprint:
 
     paths: FrozenSet[str] = frozenset()
     units: FrozenSet[str] = frozenset()
+    globs: FrozenSet[str] = frozenset()      # whole-path globs (write_globs)
+
+    def declares(self, path: str) -> bool:
+        return path in self.paths or any(path_match(path, g) for g in self.globs)
 
 
-def footprint(names: Iterable[str], site_settings: Mapping[str, Any]) -> Footprint:
-    """The union of what the named plugins declare, with the site's settings for each."""
+def footprint(names: Iterable[str], site_settings: Mapping[str, Any],
+              allows: Optional[Mapping[str, Sequence[Any]]] = None) -> Footprint:
+    """The union of what the named plugins declare, with the site's settings for each and,
+    in `allows`, every VO's allow rules for it."""
     paths: set = set()
     units: set = set()
+    globs: set = set()
     for name in names:
         section = load(name)
         paths.update(section.writes(site_settings.get(name)))
         units.update(section.units)
-    return Footprint(frozenset(paths), frozenset(units))
+        for allow in (allows or {}).get(name, ()):
+            globs.update(section.write_globs(allow))
+    return Footprint(frozenset(paths), frozenset(units), frozenset(globs))
 
 
 # The built-in plugins are imported by name: scanning every installed distribution's
 # entry points costs ~20 ms of a ~250 ms boot run. Site plugins (other names) still come from
 # the entry-point group, and cannot shadow a built-in section.
 BUILTIN = {"cvmfs": "contextd_plugins.cvmfs", "htcondor": "contextd_plugins.htcondor",
-           "puppet": "contextd_plugins.puppet"}
+           "puppet": "contextd_plugins.puppet", "packages": "contextd_plugins.packages",
+           "files": "contextd_plugins.files"}
 
 _loaded: Dict[str, Plugin] = {}
 _entry_points_found: Optional[Dict[str, Any]] = None

@@ -264,7 +264,9 @@ def _footprint(pol: policy.Policy) -> plugin.Footprint:
     other section), with the site's settings. policy.load has imported them already."""
     names = {section for trust in pol.trust.values() for section in trust.allow
              if section != "report"}
-    return plugin.footprint(names, pol.site_settings)
+    allows = {name: [t.allow[name] for t in pol.trust.values() if name in t.allow]
+              for name in names}
+    return plugin.footprint(names, pol.site_settings, allows)
 
 
 def _fetch(opts: Options, pol: policy.Policy

@@ -184,6 +184,14 @@ def glob_match(value: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(value, p) for p in patterns)
 
 
+def path_match(path: str, glob: str) -> bool:
+    """Whether absolute `path` matches `glob` as a whole path, component by component:
+    `*` and `?` never cross a '/' (fnmatch alone lets `/etc/*.conf` match `/etc/a/b.conf`)."""
+    parts, globs = path.split("/"), glob.split("/")
+    return len(parts) == len(globs) and all(
+        fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs))
+
+
 def hostname_ok(value: str) -> bool:
     return len(value) <= 253 and bool(HOSTNAME_RE.fullmatch(value))
 

@@ -2,12 +2,12 @@
 # versions that install here, so nothing newer sneaks in unnoticed. The versions are EL9's own
 # packages: python3-cryptography 36.0.1 (36.0.2 is the oldest wheel here), python3-pyyaml 5.4.1,
 # python3-pycdlib 1.11.0 (EPEL), python3-requests 2.25.1, python3-urllib3 1.26.5,
-# python3-pyudev 0.22.0. (python3-systemd 234 is a C extension against libsystemd; the code
+# python3-pyudev 0.22.0, python3-jinja2 2.11.3 with python3-markupsafe 1.1.1. (python3-systemd 234 is a C extension against libsystemd; the code
 # only calls systemd.journal.send, which every version has.)
 PYTHON39 ?= $(firstword $(shell command -v python3.9 2>/dev/null | grep -v pyenv/shims) $(wildcard /root/.pyenv/versions/3.9*/bin/python3.9) $(wildcard /usr/bin/python3.9))
 FLOOR_VENV := .venv-floor
 FLOOR_PINS := cryptography==36.0.2 PyYAML==5.4.1 pycdlib==1.11.0 requests==2.25.1 urllib3==1.26.5 \
-              pyudev==0.22.0
+              pyudev==0.22.0 Jinja2==2.11.3 MarkupSafe==1.1.1
 
 .PHONY: test-floor lint-floor wheel-floor
 # The gates (tests/test_gates.py) are left to `make test` and lint-strict: mypy reads the
