@@ -66,6 +66,11 @@ class Limits:
     htcondor_token_bytes: int = 16 * _KIB  # an HTCondor IDTOKEN a payload ships (a JWT: ~1 KiB)
     cvmfs_proxy_chars: int = 2048     # the CVMFS_HTTP_PROXY value a payload sets
     puppet_waitforcert_seconds: int = 86400  # largest waitforcert a payload may set: one day
+    # --- contextd-collector (DESIGN section 12) -------------------------------------------
+    collector_report_bytes: int = _MIB    # a POSTed report (413 above): a real one is a few KiB
+    collector_secret_file_bytes: int = 64 * _KIB  # a tokens/readers/key file the config names
+    collector_clock_skew_seconds: int = 300  # a report's X-Contextd-Timestamp from our clock
+    collector_page_rows: int = 500        # rows per JSON listing and per table of the page
     # --- VO side ----------------------------------------------------------------------------
     ec2_user_data_bytes: int = 16 * _KIB  # what EC2 accepts as user-data: larger would be refused
 
