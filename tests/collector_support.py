@@ -54,7 +54,7 @@ class Postgres:
         self.port = free_port()
         self.n = 0
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "nobody")
         data = str(self.dir / "data")
@@ -178,7 +178,7 @@ def get(url: str, token: Optional[str] = None) -> Tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def collector_cli(*argv: str) -> "subprocess.CompletedProcess[str]":
+def collector_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "contextd_collector", *argv],
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -189,14 +189,14 @@ class Served:
     def __init__(self, config: Path, port: int):
         self.config = config
         self.port = port
-        self.proc: Optional["subprocess.Popen[bytes]"] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
         self.log = config.parent / ("serve-%d.log" % port)
 
     @property
     def base(self) -> str:
         return "http://127.0.0.1:%d" % self.port
 
-    def start(self) -> "Served":
+    def start(self) -> Served:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "contextd_collector", "serve", "--config",

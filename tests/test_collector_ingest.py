@@ -44,7 +44,7 @@ def make(tmp_path: Path, url: str, **kw):
 
 @pytest.fixture
 def collector(tmp_path, db_url):
-    cfg, engine, client = make(tmp_path, db_url)
+    _cfg, engine, client = make(tmp_path, db_url)
     yield client, engine
     engine.dispose()
 
