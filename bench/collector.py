@@ -11,6 +11,7 @@ quarter of the run, peak), and writes its section of bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import http.client
 import os
@@ -28,7 +29,6 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from collector_support import (Postgres, Served, collector_cli, config_doc,  # noqa: E402
                                free_port, report, signed, write_config)
-import contextlib
 
 HEADING = "## contextd-collector"
 
