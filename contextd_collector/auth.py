@@ -117,11 +117,14 @@ def _check_shape(report: Mapping[str, Any], report_id: str) -> None:
 
 
 def _manifest_bytes(manifest: Any) -> Optional[bytes]:
-    """The signed bytes: the manifest as sent (a string), or its canonical JSON (an object)."""
+    """The signed bytes: the manifest as sent (a string), or, for the parsed object contextd
+    reports, its canonical JSON as `contextd image sign` writes it (sorted keys, no spaces,
+    UTF-8); `manifest_sha256` then tells whether that round trip gave the signed bytes."""
     if isinstance(manifest, str):
         return manifest.encode("utf-8")
     if isinstance(manifest, dict):
-        return json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return json.dumps(manifest, sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
     return None
 
 
@@ -159,7 +162,7 @@ def image_of(config: Config, report: Mapping[str, Any]) -> Optional[Image]:
         return None
     data = _manifest_bytes(image.get("manifest"))
     if data is None:
-        return None
+        return _unseen(image, report)
     digest = hashlib.sha256(data).hexdigest()
     _, site_name = _claims(report)
     signer, problem = _signer(config.sites.get(site_name or ""), data, image.get("signature"))
@@ -171,6 +174,17 @@ def image_of(config: Config, report: Mapping[str, Any]) -> Optional[Image]:
                  name=_text(fields.get("name")), version=_text(fields.get("version")),
                  signer=signer, verified=signer is not None, problem=problem or None,
                  manifest=data.decode("utf-8", "replace"))
+
+
+def _unseen(image: Mapping[str, Any], report: Mapping[str, Any]) -> Optional[Image]:
+    """A manifest the VM could not verify and so did not send: its digest, unverified."""
+    digest = image.get("manifest_sha256")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        return None
+    reason = image.get("reason")
+    return Image(sha256=digest, site=_claims(report)[1], name=None, version=None, signer=None,
+                 verified=False, problem="not sent by the VM, which said: %s"
+                 % (reason[:200] if isinstance(reason, str) else "nothing"), manifest="")
 
 
 def _manifest_fields(data: bytes) -> Dict[str, Any]:

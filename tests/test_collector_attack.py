@@ -133,9 +133,11 @@ def _sign_manifest(key: Path, data: bytes, tmp: Path, namespace: str = "contextd
     return Path(str(path) + ".sig").read_text()
 
 
-def _image_report(manifest: bytes, signature: str, **image):
-    fields = {"manifest": manifest.decode(),
-              "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
+def _image_report(signed_bytes: bytes, signature: str, **image):
+    """host.image as contextd reports it: the manifest parsed (an object), its digest, the
+    armoured signature, and the VM's own verdict (which the collector ignores)."""
+    fields = {"manifest": json.loads(signed_bytes),
+              "manifest_sha256": hashlib.sha256(signed_bytes).hexdigest(),
               "signature": signature, "verified": True, "signer": "site-image"}
     fields.update(image)
     rep = report()
@@ -143,8 +145,9 @@ def _image_report(manifest: bytes, signature: str, **image):
     return rep
 
 
-MANIFEST = json.dumps({"schema": "contextd.image/v1", "site": "TEST-SITE", "name": "wn",
-                       "version": "2026.12"}, sort_keys=True, separators=(",", ":")).encode()
+MANIFEST = json.dumps({"schema": "contextd.image/v1", "site": "TEST-SITE", "name": "wn-é",
+                       "version": "2026.12"}, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
 
 
 def _catalogue(client):
@@ -156,8 +159,25 @@ def test_image_signed_by_the_site_is_verified(client, image_keys, tmp_path):
     assert post(client, *signed(_image_report(MANIFEST, sig))).status_code == 201
     image = _catalogue(client)[hashlib.sha256(MANIFEST).hexdigest()]
     assert image["verified"] is True and image["signer"].startswith("ssh-ed25519 ")
-    assert (image["name"], image["version"], image["outcomes"]) == ("wn", "2026.12",
+    assert (image["name"], image["version"], image["outcomes"]) == ("wn-é", "2026.12",
                                                                     {"applied": 1})
+
+
+def test_manifest_as_a_string_is_checked_byte_for_byte(client, image_keys, tmp_path):
+    hand = b'{ "name": "hand-signed", "version": "1" }\n'          # not canonical JSON
+    sig = _sign_manifest(image_keys["site"][0], hand, tmp_path)
+    rep = _image_report(MANIFEST, sig, manifest=hand.decode(),
+                        manifest_sha256=hashlib.sha256(hand).hexdigest())
+    assert post(client, *signed(rep)).status_code == 201
+    assert _catalogue(client)[hashlib.sha256(hand).hexdigest()]["verified"] is True
+
+
+def test_a_manifest_the_vm_could_not_verify_is_catalogued_unverified(client):
+    rep = _image_report(MANIFEST, "", manifest=None, verified=False,
+                        reason="signature does not match the manifest")
+    assert post(client, *signed(rep)).status_code == 201
+    image = _catalogue(client)[hashlib.sha256(MANIFEST).hexdigest()]
+    assert image["verified"] is False and "signature does not match" in image["problem"]
 
 
 @pytest.mark.parametrize("attack", ["stranger key", "tampered manifest", "wrong namespace",
