@@ -15,7 +15,7 @@ import threading
 import time
 from typing import List, Optional
 
-from contextd.errors import EXIT_CONFIG, EXIT_OK, ContextdError
+from contextd.errors import EXIT_CONFIG, EXIT_OK, CollectorConfigError, ContextdError
 from contextd_collector import config as configuration
 from contextd_collector import dbops, store
 
@@ -42,6 +42,22 @@ def _retention(engine: object, seconds: int) -> None:
         time.sleep(RETENTION_EVERY)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """A taken port or a foreign address is a configuration error (exit 2), not uvicorn's
+    exit 1 after a logged traceback."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CollectorConfigError("cannot listen on %s port %d: %s"
+                                       % (host, port, exc.strerror or exc),
+                                       "change listen in the configuration") from None
+
+
 def serve(path: str) -> int:
     import uvicorn
 
@@ -50,6 +66,7 @@ def serve(path: str) -> int:
     config = configuration.load(path)
     engine = dbops.open_engine(config.database)
     dbops.require_current(engine, path)
+    _check_listen(config.host, config.port)
     if config.retention:
         threading.Thread(target=_retention, args=(engine, config.retention),
                          daemon=True).start()

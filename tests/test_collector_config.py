@@ -74,6 +74,21 @@ def test_serve_refuses_an_unmigrated_database(tmp_path):
     assert "run 'contextd-collector migrate --config %s' first" % path in served.stderr
 
 
+def test_a_taken_port_is_one_line_exit_2(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_config(tmp_path, config_doc(tmp_path, "sqlite:///%s" % (tmp_path / "c.db"),
+                                                 port=port))
+        assert collector_cli("migrate", "--config", str(path)).returncode == 0
+        served = collector_cli("serve", "--config", str(path))
+    assert served.returncode == 2 and served.stderr.count("\n") == 1
+    assert "cannot listen on 127.0.0.1 port %d" % port in served.stderr
+
+
 def test_password_is_never_shown(tmp_path):
     path = write_config(tmp_path, config_doc(
         tmp_path, "postgresql+psycopg2://u:hunter2-secret@127.0.0.1:%d/x" % free_port()))
