@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Real peers the tests use (DESIGN: no silent skips in CI).
-APT_PACKAGES := genisoimage xorriso openssh-client puppet
+APT_PACKAGES := genisoimage xorriso openssh-client puppet postgresql chromium
 
 # Further targets live in mk/*.mk; each may add itself to CI_TARGETS, which `make ci-extra`
 # runs (.ci/run calls `make test`, then `make ci-extra`).
 CI_TARGETS :=
 
-.PHONY: demo test ci-extra system-deps venv test-venv clean
+.PHONY: demo collector-demo test ci-extra system-deps venv test-venv clean
 
 venv: $(VENV)/.runtime
 $(VENV)/.runtime: setup.cfg pyproject.toml
@@ -34,6 +34,11 @@ system-deps:
 demo: venv
 	bash examples/demo.sh
 
+# contextd-collector on SQLite on 127.0.0.1, fed by the demo's runs; prints the page's URL.
+collector-demo: venv
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[collector]'
+	bash examples/collector-demo.sh
+
 test: system-deps test-venv
 	$(BIN)/python -m pytest -q
 
@@ -43,4 +48,4 @@ ci-extra:
 	@for t in $(CI_TARGETS); do echo "== make $$t"; $(MAKE) --no-print-directory $$t || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo-out build *.egg-info
+	rm -rf $(VENV) demo-out collector-demo-out build *.egg-info

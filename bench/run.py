@@ -377,7 +377,11 @@ def main() -> int:
             emit()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    # bench/collector.py's section (make bench-collector) is kept as it is.
+    previous = Path(args.out).read_text() if Path(args.out).exists() else ""
+    kept = previous[previous.index("## contextd-collector"):] \
+        if "## contextd-collector" in previous else ""
+    Path(args.out).write_text("\n".join(lines) + "\n" + ("\n" + kept if kept else ""))
     print("wrote %s" % args.out)
     return 0
 

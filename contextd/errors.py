@@ -191,3 +191,10 @@ class PlanError(ContextdError):
 
 class NoService(SourceError):
     """Nothing answered at the metadata address: not an EC2-style cloud, for detection."""
+
+
+class CollectorConfigError(ContextdError):
+    """contextd-collector's configuration (or a file it names) is unusable: exit 2."""
+
+    outcome = Outcome.USAGE
+    stage = "collector"

@@ -74,6 +74,11 @@ class Limits:
     template_bits: int = 4096         # bits of an integer `**` may make in a template
     package_names: int = 100          # packages one payload installs (`packages` plugin)
     package_seconds: int = 1800       # one package manager command: a slow mirror, not a hang
+    # --- contextd-collector (DESIGN section 12) -------------------------------------------
+    collector_report_bytes: int = _MIB    # a POSTed report (413 above): a real one is a few KiB
+    collector_secret_file_bytes: int = 64 * _KIB  # a tokens/readers/key file the config names
+    collector_clock_skew_seconds: int = 300  # a report's X-Contextd-Timestamp from our clock
+    collector_page_rows: int = 500        # rows per JSON listing and per table of the page
     # --- VO side ----------------------------------------------------------------------------
     ec2_user_data_bytes: int = 16 * _KIB  # what EC2 accepts as user-data: larger would be refused
 

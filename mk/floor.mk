@@ -31,10 +31,10 @@ test-floor:
 #   evaluates and fails on. Not E501: line length is style, left to the authors
 #   (pyproject.toml keeps 100), not a floor.
 LINT_PINS   := vermin==1.9.2 ruff==0.17.5
-VERMIN_SCOPE := contextd plugins tests packaging/systemd/contextd-generator
+VERMIN_SCOPE := contextd plugins contextd_collector tests packaging/systemd/contextd-generator
 # (tests/test_gates.py checks that this names every directory and extension-less script of
 # Python in the tree, and that the mypy/ruff pins equal requirements-test.txt's.)
-RUFF_SCOPE   := contextd plugins tests packaging examples bench \
+RUFF_SCOPE   := contextd plugins contextd_collector tests packaging examples bench \
                 packaging/systemd/contextd-generator packaging/e2e/guest/e2e-report
 
 lint-floor: $(VENV)/.lint

@@ -31,7 +31,7 @@ CEILINGS = {
     "contextd/sources/contextsh.py:parse": 64,
 }
 # mypy's scope (as [tool.mypy] files in pyproject.toml): what runs on the VM.
-TYPED_DIRS = ("contextd", "plugins")
+TYPED_DIRS = ("contextd", "plugins", "contextd_collector")
 # ruff's scope: that, the tests, the packaging and CI helpers, the examples and the benchmark.
 LINTED_DIRS = (*TYPED_DIRS, "tests", "packaging", "examples", "bench")
 # Directories under ROOT that hold no source of ours: virtualenvs and caches (dot names), and
