@@ -37,6 +37,8 @@ def listing(root: str) -> Tuple[Dict[str, Any], Optional[str]]:
     digest = hashlib.sha256("".join(line + "\n" for line in lines).encode("utf-8")).hexdigest()
     ours = next((line.split("\t")[1] for line in lines if line.split("\t")[0] == "contextd"),
                 None)
+    if ours is not None and ours.startswith("0:"):     # rpm's EPOCHNUM: no epoch shown
+        ours = ours[2:]
     return {"db": db, "count": len(lines), "sha256": digest if db else None}, ours
 
 
