@@ -30,6 +30,7 @@ from contextd.settings import ImageSettings, ImageSigner
 from contextd.trust import sshsig
 
 FACTS = ("image", "image_version")      # what a verified manifest tells authorize
+_BAD_SIGNATURE = "signature does not match the manifest (manifest modified or wrong key)"
 
 
 class Unverified(Exception):
@@ -112,7 +113,7 @@ def _signed_by(data: bytes, armoured: bytes, signers: Sequence[ImageSigner]) -> 
                 continue
             sshsig.verify(sig, data, NAMESPACE)
         except SignatureError as exc:
-            why.append(exc.message.replace("payload", "manifest"))
+            why.append(_BAD_SIGNATURE if exc.message == sshsig.BAD_SIGNATURE else exc.message)
             continue
         return signer
     raise Unverified("; ".join(why))
