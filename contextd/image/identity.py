@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from contextd import bundle, filesystem
+from contextd import filesystem
 from contextd.errors import BundleError, SignatureError
 from contextd.image import MANIFEST, NAMESPACE, OS_KEYS, SCHEMA, SIGNATURE
 from contextd.limits import LIMITS
@@ -94,6 +94,8 @@ def _signed_by(data: bytes, armoured: bytes, signers: Sequence[ImageSigner]) -> 
     """The image signer whose key made a good `contextd-image` signature over `data`."""
     if not signers:
         raise Unverified("the site policy lists no image signers (image.signers)")
+    from contextd import bundle         # its gzip import is a cost only a signed image pays
+
     try:
         blobs = bundle.decode_signatures(armoured, SIGNATURE)
     except BundleError as exc:
