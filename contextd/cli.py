@@ -98,7 +98,8 @@ def _explain_options(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("--fact", action="append", default=[], metavar="NAME=VALUE",
                     help="a host fact (site, cloud, region, instance_id, image_id, image, "
                     "image_version)")
-    ex.add_argument("--root", default="/", help="read current files (puppet.conf) from here")
+    ex.add_argument("--root", default="/", help="read current files (puppet.conf) and the "
+                    "image manifest from here")
     ex.add_argument("--json", action="store_true")
 
 

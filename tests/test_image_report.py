@@ -154,3 +154,12 @@ def test_boot_verifies_the_image_without_the_factory_side(signed):
     assert "contextd.image.identity" in modules
     assert [m for m in modules if FORBIDDEN.match(m) or m in (
         "contextd.image.build", "contextd.image.packages", "contextd.image.tool")] == []
+
+
+def test_explain_verifies_the_image_under_its_root(signed):
+    site = signed
+    bundle = site.bundle(image_payload(image="atlas-*", image_version="2026.12.*"))
+    code, out, err = run_cli(["explain", str(bundle), "--policy", str(site.policy_path),
+                              "--root", str(site.root)])
+    assert code == 0, out + err
+    assert "image=atlas-worker" in out and "image_version=2026.12.1" in out
