@@ -130,4 +130,3 @@ def _payload_section(doc: Payload, verified: Verified) -> Dict[str, Any]:
     if verified.unsigned:
         section["unsigned"] = True
     return section
-
