@@ -9,6 +9,7 @@ manifest should be (a FIFO, a symlink out of the root, deep JSON, a huge file) e
 reason, never a hang or a traceback.
 """
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_attacked_manifest_is_unverified_and_image_targets_do_not_match(signed, 
     assert "image manifest did not verify" in err
     assert site.report()["outcome"] == "rejected"
     assert not (site.root / "etc/cvmfs/default.local").exists()
+    # the digest names the manifest in any case, for a catalogue of what booted
+    assert image["manifest_sha256"] == hashlib.sha256((site.root / MANIFEST).read_bytes()
+                                                      ).hexdigest()
     if attack != "other OS version":        # only a good signature lets the manifest in
         assert image["manifest"] is None and image["signer"] is None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from contextd import filesystem
 from contextd.errors import BundleError, SignatureError
@@ -59,8 +59,10 @@ def identify(root: str, image: ImageSettings, shown: Mapping[str, Optional[str]]
                                "verified": False, "signer": None}
     facts: Dict[str, Optional[str]] = dict.fromkeys(FACTS)
     try:
-        data, armoured = _read(root)
+        data = _read(root, MANIFEST, LIMITS.image_manifest_bytes,
+                     " (the image was not signed at build: contextd image sign)")
         section["manifest_sha256"] = hashlib.sha256(data).hexdigest()
+        armoured = _read(root, SIGNATURE, LIMITS.image_signature_bytes)
         section["signature"] = armoured.decode("ascii", "replace")
         signer = _signed_by(data, armoured, image.signers)
         section["signer"] = signer.id
@@ -74,20 +76,15 @@ def identify(root: str, image: ImageSettings, shown: Mapping[str, Optional[str]]
     return Identity(section=section, facts=facts)
 
 
-def _read(root: str) -> Tuple[bytes, bytes]:
-    """(manifest, signature file) under the root, each within its LIMITS."""
-    found: List[bytes] = []
-    for path, limit in ((MANIFEST, LIMITS.image_manifest_bytes),
-                        (SIGNATURE, LIMITS.image_signature_bytes)):
-        try:
-            data = filesystem.read_limited(filesystem.under_root(root, path), limit)
-        except OSError as exc:
-            raise Unverified("cannot read %s: %s" % (path, exc.strerror or exc)) from None
-        if data is None:
-            raise Unverified("no %s%s" % (path, "" if found else
-                             " (the image was not signed at build: contextd image sign)"))
-        found.append(data)
-    return found[0], found[1]
+def _read(root: str, path: str, limit: int, missing: str = "") -> bytes:
+    """The file at `path` under the root, within `limit`; Unverified when it cannot be."""
+    try:
+        data = filesystem.read_limited(filesystem.under_root(root, path), limit)
+    except OSError as exc:
+        raise Unverified("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+    if data is None:
+        raise Unverified("no %s%s" % (path, missing))
+    return data
 
 
 def _signed_by(data: bytes, armoured: bytes, signers: Sequence[ImageSigner]) -> ImageSigner:
