@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import plugin, urls
 from contextd.errors import PolicyViolation
+from contextd.facts import IMAGE
 from contextd.payload import Payload
 from contextd.plugin import Decision, Finding
 from contextd.policy import Policy, VoTrust
@@ -188,8 +189,11 @@ class Targets(Rule):
             AnyOf(*(Target(t) for t in targets)).check(case)
         except PolicyViolation:
             shown = {k: v for k, v in case.facts.items() if v is not None and k != "hostname"}
-            _refuse("payload targets %s do not match this machine %s"
-                    % ([dict(t) for t in targets], shown))
+            unknown = case.facts.get("image") is None and any(
+                key in target for target in targets for key in IMAGE)
+            _refuse("payload targets %s do not match this machine %s%s"
+                    % ([dict(t) for t in targets], shown, "; its image manifest did not "
+                       "verify (the report's host.image.reason says why)" if unknown else ""))
 
 
 class Scopes(Rule):

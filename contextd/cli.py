@@ -99,8 +99,10 @@ def _explain_options(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("bundle", help="a bundle file, a context ISO or a context directory")
     ex.add_argument("--policy", default="/etc/contextd/policy.yaml")
     ex.add_argument("--fact", action="append", default=[], metavar="NAME=VALUE",
-                    help="a host fact (site, cloud, region, instance_id, image_id)")
-    ex.add_argument("--root", default="/", help="read current files (puppet.conf) from here")
+                    help="a host fact (site, cloud, region, instance_id, image_id, image, "
+                    "image_version)")
+    ex.add_argument("--root", default="/", help="read current files (puppet.conf) and the "
+                    "image manifest from here")
     ex.add_argument("--json", action="store_true")
 
 
@@ -158,6 +160,24 @@ def _report_options(rp: argparse.ArgumentParser) -> None:
     fl.add_argument("--spool-dir", help="default /var/spool/contextd/reports under --root")
 
 
+def _image_options(im: argparse.ArgumentParser) -> None:
+    isub = im.add_subparsers(dest="action", parser_class=_Parser)
+    isub.required = True
+    sign = isub.add_parser("sign", help="sign the manifest of an image root at build: writes "
+                           "/etc/contextd/image.json and image.json.sig under it")
+    sign.add_argument("--key", required=True, help="the site's unencrypted OpenSSH image-"
+                      "signing private key")
+    sign.add_argument("--root", required=True, help="the image's root directory")
+    sign.add_argument("--name", required=True, help="the image's name")
+    sign.add_argument("--version", required=True, help="the image's version")
+    sign.add_argument("--build-id", help="default: BUILD_ID of the image's os-release")
+    sign.add_argument("--site", help="default: site of the image's own policy")
+    show = isub.add_parser("show", help="the image's manifest and whether it verifies")
+    show.add_argument("--root", default="/")
+    show.add_argument("--policy", help="default: /etc/contextd/policy.yaml under --root")
+    show.add_argument("--json", action="store_true")
+
+
 _COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "run": ("the boot job: detect, verify, authorize, apply, report", _run_options),
     "explain": ("what a bundle would do on this site, and why", _explain_options),
@@ -166,6 +186,7 @@ _COMMANDS: Dict[str, Tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "policy": ("site policy tools", _policy_options),
     "status": ("the last run's outcome", _status_options),
     "report": ("reports that could not be delivered at boot", _report_options),
+    "image": ("site side: sign an image's manifest at build, or show it", _image_options),
 }
 
 
@@ -228,5 +249,7 @@ def _dispatch(args: Any) -> int:
         return commands.status(args)
     if args.command == "report":
         return commands.report_flush(args)
+    if args.command == "image":
+        return commands.image(args)
     raise UsageError("unknown command %r" % args.command)
 

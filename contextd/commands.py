@@ -54,6 +54,10 @@ def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
         print("  overridden %s %s: %s" % (item["field"], item["value"], item["reason"]))
 
 
+# What explain may be told; image and image_version stand for a verified image manifest.
+_FACTS = ("site", "cloud", "region", "instance_id", "image_id", "image", "image_version")
+
+
 def explain(args: Any) -> int:
     from contextd import explain as explainer
     from contextd import sources
@@ -62,9 +66,9 @@ def explain(args: Any) -> int:
     facts = {}
     for item in args.fact:
         name, sep, value = item.partition("=")
-        if not sep or name not in ("site", "cloud", "region", "instance_id", "image_id"):
+        if not sep or name not in _FACTS:
             raise UsageError("--fact %r is not NAME=VALUE with a known NAME" % item,
-                             "names: site, cloud, region, instance_id, image_id")
+                             "names: %s" % ", ".join(_FACTS))
         facts[name] = value
     ctx = sources.fetch(_spec_for(args.bundle))
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -282,3 +286,9 @@ def report_flush(args: Any) -> int:
         len(result.delivered), len(result.refused), os.path.join(spool, delivery.FAILED),
         len(result.remaining)))
     return EXIT_REJECTED if result.remaining else EXIT_OK
+
+
+def image(args: Any) -> int:
+    from contextd.image import tool
+
+    return tool.sign_command(args) if args.action == "sign" else tool.show_command(args)

@@ -20,6 +20,14 @@ from contextd.filesystem import reader
 PREVIEW_LINES = 5        # lines of each payload-supplied file explain shows
 
 
+def _image_facts(root: str, pol: policy.Policy) -> Mapping[str, Optional[str]]:
+    """`image`/`image_version` of the image under `root`, as a boot would verify them."""
+    from contextd import report
+    from contextd.image import identity
+
+    return identity.identify(root, pol.image, report.os_release(root)).facts
+
+
 def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], root: str,
             now: datetime.datetime, hostname: str) -> Dict[str, Any]:
     from contextd.trust.verify import verify
@@ -43,7 +51,7 @@ def explain(ctx: sources.Context, pol: policy.Policy, facts: Mapping[str, str], 
                       "not_before": _when(doc.not_before),
                       "expires": _when(doc.expires),
                       "targets": [dict(t) for t in doc.targets]}
-    all_facts = facts_for(pol.site, {}, hostname)
+    all_facts = facts_for(pol.site, {}, hostname, _image_facts(root, pol))
     all_facts.update(facts)
     out["facts"] = {k: v for k, v in all_facts.items() if v is not None}
     refused: List[str] = []

@@ -59,6 +59,10 @@ class Limits:
     backup_bytes: int = 64 * _MIB     # a file read to back it up before apply replaces it
     state_bytes: int = 64 * _KIB      # a state file read back (history: what was applied, when)
     shown_output_bytes: int = 2048    # a HEPiX script's output that goes to the log
+    # --- image identity (DESIGN section 11) -----------------------------------------------
+    image_manifest_bytes: int = 64 * _KIB   # image.json: ~600 bytes; it goes into every report
+    image_signature_bytes: int = 16 * _KIB  # image.json.sig: an RSA-16384 SSHSIG is ~3 KiB
+    image_package_list_bytes: int = 256 * _MIB  # `rpm -qa` output or dpkg's status file
     # --- reports ----------------------------------------------------------------------------
     report_key_bytes: int = 4096      # the site's report.hmac_key_file
     spool_entry_bytes: int = 8 * _MIB  # one spooled report: reports are KiBs, more is broken

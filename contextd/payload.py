@@ -19,7 +19,8 @@ from contextd.trust.verify import Verified
 
 HEADER = ("contextd", "vo", "serial", "not_before", "expires", "targets", "files")
 CORE_SECTIONS = ("report",)
-TARGET_KEYS = ("site", "cloud", "region", "instance_id", "image_id")
+# image and image_version match only a verified image manifest (contextd.image.identity).
+TARGET_KEYS = ("site", "cloud", "region", "instance_id", "image_id", "image", "image_version")
 _TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 TOKEN_CHARS = "A-Za-z0-9._~+/=-"          # report.token: 16 to 4096 of these

@@ -20,13 +20,14 @@ from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.schema import Reader
 from contextd.settings import ABSOLUTE, VO, Ec2Settings, LegacySettings, X509Settings, duration
+from contextd.settings import ImageSettings
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = LIMITS.policy_bytes  # contextd/limits.py says why
 SOURCES = ("hepix-cdrom", "ec2", "file")
 CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
 
-_SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+_SIGNER_ID = settings.SIGNER_ID     # one rule for signer ids, payload and image
 @record(frozen=True)
 class Signer:
     id: str
@@ -83,6 +84,7 @@ class Policy:
     legacy: LegacySettings
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
     report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
+    image: ImageSettings = ImageSettings()            # who signs this site's images (section 11)
 
 
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
@@ -123,7 +125,8 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
 def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     r = Reader(doc, "", PolicyError)
     r.only(["version", "site", "require_signature", "sources", "wait_for_source", "clock_skew",
-            "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report"])
+            "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report",
+            "image"])
     version = r.int("version", required=True)
     assert version is not None
     if version != 1:
@@ -174,6 +177,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         report_urls=report_urls, report_ca_bundle=ca_bundle,
         report_hmac_key_file=hmac_key_file, file_source=file_source,
         ec2=ec2, x509=x509, legacy=legacy, document=doc,
+        image=settings.image(r.mapping("image")),
     )
 
 
@@ -341,6 +345,8 @@ def normalised(policy: Policy) -> Dict[str, Any]:
             for vo, t in policy.trust.items()},
         "report": {"urls": list(policy.report_urls), "ca_bundle": policy.report_ca_bundle,
                    "hmac_key_file": policy.report_hmac_key_file},
+        "image": {"signers": [{"id": s.id, "fingerprint": sshsig.fingerprint(s.key_blob)}
+                              for s in policy.image.signers]},
     }
 
 

@@ -24,16 +24,22 @@ def iso_time(t: datetime.datetime) -> str:
     return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+# os-release keys the report carries (host.image), by their report names; IMAGE_* and
+# BUILD_ID say which build of an image this is (DESIGN section 11).
+OS_RELEASE = {"ID": "os_id", "VERSION_ID": "os_version_id", "IMAGE_ID": "os_image_id",
+              "IMAGE_VERSION": "os_image_version", "BUILD_ID": "os_build_id"}
+
+
 def os_release(root: str) -> Dict[str, Optional[str]]:
-    values: Dict[str, Optional[str]] = {"os_id": None, "os_version_id": None}
+    values: Dict[str, Optional[str]] = dict.fromkeys(OS_RELEASE.values())
     try:
         data = filesystem.read_limited(filesystem.under_root(root, "/etc/os-release"), 64 * 1024)
     except OSError:
         data = None
     for line in (data or b"").decode("utf-8", "replace").splitlines():
         key, sep, value = line.partition("=")
-        if sep and key in ("ID", "VERSION_ID"):
-            values["os_id" if key == "ID" else "os_version_id"] = value.strip().strip("\"'")
+        if sep and key in OS_RELEASE:
+            values[OS_RELEASE[key]] = value.strip().strip("\"'")
     return values
 
 

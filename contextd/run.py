@@ -153,7 +153,7 @@ def _stages(opts: Options, pol: policy.Policy, trail: RunReport) -> Result:
         from contextd import legacy
 
         trail.legacy_scripts = legacy.check_scripts(ctx.scripts, pol)
-    facts = trail.facts = facts_for(pol.site, ctx.facts, trail.hostname)
+    facts = trail.facts = facts_for(pol.site, ctx.facts, trail.hostname, trail.image.facts)
     instance = instance_key(opts.root, facts)
     trail.enter("state")
     past = history.History() if opts.dry_run else history.load(opts.state, instance)

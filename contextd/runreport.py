@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd import logs, report
 from contextd.errors import ContextdError, Outcome
+from contextd.image import identity
 from contextd.payload import Payload
 from contextd.plugin import Finding
 from contextd.policy import Policy
@@ -35,6 +36,8 @@ class RunReport:
         self.root, self.run_dir, self.spool_dir = root, run_dir, spool_dir
         # The skeleton (report id, host identity) is fixed when the run starts.
         self._base = report.new(started, pol.site, root, pol.sha256)
+        self.image = identity.identify(root, pol.image, self._base["host"]["image"])
+        self._base["host"]["image"].update(self.image.section)
         self.stage = "recover"
         self.recovered: List[str] = []
         self.detection: Tuple[str, ...] = ()

@@ -1,5 +1,5 @@
-"""The policy's typed settings sections, `ec2`, `x509` and `legacy`: each read from the
-policy document into a frozen record with every default spelled out.
+"""The policy's typed settings sections, `ec2`, `x509`, `legacy` and `image`: each read from
+the policy document into a frozen record with every default spelled out.
 
 What it must never do: let a key it does not know through, or hand a reader a value in a
 form it did not check (an absolute path, a pin, a VO name, a metadata URL).
@@ -8,7 +8,7 @@ form it did not check (an absolute path, a pin, a VO name, a metadata URL).
 from __future__ import annotations
 
 import re
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 from contextd import urls
 from contextd.record import field, record
@@ -19,6 +19,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 VO = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 ABSOLUTE = re.compile(r"/[^\x00-\x1f]*")      # an absolute path, no control characters
 _SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
+SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 
 @record(frozen=True)
@@ -120,3 +121,44 @@ def legacy(r: Optional[Reader]) -> LegacySettings:
         assert as_vo is not None
         amiconfig = Amiconfig(as_vo=as_vo)
     return LegacySettings(hepix_scripts=pins, amiconfig=amiconfig)
+
+
+@record(frozen=True)
+class ImageSigner:
+    """A key the site's image factory signs manifests with (DESIGN section 11)."""
+    id: str
+    key_blob: bytes = field(repr=False)  # the public key, SSH wire format
+
+
+@record(frozen=True)
+class ImageSettings:
+    """The policy's `image` section. No signers: no manifest can be verified."""
+    signers: Tuple[ImageSigner, ...] = ()
+
+
+def image(r: Optional[Reader]) -> ImageSettings:
+    """`image: {signers: [{id, ssh_key}]}`: plain keys only, one id per key."""
+    if r is None:
+        return ImageSettings()
+    from contextd.trust import sshsig
+
+    r.only(["signers"])
+    raw = r.raw("signers")
+    if not isinstance(raw, list) or not raw:
+        raise r.fail("signers", "must be a non-empty list of {id, ssh_key}")
+    signers = []
+    for i, item in enumerate(raw):
+        sr = Reader(item, "%s.signers[%d]" % (r.where, i), r.err)
+        sr.only(["id", "ssh_key"])
+        sid = sr.str("id", required=True, pattern=SIGNER_ID, what="signer id")
+        line = sr.str("ssh_key", required=True)
+        try:
+            blob = sshsig.public_key_blob(line)
+        except ValueError as exc:
+            raise sr.fail("ssh_key", "is not an OpenSSH public key: %s" % exc,
+                          "paste the one line of the image-signing key's .pub file") from exc
+        signers.append(ImageSigner(id=sid, key_blob=blob))
+    if len({s.id for s in signers}) != len(signers) or len(
+            {s.key_blob for s in signers}) != len(signers):
+        raise r.fail("signers", "lists an id or a key twice", "keep one of them")
+    return ImageSettings(signers=tuple(signers))

@@ -11,20 +11,25 @@ mkdir -p "$out/root"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "VO side: a throwaway signing key, the payload dated for today, signed and packed"
-if command -v ssh-keygen >/dev/null; then
-    ssh-keygen -q -t ed25519 -N '' -C demo-vo-key -f "$out/vo-key"
-else
-    .venv/bin/python - "$out/vo-key" <<'PY'
+# keygen FILE COMMENT: an unencrypted Ed25519 key (ssh-keygen, or cryptography without it)
+keygen() {
+    if command -v ssh-keygen >/dev/null; then
+        ssh-keygen -q -t ed25519 -N '' -C "$2" -f "$1"
+    else
+        .venv/bin/python - "$1" "$2" <<'PY'
 import sys
 from cryptography.hazmat.primitives import serialization as s
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 k = Ed25519PrivateKey.generate()
 open(sys.argv[1], "wb").write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.OpenSSH, s.NoEncryption()))
-open(sys.argv[1] + ".pub", "wb").write(k.public_key().public_bytes(s.Encoding.OpenSSH, s.PublicFormat.OpenSSH) + b" demo-vo-key\n")
+open(sys.argv[1] + ".pub", "wb").write(k.public_key().public_bytes(s.Encoding.OpenSSH, s.PublicFormat.OpenSSH) + b" " + sys.argv[2].encode() + b"\n")
 PY
-fi
-chmod 600 "$out/vo-key"
+    fi
+    chmod 600 "$1"
+}
+
+step "VO side: a throwaway signing key, the payload dated for today, signed and packed"
+keygen "$out/vo-key" demo-vo-key
 today=$(date -u +%Y-%m-%dT00:00:00Z)
 later=$(date -u -d '+14 days' +%Y-%m-%dT00:00:00Z)
 serial=$(date -u +%Y%m%d01)
@@ -42,9 +47,19 @@ sed -e "s/^not_before: .*/not_before: $today/" -e "s/^expires: .*/expires: $late
 "$contextd" sign --key "$out/vo-key" "$out/payload.yaml" -o "$out/bundle"
 "$contextd" pack iso "$out/bundle" -o "$out/context.iso"
 
-step "Site side: the example policy, trusting the demo key"
+step "Site side: the image factory signs the image (a scratch root standing in for it)"
+keygen "$out/image-key" demo-image-key
+mkdir -p "$out/root/etc"
+printf 'ID="rocky"\nVERSION_ID="9.4"\nIMAGE_ID=atlas-worker\nIMAGE_VERSION=2026.12.1\n' \
+    > "$out/root/etc/os-release"
+"$contextd" image sign --key "$out/image-key" --root "$out/root" --name atlas-worker \
+    --version 2026.12.1 --site CERN-PROD 2>&1 | grep -v '^contextd: note:'
+
+step "Site side: the example policy, trusting the demo keys"
 pub=$(cut -d' ' -f1,2 "$out/vo-key.pub")
-sed -e "s|ssh_key: \".*\"|ssh_key: \"$pub demo-vo-key\"|" \
+imgpub=$(cut -d' ' -f1,2 "$out/image-key.pub")
+sed -e "/^image:/s|ssh_key: \"[^\"]*\"|ssh_key: \"$imgpub demo-image-key\"|" \
+    -e "/^image:/!s|ssh_key: \".*\"|ssh_key: \"$pub demo-vo-key\"|" \
     -e "s|report: {urls: \[\"https://\*.example.org/\*\"\]}|report: {urls: [\"http://127.0.0.1:$port/*\"]}|" \
     -e "s|urls: \[\"https://monitor.example.org/contextd\"\]|urls: [\"http://127.0.0.1:$port/site\"]|" \
     examples/policy.yaml > "$out/policy.yaml"
@@ -62,6 +77,7 @@ cat "$out/root/run/contextd/report.json"
 
 step "The files it wrote under $out/root"
 find "$out/root" -type f ! -path '*/run/contextd/*' ! -path '*/var/lib/contextd/*' \
+    ! -path '*/etc/contextd/*' ! -path '*/etc/os-release' \
     ! -path '*/var/spool/contextd/*' | sort |
 while read -r f; do
     printf -- '--- %s (mode %s)\n' "${f#"$out/root"}" "$(stat -c %a "$f")"

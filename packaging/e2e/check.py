@@ -118,6 +118,12 @@ def main(scenario, directory):
                 "contextd.service succeeded", ctx)
         c.check(report.get("source", {}).get("kind") in ("hepix-cdrom", "iso"),
                 "source is the CD-ROM", report.get("source"))
+        image = report.get("host", {}).get("image", {})
+        c.check(image.get("verified") is True and image.get("signer") == "e2e-image-factory"
+                and (image.get("manifest") or {}).get("name") == "e2e-worker"
+                and (image.get("manifest") or {}).get("packages", {}).get("db") == "dpkg",
+                "host.image: the manifest signed at image build verifies",
+                {k: image.get(k) for k in ("verified", "signer", "reason")})
         conf = files[CONDOR_CONF]
         c.check(conf.get("exists") and conf["mode"] == "0644" and conf["uid"] == 0,
                 "%s written 0644 root" % CONDOR_CONF, conf)

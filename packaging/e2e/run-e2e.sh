@@ -90,12 +90,15 @@ echo "$sitelib" >"$tree/usr/lib/python3/dist-packages/zz-contextd-el9-sitelib.pt
 chroot "$tree" systemctl preset contextd.service contextd-report.timer
 [ "$(chroot "$tree" systemctl is-enabled contextd.service)" = enabled ] || fail "the preset did not enable contextd.service"
 pub=$(cut -d' ' -f1,2 "$out/payload/vo-key.pub")
+ssh-keygen -q -t ed25519 -N '' -C e2e-image-key -f "$out/payload/image-key"
+imgpub=$(cut -d' ' -f1,2 "$out/payload/image-key.pub")
 cat >"$tree/etc/contextd/policy.yaml" <<EOF
-# e2e VM policy: trusts the key this run generated, reads only the CD-ROM.
+# e2e VM policy: trusts the keys this run generated, reads only the CD-ROM.
 version: 1
 site: E2E-SITE
 sources: [hepix-cdrom]
 wait_for_source: 10s
+image: {signers: [{id: e2e-image-factory, ssh_key: "$imgpub e2e-image-key"}]}
 trust:
   atlas:
     signers:
@@ -106,6 +109,10 @@ trust:
       htcondor: {roles: [execute], central_managers: ["atlas-cm*.cern.ch"], attributes: [VMType]}
 EOF
 chmod 0644 "$tree/etc/contextd/policy.yaml"
+# The image factory's step (DESIGN section 11): sign the image's manifest, dpkg's package list
+# included; the guest's report must show host.image verified.
+host_contextd image sign --key "$out/payload/image-key" --root "$tree" --name e2e-worker \
+    --version "$(date -u +%Y.%m.%d)" --build-id "e2e-$now"
 if [ "$source_mode" = iso ]; then
     mkdir -p "$tree/etc/systemd/system/contextd.service.d"
     printf '[Service]\nExecStart=\nExecStart=/usr/bin/contextd run --source iso:/dev/sr0\n' \

@@ -61,6 +61,7 @@ expected=$(cat <<EOF
 /var/spool/contextd/reports drwx------ root:root
 $sitelib/contextd drwxr-xr-x root:root
 $sitelib/contextd/delivery drwxr-xr-x root:root
+$sitelib/contextd/image drwxr-xr-x root:root
 $sitelib/contextd/sources drwxr-xr-x root:root
 $sitelib/contextd/trust drwxr-xr-x root:root
 $sitelib/contextd/vo drwxr-xr-x root:root
@@ -87,7 +88,9 @@ grep -q "^$sitelib/contextd-[^/]*\.dist-info/entry_points.txt " "$scratch/actual
     fail "no entry_points.txt: the plugins would not be found"
 [ "$(rpm -qp --configfiles "$rpmfile")" = /etc/contextd/policy.yaml ] ||
     fail "the only config file must be /etc/contextd/policy.yaml"
-rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmfile" | grep -qx '/etc/contextd/policy.yaml cn' ||
+# grep -x >/dev/null, not grep -q: -q stops reading at the match and, with pipefail, rpm's
+# SIGPIPE on the rest of the file list would fail the check.
+rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmfile" | grep -x '/etc/contextd/policy.yaml cn' >/dev/null ||
     fail "/etc/contextd/policy.yaml is not %config(noreplace)"
 rpm -qp --scripts "$rpmfile" | grep -q 'systemd-update-helper install-system-units contextd.service contextd-report.timer' ||
     fail "%post does not enable the units through the systemd scriptlets"
