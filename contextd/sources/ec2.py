@@ -30,7 +30,6 @@ import time
 import urllib.parse
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-from contextd import bundle
 from contextd.errors import NoService, SourceError, UsageError
 from contextd.limits import LIMITS
 from contextd.sources import Context, userdata
@@ -291,17 +290,5 @@ def look(url: str, budget: float, imdsv1_fallback: bool,
     if status != 200:
         raise SourceError("EC2 metadata %s answered HTTP %d on GET %s"
                           % (client.url, status, USER_DATA_PATH))
-    what = "EC2 user-data from %s" % client.url
-    found = userdata.classify(raw, what=what)
-    if found.kind == userdata.OTHER:
-        return None, found.why
-    facts = client.facts()
-    details: Dict[str, object] = {"imds": client.mode}
-    if found.ignored_parts:
-        details["ignored_parts"] = list(found.ignored_parts)
-    if found.kind == userdata.AMICONFIG:
-        return Context(kind="ec2", location=client.url, payload=found.data, signatures=(),
-                       facts=facts, details=details, legacy="amiconfig"), ""
-    parsed = bundle.decode(found.data, what=what)
-    return Context(kind="ec2", location=client.url, payload=parsed.payload,
-                   signatures=parsed.ssh_signatures, facts=facts, details=details), ""
+    return userdata.context(raw, "ec2", client.url, "EC2 user-data from %s" % client.url,
+                            facts=client.facts, details={"imds": client.mode})

@@ -13,7 +13,7 @@ never executes, sources or mounts anything it finds.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from contextd import bundle, iso
 from contextd.errors import SourceError
@@ -85,19 +85,7 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
         return None, ("context ISO %s has no %s, and its %s sets none of %s"
                       % (path, PAYLOAD, CONTEXT_SH, ", ".join(contextsh.USER_DATA_VARS)))
     name, data = found
-    what = "%s in %s on %s" % (name, CONTEXT_SH, path)
-    kind_of = userdata.classify(data, what=what)
-    details: Dict[str, Any] = {"variable": name}
-    if kind_of.ignored_parts:
-        details["ignored_parts"] = list(kind_of.ignored_parts)
-    if kind_of.kind == userdata.BUNDLE:
-        parsed = bundle.decode(kind_of.data, what=what)
-        return Context(kind=kind, location=path, payload=parsed.payload,
-                       signatures=parsed.ssh_signatures, facts=facts, open_file=open_file,
-                       hash_file=hash_file,
-                       scripts=scripts, details=details), ""
-    if kind_of.kind == userdata.AMICONFIG:
-        return Context(kind=kind, location=path, payload=kind_of.data, signatures=(),
-                       facts=facts, open_file=None, scripts=scripts, details=details,
-                       legacy="amiconfig"), ""
-    return None, kind_of.why
+    ctx, why = userdata.context(data, kind, path, "%s in %s on %s" % (name, CONTEXT_SH, path),
+                                facts=facts, details={"variable": name}, scripts=scripts,
+                                open_file=open_file, hash_file=hash_file)
+    return ctx, why
