@@ -19,11 +19,12 @@ from contextd.errors import PolicyError
 from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.schema import Reader
-from contextd.settings import ABSOLUTE, VO, Ec2Settings, LegacySettings, X509Settings, duration
+from contextd.settings import (ABSOLUTE, VO, Ec2Settings, LegacySettings, MetadataSettings,
+                               UrlSettings, X509Settings, duration)
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = LIMITS.policy_bytes  # contextd/limits.py says why
-SOURCES = ("hepix-cdrom", "ec2", "file")
+SOURCES = ("hepix-cdrom", "config-drive", "nocloud", "ec2", "openstack", "gce", "url", "file")
 CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
 
 _SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
@@ -83,6 +84,9 @@ class Policy:
     legacy: LegacySettings
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
     report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
+    openstack: MetadataSettings = MetadataSettings(url=settings.OPENSTACK_URL)
+    gce: MetadataSettings = MetadataSettings(url=settings.GCE_URL)
+    url_source: UrlSettings = UrlSettings()
 
 
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
@@ -123,7 +127,8 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
 def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     r = Reader(doc, "", PolicyError)
     r.only(["version", "site", "require_signature", "sources", "wait_for_source", "clock_skew",
-            "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report"])
+            "max_validity", "x509", "ec2", "openstack", "gce", "url", "file", "legacy",
+            "site_settings", "trust", "report"])
     version = r.int("version", required=True)
     assert version is not None
     if version != 1:
@@ -148,6 +153,9 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         raise r.fail("sources", "lists 'file' but the policy has no file.path")
 
     ec2 = settings.ec2(r.mapping("ec2"))
+    url_source = settings.url_source(r.mapping("url"))
+    if "url" in sources and url_source.location is None:
+        raise r.fail("sources", "lists 'url' but the policy has no url.location")
     x509 = settings.x509(r.mapping("x509"))
     legacy = settings.legacy(r.mapping("legacy"))
     site_settings = _site_settings(r.mapping("site_settings"))
@@ -173,7 +181,9 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         trust=trust, site_settings=site_settings,
         report_urls=report_urls, report_ca_bundle=ca_bundle,
         report_hmac_key_file=hmac_key_file, file_source=file_source,
-        ec2=ec2, x509=x509, legacy=legacy, document=doc,
+        ec2=ec2, x509=x509, legacy=legacy, document=doc, url_source=url_source,
+        openstack=settings.metadata(r.mapping("openstack"), settings.OPENSTACK_URL),
+        gce=settings.metadata(r.mapping("gce"), settings.GCE_URL),
     )
 
 
@@ -330,6 +340,12 @@ def normalised(policy: Policy) -> Dict[str, Any]:
         "file": {"path": policy.file_source} if policy.file_source else None,
         "ec2": {"url": policy.ec2.url, "imdsv1_fallback": policy.ec2.imdsv1_fallback,
                 "budget": "%ds" % policy.ec2.budget},
+        "openstack": {"url": policy.openstack.url, "budget": "%ds" % policy.openstack.budget},
+        "gce": {"url": policy.gce.url, "budget": "%ds" % policy.gce.budget},
+        "url": ({"location": policy.url_source.location,
+                 "budget": "%ds" % policy.url_source.budget,
+                 "ca_bundle": policy.url_source.ca_bundle}
+                if policy.url_source.location else None),
         "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
                    "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
                                  if policy.legacy.amiconfig else "deny")},

@@ -1,14 +1,15 @@
 """A context ISO image file or CD-ROM device, read by contextd.iso, never mounted.
 
-Two layouts, both read here:
+Three layouts, recognised by content, all read here:
 
 - the contextd directory carrier: `contextd/payload.yaml` + `contextd/payload.yaml.sig`;
 - the HEPiX / OpenNebula layout: `context.sh` (parsed as data by `contextsh`) whose
   `EC2_USER_DATA` or `USER_DATA`/`USERDATA` carries the bundle (or legacy amiconfig INI),
-  plus the site's `prolog.sh`/`epilog.sh`, handed on as bytes for `contextd.legacy`.
+  plus the site's `prolog.sh`/`epilog.sh`, handed on as bytes for `contextd.legacy`;
+- the clouds' own discs, OpenStack's config drive and a NoCloud seed (`clouddisc`).
 
-When both are on the disc the directory carrier wins. Every read is bounded. This module
-never executes, sources or mounts anything it finds.
+The directory carrier wins over the others, a cloud disc over `context.sh`. Every read is
+bounded. This module never executes, sources or mounts anything it finds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ LABEL = "CONTEXT"
 
 def read(path: str, kind: str = "iso") -> Context:
     """The context on the image at `path`; SourceError when it holds none."""
+    from contextd.sources import clouddisc
+    clouddisc.refuse_fat(path)                  # a vfat config drive or seed: one clear line
     with iso.IsoImage(path) as image:
         ctx, why = from_image(image, path, kind)
     if ctx is None:
@@ -45,6 +48,11 @@ def is_context_disc(image: iso.IsoImage) -> bool:
 
 def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Context], str]:
     """(context, "") or (None, why there is none) for an opened image."""
+    if not image.exists("contextd"):
+        from contextd.sources import clouddisc
+        disc = clouddisc.layout(image, image.label)
+        if disc is not None:                    # OpenStack config-2, NoCloud cidata
+            return clouddisc.from_tree(image, disc, path, kind)
     scripts = {name: image.read(name, limit=MAX_SCRIPT) for name in SCRIPTS
                if image.exists(name)}
     variables: Dict[str, str] = {}
