@@ -136,13 +136,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     site = r.str("site", required=True, pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
                  what="site name")
     assert site is not None
-    sources = tuple(r.str_list("sources") or ())
-    for i, src in enumerate(sources):
-        if src not in SOURCES:
-            raise r.fail("sources[%d]" % i, "%r is not a known source" % src,
-                         "known sources: %s" % ", ".join(SOURCES))
-    if len(set(sources)) != len(sources):
-        raise r.fail("sources", "lists a source twice")
+    sources = _sources(r)
 
     file_source = None
     fr = r.mapping("file")
@@ -185,6 +179,17 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         openstack=settings.metadata(r.mapping("openstack"), settings.OPENSTACK_URL),
         gce=settings.metadata(r.mapping("gce"), settings.GCE_URL),
     )
+
+
+def _sources(r: Reader) -> Tuple[str, ...]:
+    sources = tuple(r.str_list("sources") or ())
+    for i, src in enumerate(sources):
+        if src not in SOURCES:
+            raise r.fail("sources[%d]" % i, "%r is not a known source" % src,
+                         "known sources: %s" % ", ".join(SOURCES))
+    if len(set(sources)) != len(sources):
+        raise r.fail("sources", "lists a source twice")
+    return sources
 
 
 def _site_settings(r: Optional[Reader]) -> Dict[str, Any]:
