@@ -3,9 +3,14 @@ facts from meta_data.json, one budget against slow, failing and huge answers, DM
 out in milliseconds where it cannot be, and the policy's `openstack` section."""
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from contextd.errors import NoService, SourceError, UsageError
 from contextd.sources import openstack
@@ -139,3 +144,19 @@ def test_detection_on_nova_dmi_probes_and_applies(site, nova):
     rep = site.report()
     assert rep["outcome"] == "applied" and rep["source"]["kind"] == "openstack"
     assert any(n.startswith("gce: skipped: DMI") for n in rep["detection"])
+
+
+GENERATOR = Path(__file__).resolve().parent.parent / "packaging/systemd/contextd-generator"
+
+
+@pytest.mark.parametrize(("sources", "wants"), [
+    (["openstack"], True), (["config-drive", "gce"], True), (["url"], True),
+    (["ec2"], True), (["config-drive", "nocloud", "hepix-cdrom"], False)])
+def test_generator_wants_the_network_for_every_network_source(tmp_path, sources, wants):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"version": 1, "site": "S", "sources": sources}))
+    out = tmp_path / "gen"
+    subprocess.run([sys.executable, str(GENERATOR), str(out)], check=True, timeout=30,
+                   env=dict(os.environ, CONTEXTD_GENERATOR_POLICY=str(policy)))
+    dropin = out / "contextd.service.d/50-network-online.conf"
+    assert dropin.exists() == wants
