@@ -12,6 +12,7 @@ from email.mime.text import MIMEText
 import pytest
 
 from contextd import iso
+from contextd.errors import SourceError
 from contextd.sources import clouddisc
 
 from fakes_clouds import UUID, by_label, nova_config_drive, nova_meta, nova_tree, vfat_image
@@ -141,3 +142,38 @@ def test_vfat_drive_is_one_clear_line(site):
                             "--run-dir", str(site.run_dir), "--state-dir", str(site.state_dir),
                             "--spool-dir", str(site.spool_dir))
     assert code == 1 and "vfat" in err
+
+
+def kernel_disk(root, name, image):
+    """A block device the kernel lists before udev has named it: /sys/class/block/NAME
+    and its node (here the image file itself)."""
+    (root / "sys/class/block" / name).mkdir(parents=True)
+    (root / "dev").mkdir(exist_ok=True)
+    shutil.copy(image, root / "dev" / name)
+
+
+def test_detection_reads_labels_when_udev_has_not_named_the_disc(site):
+    drive = nova_config_drive(site.tmp, site.bundle().read_bytes())
+    (site.root / "sys/class/block/sda").mkdir(parents=True)     # no node: skipped
+    kernel_disk(site.root, "sr0", site.tmp / "payload.yaml")    # not a disc: skipped
+    kernel_disk(site.root, "vdb", drive)
+    assert clouddisc.find(str(site.root), ("config-2", "CONFIG-2")) == \
+        str(site.root / "dev/vdb")
+    site.policy["sources"] = ["config-drive"]
+    site.write_policy()
+    code, _, err = site.cli("run", "--policy", str(site.policy_path), "--root", str(site.root),
+                            "--run-dir", str(site.run_dir), "--state-dir", str(site.state_dir),
+                            "--spool-dir", str(site.spool_dir))
+    assert code == 0, err
+    assert site.report()["source"] == {"kind": "config-drive",
+                                       "location": str(site.root / "dev/vdb"),
+                                       "disc": "config-drive"}
+
+
+def test_a_vfat_label_is_found_and_refused_in_one_line(site):
+    drive = vfat_image(site.tmp, "config-2", {"openstack/latest/user_data": b"x"})
+    kernel_disk(site.root, "vdc", drive)
+    assert clouddisc.find(str(site.root), ("config-2", "CONFIG-2")) == \
+        str(site.root / "dev/vdc")
+    with pytest.raises(SourceError, match="is a vfat disc"):
+        clouddisc.look(str(site.root), "config-drive")

@@ -7,8 +7,9 @@ Both are read from a `Tree` (an `iso.IsoImage`, or a directory through `director
   `availability_zone` the zone) and `openstack/latest/user_data`;
 - NoCloud: `meta-data` (`instance-id`) and `user-data`, as cloud-init's NoCloud reads them.
 
-Detection (`look`) finds the disc by label, as cloud-init does (`blkid` labels, which udev
-publishes as /dev/disk/by-label/*), under the root; it needs neither pyudev nor a mount.
+Detection (`look`) finds the disc by label, as cloud-init does: udev's /dev/disk/by-label/*
+under the root, else the ISO9660 or FAT label read off each block device the kernel lists
+(what blkid reads), since udev may not have named the disc yet; no pyudev, no mount.
 Nova may write a config drive as vfat: that is recognised and refused in one clear line.
 
 What this module must never do: mount or execute anything, read past a bound, or parse the
@@ -151,8 +152,51 @@ def refuse_fat(path: str) -> None:
 
 def look(root: str, which: str) -> Tuple[Optional[Context], str]:
     """Detection: the disc labelled for `which` (config-drive or nocloud) under `root`."""
-    for label in LABELS[which]:
+    dev = find(root, LABELS[which])
+    if dev is None:
+        return None, "no block device labelled %s" % " or ".join(LABELS[which])
+    return read_disc(dev, which, wanted=which)
+
+
+def find(root: str, labels: Tuple[str, ...]) -> Optional[str]:
+    """The device labelled one of `labels`: udev's /dev/disk/by-label link, else the label
+    read off each block device the kernel lists (/sys/class/block), as blkid would: udev
+    may not have named a disc yet when contextd starts, the kernel has."""
+    for label in labels:
         dev = os.path.join(root, "dev/disk/by-label", label)
         if os.path.exists(dev):
-            return read_disc(dev, which, wanted=which)
-    return None, "no block device labelled %s" % " or ".join(LABELS[which])
+            return dev
+    try:
+        names = sorted(os.listdir(os.path.join(root, "sys/class/block")))
+    except OSError:
+        return None
+    wanted = {label.lower() for label in labels}
+    for name in names[:LIMITS.block_devices]:
+        dev = os.path.join(root, "dev", name)
+        if _label(dev).lower() in wanted:
+            return dev
+    return None
+
+
+def _label(dev: str) -> str:
+    """The ISO9660 volume id or the FAT label on `dev`; "" when it has neither (or no
+    medium, or cannot be read: detection moves on)."""
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return ""
+    try:
+        boot, pvd = os.pread(fd, 512, 0), os.pread(fd, 80, 16 * 2048)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    if pvd[:6] == b"\x01CD001":
+        raw = pvd[40:72]
+    elif boot[510:512] == b"\x55\xaa" and boot[82:87] == b"FAT32":
+        raw = boot[71:82]
+    elif boot[510:512] == b"\x55\xaa" and boot[54:57] == b"FAT":
+        raw = boot[43:54]
+    else:
+        return ""
+    return raw.decode("ascii", "replace").strip()
