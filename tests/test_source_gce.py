@@ -3,6 +3,7 @@
 server that does not say it is Google refused."""
 
 import gzip
+import socket
 import time
 
 import pytest
@@ -94,3 +95,22 @@ def test_nothing_there_is_no_service():
     server.close()
     with pytest.raises(NoService, match="no GCE metadata service answered"):
         gce.look(url, 1, per_attempt=0.3)
+
+
+def test_a_host_name_is_resolved_and_the_name_kept(site, google):
+    google.routes[gce.USER_DATA_PATH] = (200, site.bundle().read_bytes())
+    port = google.url.rsplit(":", 1)[1]
+    ctx, why = gce.look("http://localhost:%s" % port, 5)
+    assert why == "" and ctx.facts["instance_id"] == "4520031799277581759"
+    assert google.requests[0][2]["Host"] == "localhost:%s" % port
+
+
+def test_a_resolver_that_hangs_costs_the_attempt_not_the_boot(monkeypatch):
+    def slow(*args, **kwargs):
+        time.sleep(5)
+        raise socket.gaierror("never")
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+    started = time.monotonic()
+    with pytest.raises(NoService, match="cannot resolve metadata.google.internal within"):
+        gce.look("http://metadata.google.internal", 1, per_attempt=0.3)
+    assert time.monotonic() - started < 2

@@ -24,7 +24,7 @@ import http.client
 import socket
 import threading
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from contextd.errors import NoService, SourceError, UsageError
 
@@ -151,10 +151,43 @@ class Session:
                 context=ssl.create_default_context(cafile=self._cafile))
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
+    def _resolve(self, timeout: float) -> Tuple[str, int]:
+        """The host's first address, looked up within `timeout`: getaddrinfo cannot be
+        interrupted, and a resolver with no network (GCE's metadata.google.internal off
+        GCE) would otherwise hold the boot for its own timeouts. An IP literal needs none."""
+        if ":" in self._host or self._host.replace(".", "").isdigit():
+            return self._host, self._port
+        answers: List[Any] = []
+
+        def lookup() -> None:
+            try:
+                answers.append(socket.getaddrinfo(self._host, self._port,
+                                                  type=socket.SOCK_STREAM))
+            except OSError as exc:  # socket.gaierror
+                answers.append(exc)
+
+        worker = threading.Thread(target=lookup, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if not answers:
+            raise _Transport("cannot resolve %s within %.1fs" % (self._host, timeout))
+        if isinstance(answers[0], OSError):
+            raise _Transport("cannot resolve %s: %s" % (self._host, _reason(answers[0])))
+        if not answers[0]:
+            raise _Transport("cannot resolve %s: no address" % self._host)
+        ip, port = answers[0][0][4][:2]
+        return str(ip), int(port)
+
     def _once(self, method: str, path: str, headers: Mapping[str, str], limit: int,
               timeout: float) -> Tuple[int, bytes]:
         """One attempt, over within `timeout` seconds whatever the server does."""
+        started = self._clock()
+        address = self._resolve(timeout)
+        timeout = max(0.05, timeout - (self._clock() - started))
         conn = self._connection(timeout)
+        # connect to the address resolved within the bound; Host and TLS keep the name
+        conn._create_connection = (  # type: ignore[attr-defined]
+            lambda _addr, t=None, src=None: socket.create_connection(address, t, src))
         killed = threading.Event()
 
         def kill() -> None:
