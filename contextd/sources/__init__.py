@@ -148,7 +148,7 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
             notes.extend("hepix-cdrom: %s" % n for n in search.notes)
             search.notes = []
         elif name in NETWORK:
-            ctx, why = _probe(name, policy, root, dmi)
+            ctx, why = _probe(name, policy, dmi)
         elif name in ("config-drive", "nocloud"):
             from contextd.sources import clouddisc
             ctx, why = clouddisc.look(root, name)
@@ -173,8 +173,7 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
     return Detection(None, tuple(notes))
 
 
-def _probe(name: str, policy: Any, root: str,
-           dmi: Dict[str, str]) -> Tuple[Optional[Context], str]:
+def _probe(name: str, policy: Any, dmi: Dict[str, str]) -> Tuple[Optional[Context], str]:
     """A network source in detection: ruled out by DMI in microseconds where it cannot be,
     else looked at within its budget; nothing answering at all is a note, not an error."""
     from contextd.sources import dmi as platform
