@@ -2,6 +2,7 @@
 `user-data` attribute in every format, facts (id, image, zone as region), bounds, and a
 server that does not say it is Google refused."""
 
+import base64
 import gzip
 import socket
 import time
@@ -114,3 +115,13 @@ def test_a_resolver_that_hangs_costs_the_attempt_not_the_boot(monkeypatch):
     with pytest.raises(NoService, match=r"cannot resolve metadata\.google\.internal within"):
         gce.look("http://metadata.google.internal", 1, per_attempt=0.3)
     assert time.monotonic() - started < 2
+
+
+def test_user_data_encoding_base64(site, google):
+    google.routes[gce.USER_DATA_PATH] = (200, base64.b64encode(site.bundle().read_bytes()))
+    google.routes[gce.ENCODING_PATH] = (200, b"base64")
+    ctx, why = gce.look(google.url, 5)
+    assert why == "" and ctx.kind == "gce"
+    google.routes[gce.USER_DATA_PATH] = (200, b"#contextd-signed-v1 but not base64 !!")
+    with pytest.raises(SourceError, match="not valid base64"):
+        gce.look(google.url, 5)

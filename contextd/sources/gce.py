@@ -2,12 +2,13 @@
 
 Every request carries `Metadata-Flavor: Google` and every answer must carry it back (what
 Google documents, and how cloud-init tells the real server from something else at that
-name). Facts: `instance/id`, `instance/image` (image_id), and `instance/zone`
+name). User-data is base64-decoded when the attribute `user-data-encoding` says `base64` (as
+cloud-init does). Facts: `instance/id`, `instance/image` (image_id), and `instance/zone`
 (`projects/N/zones/europe-west1-b`) as region `europe-west1`. One budget (`gce.budget`)
 through contextd.sources.metahttp; a 404 on the attribute is "no context".
 
 What this module must never do: read an answer that does not say `Metadata-Flavor: Google`,
-or ask for anything but these four paths.
+or ask for anything but these five paths.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from contextd.sources.metahttp import PER_ATTEMPT, Session, check_base
 
 BASE = "/computeMetadata/v1/instance/"
 USER_DATA_PATH = BASE + "attributes/user-data"
+ENCODING_PATH = BASE + "attributes/user-data-encoding"   # "base64", as cloud-init reads it
 FLAVOR = {"Metadata-Flavor": "Google"}
 _FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
 
@@ -49,6 +51,17 @@ class _Gce(Session):
         return out
 
 
+def _base64(raw: bytes, url: str) -> bytes:
+    import base64  # pylint: disable=import-outside-toplevel  (boot-time import cost)
+    import binascii  # pylint: disable=import-outside-toplevel
+
+    try:        # strict: what is not base64 is an error, not silently dropped
+        return base64.b64decode(b"".join(raw.split()), validate=True)
+    except binascii.Error:
+        raise SourceError("GCE metadata %s: user-data is not valid base64, as its "
+                          "user-data-encoding says" % url) from None
+
+
 def look(url: str, budget: float,
          per_attempt: float = PER_ATTEMPT) -> Tuple[Optional[Context], str]:
     """(context, "") or (None, why there is none). Errors other than "no context" raise."""
@@ -59,5 +72,8 @@ def look(url: str, budget: float,
     raw = session.get(USER_DATA_PATH, userdata.MAX_USER_DATA)
     if raw is None:
         return None, "GCE metadata %s has no user-data attribute (HTTP 404)" % session.url
+    encoding = session.get(ENCODING_PATH, 64)
+    if encoding is not None and encoding.strip().lower() == b"base64":
+        raw = _base64(raw, session.url)
     return userdata.context(raw, "gce", session.url, "GCE user-data from %s" % session.url,
                             facts=session.facts)
