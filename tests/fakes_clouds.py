@@ -153,13 +153,16 @@ def nova_config_drive(tmp: Path, user_data: Optional[bytes],
     return out
 
 
-def vfat_image(tmp: Path, label: str, files: Mapping[str, bytes]) -> Path:
-    """A vfat disc as Nova's `_make_vfat` or `cloud-localds -f vfat` writes it."""
+def vfat_image(tmp: Path, label: str, files: Mapping[str, bytes], size_mib: int = 4,
+               fat_bits: Optional[int] = None) -> Path:
+    """A vfat disc as Nova's `_make_vfat` (64 MiB, `mkfs -t vfat -n config-2`) or
+    `cloud-localds -f vfat` writes it."""
     out = tmp / ("%s.vfat" % label)
     with open(out, "wb") as f:
-        f.truncate(4 * 1024 * 1024)
-    subprocess.run(["mkfs.vfat", "-n", label, str(out)], check=True, capture_output=True,
-                    timeout=60)
+        f.truncate(size_mib * 1024 * 1024)
+    bits = ["-F", str(fat_bits)] if fat_bits else []
+    subprocess.run(["mkfs.vfat", *bits, "-n", label, str(out)], check=True,
+                   capture_output=True, timeout=60)
     for rel, data in files.items():
         src = tmp / ("vfat-" + rel.replace("/", "_"))
         src.write_bytes(data)

@@ -10,7 +10,7 @@ Both are read from a `Tree` (an `iso.IsoImage`, or a directory through `director
 Detection (`look`) finds the disc by label, as cloud-init does: udev's /dev/disk/by-label/*
 under the root, else the ISO9660 or FAT label read off each block device the kernel lists
 (what blkid reads), since udev may not have named the disc yet; no pyudev, no mount.
-Nova may write a config drive as vfat: that is recognised and refused in one clear line.
+Nova may write a config drive as vfat, cloud-localds a seed: those are read by contextd.fat.
 
 What this module must never do: mount or execute anything, read past a bound, or parse the
 NoCloud `meta-data` as YAML: it is unsigned and read before any signature holds, so only
@@ -35,7 +35,6 @@ NC_META, NC_USER_DATA = "meta-data", "user-data"
 MAX_META = LIMITS.cloud_meta_bytes  # contextd/limits.py says why
 _ID = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
 _NC_ID = re.compile(r"instance-id[ \t]*:[ \t]*(.*?)[ \t]*\Z")
-_FAT_HINT = "ask the cloud for an ISO9660 drive (Nova: config_drive_format = iso9660)"
 
 
 def layout(tree: Any, label: str) -> Optional[str]:
@@ -117,12 +116,9 @@ def _fact(value: Any, name: str, where: str, required: bool = True) -> Optional[
 
 
 def read_disc(path: str, kind: str, wanted: Optional[str] = None) -> Tuple[Optional[Context], str]:
-    """The cloud disc on the image or device `path` (ISO9660; vfat is refused clearly).
-    `wanted`: the layout detection looked for (a disc labelled so must hold it)."""
-    from contextd import iso
-
-    refuse_fat(path)
-    with iso.IsoImage(path) as image:
+    """The cloud disc on the image or device `path`, ISO9660 or vfat. `wanted`: the layout
+    detection looked for (a disc labelled so must hold it)."""
+    with open_disc(path) as image:
         found = layout(image, image.label) or wanted
         if found is None:
             return None, "%s (label %r) is neither a config drive nor a NoCloud seed" % (
@@ -130,14 +126,23 @@ def read_disc(path: str, kind: str, wanted: Optional[str] = None) -> Tuple[Optio
         return from_tree(image, found, path, kind)
 
 
-def refuse_fat(path: str) -> None:
-    """One clear line for a vfat disc (contextd reads ISO9660 only, never mounts)."""
+def open_disc(path: str) -> Any:
+    """contextd.fat's reader for a vfat disc, else contextd.iso's."""
+    if is_fat(path):
+        from contextd import fat
+        return fat.FatImage(path)
+    from contextd import iso
+    return iso.IsoImage(path)
+
+
+def is_fat(path: str) -> bool:
+    """Whether `path` (an image file or block device) starts with a FAT boot sector."""
     import stat  # pylint: disable=import-outside-toplevel  (boot-time import cost)
 
     try:        # O_NONBLOCK: a FIFO must not hang us; the ISO reader then says what it is
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
-        return                                  # the ISO reader says what is wrong
+        return False                            # the ISO reader says what is wrong
     try:
         mode = os.fstat(fd).st_mode
         boot = os.pread(fd, 512, 0) if stat.S_ISREG(mode) or stat.S_ISBLK(mode) else b""
@@ -145,9 +150,10 @@ def refuse_fat(path: str) -> None:
         boot = b""
     finally:
         os.close(fd)
-    if boot[510:512] == b"\x55\xaa" and (boot[54:57] == b"FAT" or boot[82:87] == b"FAT32"):
-        raise SourceError("%s is a vfat disc, which contextd does not read (ISO9660 only)"
-                          % path, _FAT_HINT)
+    if boot[510:512] != b"\x55\xaa":
+        return False
+    from contextd import fat
+    return fat.is_fat(boot)
 
 
 def look(root: str, which: str) -> Tuple[Optional[Context], str]:

@@ -33,7 +33,11 @@ LABEL = "CONTEXT"
 def read(path: str, kind: str = "iso") -> Context:
     """The context on the image at `path`; SourceError when it holds none."""
     from contextd.sources import clouddisc
-    clouddisc.refuse_fat(path)                  # a vfat config drive or seed: one clear line
+    if clouddisc.is_fat(path):                  # a vfat config drive or NoCloud seed
+        ctx, why = clouddisc.read_disc(path, kind)
+        if ctx is None:
+            raise SourceError(why, "contextd reads a vfat disc only as a config drive or seed")
+        return ctx
     with iso.IsoImage(path) as image:
         ctx, why = from_image(image, path, kind)
     if ctx is None:
