@@ -118,6 +118,7 @@ class FatImage:
         return b"".join(out)[:limit]
 
     def _directory(self, first: Optional[int]) -> Dict[str, _Entry]:
+        # a directory is bounded as an ISO directory is: the same caps, the same purpose
         if first is None and self._bits != 32:        # FAT12/16: the fixed root area
             data = self._pread(self._root_at, self._root_bytes)
         else:

@@ -1,6 +1,7 @@
 """The clouds' own discs: an OpenStack config drive (`config-2`) and a NoCloud seed (`cidata`).
 
-Both are read from a `Tree` (an `iso.IsoImage`, or a directory through `directory.Tree`), so
+Both are read from a `Tree` (an `iso.IsoImage`, a `fat.FatImage`, or a directory through
+`directory.Tree`), so
 `iso:`, `dir:` and the detected block devices recognise them by content, the same way:
 
 - config drive: `openstack/latest/meta_data.json` (Nova's: `uuid` is the instance id,
