@@ -1,8 +1,8 @@
 """The clouds' own discs: an OpenStack config drive (`config-2`) and a NoCloud seed (`cidata`).
 
 Both are read from a `Tree` (an `iso.IsoImage`, a `fat.FatImage`, or a directory through
-`directory.Tree`), so
-`iso:`, `dir:` and the detected block devices recognise them by content, the same way:
+`directory.Tree`), so `iso:`, `dir:` and the detected block devices recognise them by
+content, the same way:
 
 - config drive: `openstack/latest/meta_data.json` (Nova's: `uuid` is the instance id,
   `availability_zone` the zone) and `openstack/latest/user_data`;
