@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Real peers the tests use (DESIGN: no silent skips in CI).
-APT_PACKAGES := genisoimage xorriso openssh-client puppet postgresql chromium
+APT_PACKAGES := genisoimage xorriso openssh-client puppet postgresql chromium \
+		cloud-image-utils dosfstools mtools
 
 # Further targets live in mk/*.mk; each may add itself to CI_TARGETS, which `make ci-extra`
 # runs (.ci/run calls `make test`, then `make ci-extra`).

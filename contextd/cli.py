@@ -81,9 +81,11 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--policy", default="/etc/contextd/policy.yaml")
     run.add_argument("--root", default="/", help="apply under this directory (default /)")
     run.add_argument("--source", metavar="KIND:WHERE",
-                     help="skip detection and read this source: iso:PATH (a context ISO or "
-                     "CD-ROM device: contextd/ or context.sh), dir:PATH, file:PATH (a bundle), "
-                     "ec2:URL (a metadata service, e.g. ec2:http://169.254.169.254); default: "
+                     help="skip detection and read this source: iso:PATH (a context ISO, "
+                     "CD-ROM or disc: contextd/, context.sh, OpenStack config-2, NoCloud "
+                     "cidata), dir:PATH, file:PATH (user-data: a bundle, gzip or MIME), "
+                     "ec2:URL, openstack:URL, gce:URL (metadata services, e.g. "
+                     "ec2:http://169.254.169.254), url:URL (user-data over HTTP(S)); default: "
                      "the policy's sources, in order")
     run.add_argument("--state-dir")
     run.add_argument("--run-dir")

@@ -39,6 +39,10 @@ class Limits:
     iso_dir_bytes: int = 64 * _MIB    # directory data read per tree; a context ISO has a few KiB
     iso_ce_per_record: int = 32       # chained Rock Ridge continuation areas per directory record
     iso_ce_areas: int = 16384         # Rock Ridge continuation areas per image, all records
+    cloud_meta_bytes: int = 256 * _KIB  # a config drive's meta_data.json or NoCloud meta-data;
+    #                                    Nova's holds keys and a 512-byte seed: a few KiB
+    block_devices: int = 256          # block devices whose label detection reads (config-2,
+    #                                    cidata) when udev has not named them; a VM has a few
     ec2_token_bytes: int = 4096       # an IMDSv2 session token (AWS issues ~56 characters)
     ec2_fact_bytes: int = _KIB        # one metadata fact (instance id, type, zone)
     mime_header_bytes: int = 8 * _KIB  # one MIME header field, continuation lines included

@@ -19,12 +19,12 @@ from contextd.errors import PolicyError
 from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.schema import Reader
-from contextd.settings import ABSOLUTE, VO, Ec2Settings, LegacySettings, X509Settings, duration
-from contextd.settings import ImageSettings
+from contextd.settings import (ABSOLUTE, VO, Ec2Settings, ImageSettings, LegacySettings,
+                               MetadataSettings, UrlSettings, X509Settings, duration)
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = LIMITS.policy_bytes  # contextd/limits.py says why
-SOURCES = ("hepix-cdrom", "ec2", "file")
+SOURCES = ("hepix-cdrom", "config-drive", "nocloud", "ec2", "openstack", "gce", "url", "file")
 CORE_SECTIONS = ("report",)   # payload sections the core handles itself, not a plugin
 
 _SIGNER_ID = settings.SIGNER_ID     # one rule for signer ids, payload and image
@@ -85,6 +85,9 @@ class Policy:
     document: Mapping[str, Any] = field(repr=False)   # the validated document, for printing
     report_hmac_key_file: Optional[str] = None        # the site's key for its report copies
     image: ImageSettings = ImageSettings()            # who signs this site's images (section 11)
+    openstack: MetadataSettings = MetadataSettings(url=settings.OPENSTACK_URL)
+    gce: MetadataSettings = MetadataSettings(url=settings.GCE_URL)
+    url_source: UrlSettings = UrlSettings()
 
 
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
@@ -125,8 +128,8 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
 def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     r = Reader(doc, "", PolicyError)
     r.only(["version", "site", "require_signature", "sources", "wait_for_source", "clock_skew",
-            "max_validity", "x509", "ec2", "file", "legacy", "site_settings", "trust", "report",
-            "image"])
+            "max_validity", "x509", "ec2", "openstack", "gce", "url", "file", "legacy",
+            "site_settings", "trust", "report", "image"])
     version = r.int("version", required=True)
     assert version is not None
     if version != 1:
@@ -134,13 +137,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     site = r.str("site", required=True, pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
                  what="site name")
     assert site is not None
-    sources = tuple(r.str_list("sources") or ())
-    for i, src in enumerate(sources):
-        if src not in SOURCES:
-            raise r.fail("sources[%d]" % i, "%r is not a known source" % src,
-                         "known sources: %s" % ", ".join(SOURCES))
-    if len(set(sources)) != len(sources):
-        raise r.fail("sources", "lists a source twice")
+    sources = _sources(r)
 
     file_source = None
     fr = r.mapping("file")
@@ -151,6 +148,9 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         raise r.fail("sources", "lists 'file' but the policy has no file.path")
 
     ec2 = settings.ec2(r.mapping("ec2"))
+    url_source = settings.url_source(r.mapping("url"))
+    if "url" in sources and url_source.location is None:
+        raise r.fail("sources", "lists 'url' but the policy has no url.location")
     x509 = settings.x509(r.mapping("x509"))
     legacy = settings.legacy(r.mapping("legacy"))
     site_settings = _site_settings(r.mapping("site_settings"))
@@ -176,9 +176,22 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
         trust=trust, site_settings=site_settings,
         report_urls=report_urls, report_ca_bundle=ca_bundle,
         report_hmac_key_file=hmac_key_file, file_source=file_source,
-        ec2=ec2, x509=x509, legacy=legacy, document=doc,
+        ec2=ec2, x509=x509, legacy=legacy, document=doc, url_source=url_source,
+        openstack=settings.metadata(r.mapping("openstack"), settings.OPENSTACK_URL),
+        gce=settings.metadata(r.mapping("gce"), settings.GCE_URL),
         image=settings.image(r.mapping("image")),
     )
+
+
+def _sources(r: Reader) -> Tuple[str, ...]:
+    sources = tuple(r.str_list("sources") or ())
+    for i, src in enumerate(sources):
+        if src not in SOURCES:
+            raise r.fail("sources[%d]" % i, "%r is not a known source" % src,
+                         "known sources: %s" % ", ".join(SOURCES))
+    if len(set(sources)) != len(sources):
+        raise r.fail("sources", "lists a source twice")
+    return sources
 
 
 def _site_settings(r: Optional[Reader]) -> Dict[str, Any]:
@@ -334,6 +347,12 @@ def normalised(policy: Policy) -> Dict[str, Any]:
         "file": {"path": policy.file_source} if policy.file_source else None,
         "ec2": {"url": policy.ec2.url, "imdsv1_fallback": policy.ec2.imdsv1_fallback,
                 "budget": "%ds" % policy.ec2.budget},
+        "openstack": {"url": policy.openstack.url, "budget": "%ds" % policy.openstack.budget},
+        "gce": {"url": policy.gce.url, "budget": "%ds" % policy.gce.budget},
+        "url": ({"location": policy.url_source.location,
+                 "budget": "%ds" % policy.url_source.budget,
+                 "ca_bundle": policy.url_source.ca_bundle}
+                if policy.url_source.location else None),
         "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
                    "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
                                  if policy.legacy.amiconfig else "deny")},

@@ -1,5 +1,6 @@
-"""The policy's typed settings sections, `ec2`, `x509`, `legacy` and `image`: each read from
-the policy document into a frozen record with every default spelled out.
+"""The policy's typed settings sections, `ec2`, `openstack`, `gce`, `url`, `x509`, `legacy`
+and `image`: each read from the policy document into a frozen record with every default
+spelled out.
 
 What it must never do: let a key it does not know through, or hand a reader a value in a
 form it did not check (an absolute path, a pin, a VO name, a metadata URL).
@@ -28,6 +29,25 @@ class Ec2Settings:
     url: str = "http://169.254.169.254"
     imdsv1_fallback: bool = False
     budget: int = 20                     # seconds for the whole metadata fetch
+
+
+@record(frozen=True)
+class MetadataSettings:
+    """The policy's `openstack` or `gce` section: where the metadata service is, its budget."""
+    url: str
+    budget: int = 20                     # seconds for the whole metadata fetch
+
+
+OPENSTACK_URL = "http://169.254.169.254"
+GCE_URL = "http://metadata.google.internal"
+
+
+@record(frozen=True)
+class UrlSettings:
+    """The policy's `url` section: user-data fetched from `location` (None: no such source)."""
+    location: Optional[str] = None
+    budget: int = 20
+    ca_bundle: Optional[str] = None      # CA file for an https location; None: the system's
 
 
 @record(frozen=True)
@@ -77,6 +97,39 @@ def ec2(r: Optional[Reader]) -> Ec2Settings:
                          "or http://[fd00:ec2::254]") from exc
     return Ec2Settings(url=base, imdsv1_fallback=r.bool("imdsv1_fallback", default=False),
                        budget=duration(r, "budget", 20))
+
+
+def metadata(r: Optional[Reader], default_url: str) -> MetadataSettings:
+    """`openstack` or `gce`: {url, budget}."""
+    if r is None:
+        return MetadataSettings(url=default_url)
+    r.only(["url", "budget"])
+    return MetadataSettings(url=_base_url(r, default_url), budget=duration(r, "budget", 20))
+
+
+def url_source(r: Optional[Reader]) -> UrlSettings:
+    """`url`: {location, budget, ca_bundle}; the location is canonical, never with userinfo."""
+    if r is None:
+        return UrlSettings()
+    r.only(["location", "budget", "ca_bundle"])
+    location = r.str("location", required=True)
+    try:
+        location = urls.canonical(location or "")
+    except ValueError as exc:
+        raise r.fail("location", str(exc), "an http:// or https:// URL") from exc
+    return UrlSettings(location=location, budget=duration(r, "budget", 20),
+                       ca_bundle=r.str("ca_bundle", pattern=ABSOLUTE, what="absolute path"))
+
+
+def _base_url(r: Reader, default: str) -> str:
+    url = r.str("url")
+    if url is None:
+        return default
+    try:
+        return urls.metadata_base(url)
+    except ValueError as exc:         # `run` would meet it at boot: refuse it here
+        raise r.fail("url", str(exc), "scheme://host[:port], such as http://169.254.169.254 "
+                     "or http://[fd00:ec2::254]") from exc
 
 
 def x509(r: Optional[Reader]) -> X509Settings:

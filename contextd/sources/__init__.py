@@ -20,7 +20,7 @@ import stat
 import time
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from contextd.errors import PayloadError, SourceError, UsageError
+from contextd.errors import NoService, PayloadError, SourceError, UsageError
 from contextd.limits import LIMITS
 from contextd.record import field, record
 
@@ -29,7 +29,7 @@ MAX_LISTED_FILE = LIMITS.listed_file_bytes  # contextd/limits.py says why
 
 @record(frozen=True)
 class Context:
-    kind: str                                    # iso | dir | file | hepix-cdrom | ec2
+    kind: str       # iso dir file hepix-cdrom config-drive nocloud ec2 openstack gce url
     location: str
     payload: bytes = field(repr=False)
     signatures: Tuple[Any, ...] = field(repr=False)   # bundle.Signature values
@@ -53,7 +53,7 @@ class Detection:
     notes: Tuple[str, ...]          # why each source tried had no context
 
 
-SPEC_HINT = "use iso:PATH, dir:PATH, file:PATH or ec2:URL"
+SPEC_HINT = "use iso:PATH, dir:PATH, file:PATH, ec2:URL, openstack:URL, gce:URL or url:URL"
 
 
 def fetch(spec: str, policy: Any = None) -> Context:
@@ -67,9 +67,9 @@ def fetch(spec: str, policy: Any = None) -> Context:
 def open_source(spec: str, policy: Any = None) -> Tuple[Optional[Context], str]:
     """(context, "") or (None, why) for `--source KIND:PATH`.
 
-    Only `ec2:` can find "no context" (a 404 on user-data, or user-data that is not ours);
-    the other kinds name a carrier, and a carrier without a context is an error. `policy`
-    gives the EC2 budget and IMDSv1 rule (defaults without one).
+    Only the network kinds can find "no context" (a 404 on user-data, or user-data that is
+    not ours); the other kinds name a carrier, and a carrier without a context is an error.
+    `policy` gives the budgets and the IMDSv1 rule (defaults without one).
     """
     kind, sep, where = spec.partition(":")
     if not sep or not where:
@@ -83,12 +83,39 @@ def open_source(spec: str, policy: Any = None) -> Tuple[Optional[Context], str]:
     if kind == "file":
         from contextd.sources import bundlefile
         return bundlefile.read(where), ""
+    if kind in NETWORK:
+        return _network(kind, policy, where)
+    raise UsageError("--source kind %r is not known" % kind, SPEC_HINT)
+
+
+NETWORK = ("ec2", "openstack", "gce", "url")
+
+
+def _network(kind: str, policy: Any, where: Optional[str] = None) -> Tuple[Optional[Context], str]:
+    """A network source's look, at `where` (`--source`) or where the policy says."""
+    conf = _settings(kind, policy)
     if kind == "ec2":
         from contextd.sources import ec2
-        from contextd.settings import Ec2Settings
-        settings = policy.ec2 if policy is not None else Ec2Settings()
-        return ec2.look(ec2.check_url(where), settings.budget, settings.imdsv1_fallback)
-    raise UsageError("--source kind %r is not known" % kind, SPEC_HINT)
+        return ec2.look(ec2.check_url(where) if where else conf.url, conf.budget,
+                        conf.imdsv1_fallback)
+    if kind == "url":
+        from contextd.sources import urlsource
+        return urlsource.look(where or conf.location, conf.budget, conf.ca_bundle)
+    from contextd.sources import gce, openstack
+    return (gce if kind == "gce" else openstack).look(where or conf.url, conf.budget)
+
+
+def _settings(kind: str, policy: Any) -> Any:
+    """The policy's settings for a network source; their defaults without a policy."""
+    if policy is not None:
+        return getattr(policy, "url_source" if kind == "url" else kind)
+    from contextd import settings
+    if kind == "ec2":
+        return settings.Ec2Settings()
+    if kind == "url":
+        return settings.UrlSettings()
+    return settings.MetadataSettings(url=settings.GCE_URL if kind == "gce"
+                                     else settings.OPENSTACK_URL)
 
 
 def detect(policy: Any, root: str = "/", udev: Any = None,
@@ -104,6 +131,10 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
     started = clock()
     notes: List[str] = []
     search = None
+    dmi: Dict[str, str] = {}
+    if "openstack" in policy.sources or "gce" in policy.sources:
+        from contextd.sources import dmi as platform
+        dmi = platform.read(root)
     for name in policy.sources:
         ctx: Optional[Context] = None
         why = ""
@@ -116,13 +147,11 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
                 why = "no CD-ROM with ISO9660 media yet"
             notes.extend("hepix-cdrom: %s" % n for n in search.notes)
             search.notes = []
-        elif name == "ec2":
-            from contextd.sources import ec2
-            try:
-                ctx, why = ec2.look(policy.ec2.url, policy.ec2.budget,
-                                    policy.ec2.imdsv1_fallback)
-            except ec2.NoService as exc:
-                why = exc.one_line()
+        elif name in NETWORK:
+            ctx, why = _probe(name, policy, dmi)
+        elif name in ("config-drive", "nocloud"):
+            from contextd.sources import clouddisc
+            ctx, why = clouddisc.look(root, name)
         elif name == "file":
             from contextd.sources import bundlefile
             path = filesystem.under_root(root, policy.file_source)
@@ -142,6 +171,20 @@ def detect(policy: Any, root: str = "/", udev: Any = None,
             notes.extend("hepix-cdrom: %s" % n for n in search.notes)
             return Detection(ctx, tuple(notes))
     return Detection(None, tuple(notes))
+
+
+def _probe(name: str, policy: Any, dmi: Dict[str, str]) -> Tuple[Optional[Context], str]:
+    """A network source in detection: ruled out by DMI in microseconds where it cannot be,
+    else looked at within its budget; nothing answering at all is a note, not an error."""
+    from contextd.sources import dmi as platform
+
+    skip = platform.ruled_out(name, dmi)
+    if skip:
+        return None, skip
+    try:
+        return _network(name, policy)
+    except NoService as exc:
+        return None, exc.one_line()
 
 
 def open_regular(path: str, what: str) -> IO[bytes]:

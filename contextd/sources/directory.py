@@ -1,4 +1,6 @@
-"""The directory carrier on disk: `contextd/payload.yaml` and `contextd/payload.yaml.sig`.
+"""A context tree on disk: the directory carrier (`contextd/payload.yaml` and
+`contextd/payload.yaml.sig`), or a cloud disc's files copied out (an OpenStack config drive's
+`openstack/latest/`, a NoCloud seed's `meta-data` and `user-data`), recognised by content.
 
 `--source dir:PATH` takes the directory holding `contextd/`, or `contextd/` itself.
 Listed files are read relative to the directory holding `contextd/`, size-limited.
@@ -11,7 +13,7 @@ import os
 
 from contextd import bundle
 from contextd.errors import SourceError
-from contextd.sources import MAX_LISTED_FILE, Context, open_regular, read_regular
+from contextd.sources import MAX_LISTED_FILE, Context, clouddisc, open_regular, read_regular
 
 PAYLOAD = "contextd/payload.yaml"
 SIGNATURES = "contextd/payload.yaml.sig"
@@ -21,7 +23,27 @@ def _read(path: str, limit: int) -> bytes:
     return read_regular(path, limit, "file")        # regular files only: a FIFO would hang
 
 
+class Tree:
+    """A directory read like an ISO image (clouddisc reads both): regular files only."""
+
+    def __init__(self, base: str):
+        self.base = base
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(os.path.join(self.base, rel))
+
+    def read(self, rel: str, limit: int) -> bytes:
+        return _read(os.path.join(self.base, rel), limit)
+
+
 def read(path: str) -> Context:
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, PAYLOAD)):
+        found = clouddisc.layout(Tree(path), "")
+        if found is not None:
+            ctx, why = clouddisc.from_tree(Tree(path), found, path, "dir")
+            if ctx is None:
+                raise SourceError(why)
+            return ctx
     base = path
     if not os.path.exists(os.path.join(base, PAYLOAD)) and \
             os.path.exists(os.path.join(base, "payload.yaml")):

@@ -1,19 +1,20 @@
 """A context ISO image file or CD-ROM device, read by contextd.iso, never mounted.
 
-Two layouts, both read here:
+Three layouts, recognised by content, all read here:
 
 - the contextd directory carrier: `contextd/payload.yaml` + `contextd/payload.yaml.sig`;
 - the HEPiX / OpenNebula layout: `context.sh` (parsed as data by `contextsh`) whose
   `EC2_USER_DATA` or `USER_DATA`/`USERDATA` carries the bundle (or legacy amiconfig INI),
-  plus the site's `prolog.sh`/`epilog.sh`, handed on as bytes for `contextd.legacy`.
+  plus the site's `prolog.sh`/`epilog.sh`, handed on as bytes for `contextd.legacy`;
+- the clouds' own discs, OpenStack's config drive and a NoCloud seed (`clouddisc`).
 
-When both are on the disc the directory carrier wins. Every read is bounded. This module
-never executes, sources or mounts anything it finds.
+The directory carrier wins over the others, a cloud disc over `context.sh`. Every read is
+bounded. This module never executes, sources or mounts anything it finds.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from contextd import bundle, iso
 from contextd.errors import SourceError
@@ -31,6 +32,12 @@ LABEL = "CONTEXT"
 
 def read(path: str, kind: str = "iso") -> Context:
     """The context on the image at `path`; SourceError when it holds none."""
+    from contextd.sources import clouddisc
+    if clouddisc.is_fat(path):                  # a vfat config drive or NoCloud seed
+        ctx, why = clouddisc.read_disc(path, kind)
+        if ctx is None:
+            raise SourceError(why, "contextd reads a vfat disc only as a config drive or seed")
+        return ctx
     with iso.IsoImage(path) as image:
         ctx, why = from_image(image, path, kind)
     if ctx is None:
@@ -45,6 +52,11 @@ def is_context_disc(image: iso.IsoImage) -> bool:
 
 def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Context], str]:
     """(context, "") or (None, why there is none) for an opened image."""
+    if not image.exists("contextd"):
+        from contextd.sources import clouddisc
+        disc = clouddisc.layout(image, image.label)
+        if disc is not None:                    # OpenStack config-2, NoCloud cidata
+            return clouddisc.from_tree(image, disc, path, kind)
     scripts = {name: image.read(name, limit=MAX_SCRIPT) for name in SCRIPTS
                if image.exists(name)}
     variables: Dict[str, str] = {}
@@ -85,19 +97,7 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
         return None, ("context ISO %s has no %s, and its %s sets none of %s"
                       % (path, PAYLOAD, CONTEXT_SH, ", ".join(contextsh.USER_DATA_VARS)))
     name, data = found
-    what = "%s in %s on %s" % (name, CONTEXT_SH, path)
-    kind_of = userdata.classify(data, what=what)
-    details: Dict[str, Any] = {"variable": name}
-    if kind_of.ignored_parts:
-        details["ignored_parts"] = list(kind_of.ignored_parts)
-    if kind_of.kind == userdata.BUNDLE:
-        parsed = bundle.decode(kind_of.data, what=what)
-        return Context(kind=kind, location=path, payload=parsed.payload,
-                       signatures=parsed.ssh_signatures, facts=facts, open_file=open_file,
-                       hash_file=hash_file,
-                       scripts=scripts, details=details), ""
-    if kind_of.kind == userdata.AMICONFIG:
-        return Context(kind=kind, location=path, payload=kind_of.data, signatures=(),
-                       facts=facts, open_file=None, scripts=scripts, details=details,
-                       legacy="amiconfig"), ""
-    return None, kind_of.why
+    ctx, why = userdata.context(data, kind, path, "%s in %s on %s" % (name, CONTEXT_SH, path),
+                                facts=facts, details={"variable": name}, scripts=scripts,
+                                open_file=open_file, hash_file=hash_file)
+    return ctx, why

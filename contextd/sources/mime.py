@@ -50,10 +50,18 @@ class Part:
 
 
 def leaves(data: bytes, what: str) -> List[Part]:
-    """The non-multipart parts of the MIME document `data`, in order."""
+    """The non-multipart parts of the MIME document `data`, in order. An mbox `From ` line
+    first is the envelope, not a header (the email package's unixfrom, so cloud-init's)."""
     walk = _Walk(data, what)
-    walk.entity(0, len(data), 0)
+    walk.entity(_after_unixfrom(data), len(data), 0)
     return walk.parts
+
+
+def _after_unixfrom(data: bytes) -> int:
+    if not data.startswith(b"From "):
+        return 0
+    eol = _EOL.search(data)
+    return eol.end() if eol else len(data)
 
 
 class _Walk:

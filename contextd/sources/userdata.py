@@ -1,9 +1,11 @@
 """What a blob of user-data is, for contextd: a bundle, legacy amiconfig INI, or not ours.
 
-User-data comes from EC2 metadata or from a variable of a context CD's `context.sh`. It may
-be the bundle, gzip-compressed or not, or MIME multipart with exactly one part that is a
-bundle, recognised as cloud-init recognises it (`MIME-Version:` in the first 4096 bytes) and
-split by contextd.sources.mime in linear time; other parts are someone else's (cloud-config,
+User-data comes from a file, a metadata service (EC2, OpenStack, GCE, a URL), a NoCloud or
+config drive, or a variable of a context CD's `context.sh`; every carrier hands it to
+`context`, so all accept the same formats. It may be the bundle, gzip-compressed or not, or
+MIME multipart with exactly one part that is a bundle, recognised as cloud-init recognises it
+(`MIME-Version:` in the first 4096 bytes, after an mbox `From ` line or not) and split by
+contextd.sources.mime in linear time; other parts are someone else's (cloud-config,
 shell scripts for cloud-init, amiconfig for CernVM) and are only listed. INI text that starts with a
 `[section]` line is amiconfig user-data, which only the explicit legacy opt-in may use.
 
@@ -14,18 +16,20 @@ What this module must never do: run or interpret a part (scripts stay bytes), fo
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from contextd import bundle
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
 from contextd.record import field, record
+from contextd.sources import Context
 
 MAX_USER_DATA = LIMITS.user_data_bytes  # contextd/limits.py says why
 MAX_LISTED_PARTS = LIMITS.user_data_listed_parts  # contextd/limits.py says why
 BUNDLE, AMICONFIG, OTHER = "bundle", "amiconfig", "other"
 _MAGIC = bundle.MAGIC.encode()
 _INI_SECTION = re.compile(rb"\[[A-Za-z0-9_.-]{1,64}\][ \t]*\Z")
+Facts = Mapping[str, Optional[str]]
 _MIME_MARK = b"mime-version:"     # cloud-init's test: in the first 4096 bytes, any case
 
 
@@ -35,6 +39,35 @@ class UserData:
     data: bytes = field(repr=False)  # the bundle text or the INI; b"" for other
     why: str = ""                   # for `other`: what it is instead, for the report
     ignored_parts: Tuple[Dict[str, Any], ...] = ()
+
+
+def context(raw: bytes, kind: str, location: str, what: str,
+            facts: Union[Facts, Callable[[], Facts], None] = None,
+            details: Optional[Mapping[str, Any]] = None,
+            **carrier: Any) -> Tuple[Optional[Context], str]:
+    """(the context in user-data `raw`, "") or (None, why it holds none), for any carrier.
+
+    `what` names the user-data in messages; `facts` may be a function, called only for
+    user-data that is ours (a metadata service is asked no more than it must); `carrier` is
+    what else the carrier gives a bundle's context (open_file, hash_file, scripts).
+    Amiconfig INI becomes a legacy context that only the policy's opt-in may use; it never
+    gets the carrier's files.
+    """
+    found = classify(raw, what=what)
+    if found.kind == OTHER:
+        return None, found.why
+    known = dict((facts() if callable(facts) else facts) or {})
+    info: Dict[str, Any] = dict(details or {})
+    if found.ignored_parts:
+        info["ignored_parts"] = list(found.ignored_parts)
+    if found.kind == AMICONFIG:
+        return Context(kind=kind, location=location, payload=found.data, signatures=(),
+                       facts=known, details=info, legacy="amiconfig",
+                       scripts=carrier.get("scripts") or {}), ""
+    parsed = bundle.decode(found.data, what=what)
+    return Context(kind=kind, location=location, payload=parsed.payload,
+                   signatures=parsed.ssh_signatures, facts=known, details=info,
+                   **carrier), ""
 
 
 def first_line(data: bytes) -> bytes:

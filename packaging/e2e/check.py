@@ -21,6 +21,7 @@ CVMFS = "/etc/cvmfs/default.local"
 CONDOR_MARK = "/var/lib/fake-condor/started"
 CVMFS_LOG = "/var/log/fake-cvmfs_config.log"
 WAIT_FOR_SOURCE_MS = 10000
+CONFIG_DRIVE_UUID = "83679162-1378-4288-a2d4-70e13ec132aa"     # run-e2e.sh's E2E_UUID
 
 
 class Checks:
@@ -111,13 +112,19 @@ def main(scenario, directory):
         c.check(ctx.get("ConditionResult") == "yes", "contextd.service ran (conditions met)", ctx)
         c.check("contextd:" in console, "contextd's output reached the console")
 
-    if scenario == "signed":
+    if scenario in ("signed", "configdrive"):
         c.check(report.get("outcome") == "applied", "outcome applied", report.get("message"))
         c.check(wait["exit"] == 0, "contextd status --wait exits 0", wait)
         c.check((ctx.get("Result"), ctx.get("ExecMainStatus")) == ("success", "0"),
                 "contextd.service succeeded", ctx)
-        c.check(report.get("source", {}).get("kind") in ("hepix-cdrom", "iso"),
-                "source is the CD-ROM", report.get("source"))
+        if scenario == "configdrive":
+            c.check(report.get("source", {}).get("kind") == "config-drive",
+                    "source is the config drive, found by its label", report.get("source"))
+            c.check(report.get("host", {}).get("instance_id") == CONFIG_DRIVE_UUID,
+                    "instance id is the config drive's uuid", report.get("host"))
+        else:
+            c.check(report.get("source", {}).get("kind") in ("hepix-cdrom", "iso"),
+                    "source is the CD-ROM", report.get("source"))
         image = report.get("host", {}).get("image", {})
         c.check(image.get("verified") is True and image.get("signer") == "e2e-image-factory"
                 and (image.get("manifest") or {}).get("name") == "e2e-worker"

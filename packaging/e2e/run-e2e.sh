@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make e2e-vm: boot the contextd RPM's payload in a real VM, three times.
 #
-# usage: run-e2e.sh RPM [SCENARIO...]     scenarios: signed tampered nocd killswitch (default: all)
+# usage: run-e2e.sh RPM [SCENARIO...]
+#        scenarios: signed tampered nocd killswitch configdrive (default: all)
 #
 # The image is Debian bookworm from debootstrap (build-image.sh, cached by its package list)
 # with Debian's own python3 libraries. contextd goes in from the RPM's payload, unchanged, at
@@ -9,7 +10,9 @@
 # line), and is enabled the way the RPM's %post does it (systemctl preset, our preset file).
 # Each scenario boots a fresh copy of the disk under qemu with software emulation (TCG), no
 # network device at all, the context ISO (if any) on an IDE CD-ROM, the kernel console on
-# ttyS0 (console.log) and the guest's verdict data on ttyS1 (result.log). The guest powers
+# ttyS0 (console.log) and the guest's verdict data on ttyS1 (result.log). `configdrive` has no
+# CD-ROM: an OpenStack config drive, built with Nova's genisoimage options, is a virtio disk
+# labelled config-2, found by label by the policy's config-drive source. The guest powers
 # itself off; a scenario that does not finish within E2E_BOOT_TIMEOUT seconds fails.
 #
 # Environment: E2E_CACHE (image cache, default /var/cache/contextd-e2e), E2E_OUT (work dir,
@@ -22,11 +25,12 @@ repo=$(cd "$here/../.." && pwd)
 rpm=$(readlink -f "${1:?usage: run-e2e.sh RPM [SCENARIO...]}")
 shift
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd killswitch)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd killswitch configdrive)
 cache=${E2E_CACHE:-/var/cache/contextd-e2e}
 out=$(mkdir -p "${E2E_OUT:-$repo/build/e2e}" && cd "${E2E_OUT:-$repo/build/e2e}" && pwd)
 boot_timeout=${E2E_BOOT_TIMEOUT:-300}
 source_mode=${E2E_SOURCE:-detect}
+E2E_UUID=83679162-1378-4288-a2d4-70e13ec132aa
 py=/usr/bin/python3
 sitelib=/usr/lib/python3.9/site-packages
 
@@ -71,6 +75,17 @@ htcondor:
 EOF
 host_contextd sign --key "$out/payload/vo-key" "$out/payload/payload.yaml" -o "$out/payload/bundle"
 host_contextd pack iso "$out/payload/bundle" -o "$out/payload/signed.iso"
+# An OpenStack config drive as Nova builds it (nova/virt/configdrive.py _make_iso9660), with a
+# meta_data.json in Nova's shape and the bundle as the instance's user_data.
+cd_tree="$out/payload/config-drive"
+for v in latest 2018-08-27; do
+    mkdir -p "$cd_tree/openstack/$v"
+    printf '%s\n' "{\"uuid\": \"$E2E_UUID\", \"name\": \"e2e-worker\", \"hostname\": \"e2e-worker.novalocal\", \"launch_index\": 0, \"availability_zone\": \"e2e-zone-a\", \"project_id\": \"5f3ab3a5a6e14dbb8c2ee0e1d8e1ab21\", \"meta\": {}, \"keys\": [], \"public_keys\": {}, \"devices\": [], \"dedicated_cpus\": []}" \
+        >"$cd_tree/openstack/$v/meta_data.json"
+    cp "$out/payload/bundle" "$cd_tree/openstack/$v/user_data"
+done
+genisoimage -o "$out/payload/config-drive.iso" -ldots -allow-lowercase -allow-multidot -l \
+    -publisher "OpenStack Compute e2e" -quiet -J -r -V config-2 "$cd_tree"
 # Tampered: the same disc with one byte of the signed payload changed on it, as an attacker
 # (or a broken copy) would; the signature no longer matches.
 "$py" - "$out/payload/signed.iso" "$out/payload/tampered.iso" <<'PY'
@@ -93,10 +108,10 @@ pub=$(cut -d' ' -f1,2 "$out/payload/vo-key.pub")
 ssh-keygen -q -t ed25519 -N '' -C e2e-image-key -f "$out/payload/image-key"
 imgpub=$(cut -d' ' -f1,2 "$out/payload/image-key.pub")
 cat >"$tree/etc/contextd/policy.yaml" <<EOF
-# e2e VM policy: trusts the keys this run generated, reads only the CD-ROM.
+# e2e VM policy: trusts the keys this run generated, reads the CD-ROM or a config drive.
 version: 1
 site: E2E-SITE
-sources: [hepix-cdrom]
+sources: [hepix-cdrom, config-drive]
 wait_for_source: 10s
 image: {signers: [{id: e2e-image-factory, ssh_key: "$imgpub e2e-image-key"}]}
 trust:
@@ -146,7 +161,9 @@ for scenario in "${scenarios[@]}"; do
         nocd)     [ "$source_mode" = detect ] || fail "nocd needs E2E_SOURCE=detect: --source iso: has no wait" ;;
         killswitch) cdrom=(-drive "file=$out/payload/signed.iso,format=raw,media=cdrom,if=ide,readonly=on")
                     append=" contextd=off" ;;
-        *) fail "unknown scenario $scenario (signed, tampered, nocd, killswitch)" ;;
+        configdrive) [ "$source_mode" = detect ] || fail "configdrive needs E2E_SOURCE=detect"
+                     cdrom=(-drive "file=$out/payload/config-drive.iso,format=raw,if=virtio,readonly=on") ;;
+        *) fail "unknown scenario $scenario (signed, tampered, nocd, killswitch, configdrive)" ;;
     esac
     log "boot $scenario (limit ${boot_timeout}s; console: $dir/console.log)"
     start=$(date +%s)
