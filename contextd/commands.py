@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Dict
 
-from contextd import filesystem, policy, report
+from contextd import filesystem, paths, policy, report
 from contextd.errors import EXIT_OK, EXIT_REJECTED, ContextdError, SourceError, UsageError
 
 
@@ -58,6 +58,7 @@ def explain(args: Any) -> int:
     from contextd import explain as explainer
     from contextd import sources
 
+    paths.existing_dir(args.root, "--root")
     pol = policy.load(args.policy)
     facts = {}
     for item in args.fact:
@@ -143,6 +144,8 @@ def sign(args: Any) -> int:
         raise UsageError("--x509-cert and --x509-chain go with --x509-key")
     source = _read_input(args.payload, "payload")
     existing = None
+    if args.output:
+        paths.output(args.output, "-o")
     if args.output and os.path.exists(args.output):
         existing = _read_input(args.output, "bundle")
     if args.key:
@@ -156,7 +159,10 @@ def sign(args: Any) -> int:
         data = signing.sign_x509(_read_input(args.x509_key, "key"), certs, source,
                                  existing=existing, key_name=args.x509_key)
     if args.output:
-        filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
+        try:
+            filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
+        except OSError as exc:
+            raise paths.unwritable(args.output, "-o", exc) from None
         print("contextd: signed %s -> %s" % (args.payload, args.output), file=sys.stderr)
     else:
         sys.stdout.write(data.decode("ascii"))
@@ -177,6 +183,7 @@ def pack(args: Any) -> int:
     from contextd.vo import packing
 
     data = _read_input(args.bundle, "bundle")
+    paths.output(args.output, "-o")
     if args.carrier == "iso":
         packing.pack_iso(data, args.output, args.file, label=args.label)
         print("contextd: wrote context ISO %s" % args.output, file=sys.stderr)
@@ -200,7 +207,10 @@ def policy_check(args: Any) -> int:
 
 
 def status(args: Any) -> int:
+    if not args.run_dir:
+        paths.existing_dir(args.root, "--root")
     run_dir = args.run_dir or filesystem.default_dir(args.root, "/run/contextd")
+    paths.dir_or_absent(run_dir, "--run-dir")
     deadline = None if args.timeout is None else time.monotonic() + max(args.timeout, 0.0)
     boot = _this_boot()
     while True:
@@ -262,7 +272,10 @@ def report_flush(args: Any) -> int:
     """Send the spool; exit 0 when nothing is left in it (delivered or moved aside), else 1."""
     from contextd import delivery
 
+    if not args.spool_dir:
+        paths.existing_dir(args.root, "--root")
     spool = args.spool_dir or filesystem.default_dir(args.root, report.SPOOL)
+    paths.dir_or_absent(spool, "--spool-dir")
     try:
         result = delivery.flush(spool)
     except OSError as exc:

@@ -101,10 +101,12 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
     except OSError as exc:
         raise PolicyError("cannot open policy file %s: %s" % (path, exc.strerror or exc),
                           "it must be a regular file, not a symbolic link") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):    # before fdopen, which raises on a directory
+        os.close(fd)
+        raise PolicyError("policy %s is not a regular file" % path,
+                          "name the policy file itself, not a directory, FIFO or device")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PolicyError("policy %s is not a regular file" % path)
         if check_owner:
             if st.st_uid not in (0, os.geteuid()):
                 raise PolicyError("policy %s is owned by uid %d, not root" % (path, st.st_uid),

@@ -20,7 +20,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from contextd import admission, apply, authorize, decision, filesystem, history, logs, payload
-from contextd import plugin, policy, report, sources
+from contextd import paths, plugin, policy, report, sources
 from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, ScriptFailed
 from contextd.errors import UsageError
 from contextd.facts import facts_for, instance_key
@@ -71,6 +71,7 @@ def now() -> datetime.datetime:
 def execute(opts: Options) -> Result:
     """The whole run, one at a time. A dry run writes nothing (no state, no report), so it
     neither takes the lock nor waits for it."""
+    _check_paths(opts)
     if opts.dry_run:
         return _execute(opts)
     held = _lock(opts.state)
@@ -78,6 +79,20 @@ def execute(opts: Options) -> Result:
         return _execute(opts)
     finally:
         os.close(held)
+
+
+def _check_paths(opts: Options) -> None:
+    """The directories the user named, before anything is read or written (issue 15): a
+    mistake there is exit 2 in one line, and the report says so wherever it can be written,
+    so `status --wait` does not wait out its timeout."""
+    paths.dir_or_absent(opts.run, "--run-dir")      # else no report can say anything
+    try:
+        paths.existing_dir(opts.root, "--root")
+        paths.dir_or_absent(opts.state, "--state-dir")
+        paths.dir_or_absent(opts.spool, "--spool-dir")
+    except UsageError as exc:
+        _record_broken_policy(opts, now(), exc.one_line(), exc.outcome, "usage")
+        raise
 
 
 def _lock(state_dir: str) -> int:
@@ -278,14 +293,15 @@ def _fetch(opts: Options, pol: policy.Policy
 
 
 def _record_broken_policy(opts: Options, started: datetime.datetime, message: str,
-                          outcome: Outcome) -> None:
-    """Without a policy nothing is trusted, fetched or delivered; but the run did finish,
-    and `status --wait` (pilots block on it) must see that now, not at its timeout."""
+                          outcome: Outcome, stage: str = "policy") -> None:
+    """Without a policy (or a usable directory) nothing is trusted, fetched or delivered; but
+    the run did finish, and `status --wait` (pilots block on it) must see that now, not at
+    its timeout."""
     if opts.dry_run:
         return
     try:
         rep = report.new(started, None, opts.root, None)
-        report.finish(rep, outcome, started, "policy", message)
+        report.finish(rep, outcome, started, stage, message)
         report.write(rep, opts.run)
     except Exception as err:  # noqa: BLE001 - the policy's error is what the run reports
         log.warning("cannot write the report to %s: %s", opts.run, err)
