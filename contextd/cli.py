@@ -45,12 +45,18 @@ def _columns() -> int:
 
 
 class _Parser(argparse.ArgumentParser):
+    """Every parser, the commands' too, takes -v (`contextd run -v` as well as `contextd -v
+    run`); SUPPRESS keeps a command's parser from resetting what the top level set."""
+
     def __init__(self, *args: Any, **kwargs: Any):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
+        self.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                          help="log each step to stderr (default: warnings only)")
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError("%s: %s" % (self.prog, message), "see %s --help" % self.prog)
+        # cli prints "contextd: error: ": the message itself does not repeat the program.
+        raise UsageError(message, "see %s --help" % self.prog)
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
@@ -59,7 +65,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     never runs. Without it (no or an unknown command) all are, for --help and the error."""
     p = _Parser(prog="contextd", description="Signed, policy-checked VM contextualization.")
     p.add_argument("--version", action="version", version="contextd %s" % __version__)
-    p.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
+    p.set_defaults(verbose=False)
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     sub.required = True
     for name, (summary, declare) in _COMMANDS.items():

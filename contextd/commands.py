@@ -33,9 +33,14 @@ def run(args: Any) -> int:
     result = runner.execute(opts)
     rep = result.report
     if args.json:
-        _print_json(rep)
+        _print_json(dict(rep, dry_run=True) if args.dry_run else rep)
     else:
         _print_summary(rep, dry_run=args.dry_run)
+    if result.spooled and sys.stderr.isatty():     # the journal has each one; a person, one line
+        print("contextd: %d report%s not delivered, spooled in %s; `contextd report flush` "
+              "sends %s" % (len(result.spooled), "" if len(result.spooled) == 1 else "s",
+                            os.path.dirname(result.spooled[0]),
+                            "it" if len(result.spooled) == 1 else "them"), file=sys.stderr)
     if result.error is not None:
         raise result.error
     return EXIT_OK

@@ -20,6 +20,7 @@ from contextd.limits import LIMITS
 from contextd.record import field, record
 from contextd.schema import Reader
 from contextd.settings import ABSOLUTE, VO, Ec2Settings, LegacySettings, X509Settings, duration
+from contextd.settings import shown
 
 DEFAULT_PATH = "/etc/contextd/policy.yaml"
 MAX_POLICY_BYTES = LIMITS.policy_bytes  # contextd/limits.py says why
@@ -88,7 +89,10 @@ class Policy:
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
     data = _read_safely(path, check_owner)
     doc = strictyaml.load(data, "policy %s" % path, PolicyError)
-    return parse(doc, path=path, sha256=hashlib.sha256(data).hexdigest())
+    try:
+        return parse(doc, path=path, sha256=hashlib.sha256(data).hexdigest())
+    except PolicyError as exc:      # the admin learns which file, not only which key
+        raise PolicyError("policy %s: %s" % (path, exc.message), exc.hint) from None
 
 
 def _read_safely(path: str, check_owner: bool) -> bytes:
@@ -250,11 +254,28 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
                 report_urls = _urls(rr, "urls", urls.parse_glob)
                 allow["report"] = True
                 continue
-            allow[section] = plugin.load(section, for_policy=True).parse_allow(rules)
+            with _under(r.where):       # a plugin names its rules allow.NAME
+                allow[section] = plugin.load(section, for_policy=True).parse_allow(rules)
     return VoTrust(name=vo, threshold=threshold,
                    min_serial=r.int("min_serial", default=0, minimum=0) or 0,
                    signers=tuple(signers), revoked=revoked, allow=allow,
                    report_urls=report_urls)
+
+
+class _under:
+    """Put `where` (trust.atlas) before a plugin's field path (allow.cvmfs) in its errors,
+    so the message names the full key path of the policy."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if isinstance(exc, PolicyError) and exc.message.startswith("allow."):
+            exc.message = "%s.%s" % (self.where, exc.message)
+            exc.args = (exc.message,)
 
 
 def _urls(r: Reader, key: str, parse: Callable[[str], Any]) -> Tuple[str, ...]:
@@ -327,11 +348,11 @@ def normalised(policy: Policy) -> Dict[str, Any]:
     """The policy as `policy check` prints it: every default spelled out."""
     return {
         "version": 1, "site": policy.site, "require_signature": policy.require_signature,
-        "sources": list(policy.sources), "wait_for_source": "%ds" % policy.wait_for_source,
-        "clock_skew": "%ds" % policy.clock_skew, "max_validity": "%ds" % policy.max_validity,
+        "sources": list(policy.sources), "wait_for_source": shown(policy.wait_for_source),
+        "clock_skew": shown(policy.clock_skew), "max_validity": shown(policy.max_validity),
         "file": {"path": policy.file_source} if policy.file_source else None,
         "ec2": {"url": policy.ec2.url, "imdsv1_fallback": policy.ec2.imdsv1_fallback,
-                "budget": "%ds" % policy.ec2.budget},
+                "budget": shown(policy.ec2.budget)},
         "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
                    "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
                                  if policy.legacy.amiconfig else "deny")},

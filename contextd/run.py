@@ -24,7 +24,7 @@ from contextd import paths, plugin, policy, report, sources
 from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, ScriptFailed
 from contextd.errors import UsageError
 from contextd.facts import facts_for, instance_key
-from contextd.record import record
+from contextd.record import field, record
 from contextd.runreport import RunReport
 from contextd.trust.verify import Verified
 
@@ -62,6 +62,7 @@ class Result:
     report: Dict[str, Any]
     error: Optional[ContextdError] = None
     planned: Optional[List[Dict[str, Any]]] = None   # dry run: what would happen
+    spooled: List[str] = field(default_factory=list)  # reports kept for `report flush`
 
 
 def now() -> datetime.datetime:
@@ -120,11 +121,11 @@ def _execute(opts: Options) -> Result:
     pol = _load_policy(opts, started)
     trail = RunReport(pol, started, opts.root, opts.run, opts.spool, opts.dry_run)
     try:
-        return _stages(opts, pol, trail)
+        result = _stages(opts, pol, trail)
     except ContextdError as exc:
         if trail.hold and exc.outcome.word == "rejected":
             _hold(opts, trail)
-        return Result(trail.end_with(exc), error=exc)
+        result = Result(trail.end_with(exc), error=exc)
     except Exception as exc:
         # A bug. The CLI turns it into exit 70 with a traceback file; the report still ends
         # here, so a pilot blocked on `status --wait` learns now, and the site and VO hear of
@@ -134,6 +135,8 @@ def _execute(opts: Options) -> Result:
         except Exception:  # the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
         raise
+    result.spooled = list(trail.spooled)
+    return result
 
 
 def _load_policy(opts: Options, started: datetime.datetime) -> policy.Policy:

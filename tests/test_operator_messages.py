@@ -1,0 +1,189 @@
+"""Messages that point at the cause (issue 15), each seen as a user sees it: the one line
+`contextd` prints, from the real command line in this process."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import base_payload, dump_payload, keygen, utc
+
+from contextd import cli
+
+NS = "contextd-payload"
+LISTED = "listed under trust"        # the old catch-all hint
+
+
+def main(capsys, *argv: str):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def ssh_sign(key: Path, payload: bytes, tmp: Path, namespace: str = NS) -> str:
+    data = tmp / "to-sign"
+    data.write_bytes(payload)
+    sig = Path(str(data) + ".sig")
+    if sig.exists():
+        sig.unlink()
+    subprocess.run(["ssh-keygen", "-q", "-Y", "sign", "-f", str(key), "-n", namespace,
+                    str(data)], check=True, capture_output=True)
+    return sig.read_text()
+
+
+def bundle_of(payload: bytes, sig: str) -> bytes:
+    b64 = base64.b64encode(payload).decode()
+    lines = [b64[i:i + 76] for i in range(0, len(b64), 76)]
+    return ("#contextd-signed-v1\n-----BEGIN CONTEXTD PAYLOAD-----\n%s\n"
+            "-----END CONTEXTD PAYLOAD-----\n%s" % ("\n".join(lines), sig)).encode()
+
+
+def run_bundle(site, capsys, data: bytes, *extra: str):
+    path = site.tmp / "hand.bundle"
+    path.write_bytes(data)
+    return main(capsys, "run", "--source", "file:%s" % path, "--policy", str(site.policy_path),
+                "--root", str(site.root), "--run-dir", str(site.run_dir), "--state-dir",
+                str(site.state_dir), "--spool-dir", str(site.spool_dir), *extra)
+
+
+def small_payload(**changes) -> bytes:
+    doc = dict(base_payload(), **changes)
+    for section in ("htcondor", "puppet", "report"):
+        doc.pop(section, None)
+    return dump_payload(doc)
+
+
+# --- "no trusted signature": each cause its own fix ---------------------------------------
+
+def test_wrong_namespace_says_which_namespace(site, capsys):
+    payload = small_payload()
+    sig = ssh_sign(site.keys["atlas"][0], payload, site.tmp, namespace="file")
+    code, _, err = run_bundle(site, capsys, bundle_of(payload, sig))
+    assert code == 1
+    assert "namespace" in err and "-n contextd-payload" in err, err
+    assert LISTED not in err, err
+
+
+def test_tampered_payload_says_it_changed_after_signing(site, capsys):
+    payload = small_payload()
+    sig = ssh_sign(site.keys["atlas"][0], payload, site.tmp)
+    code, _, err = run_bundle(site, capsys, bundle_of(payload + b"# edited\n", sig))
+    assert code == 1
+    assert "changed after it was signed" in err, err
+    assert LISTED not in err, err
+
+
+def test_untrusted_key_says_to_list_it(site, capsys):
+    payload = small_payload()
+    sig = ssh_sign(site.keys["stranger"][0], payload, site.tmp)
+    code, _, err = run_bundle(site, capsys, bundle_of(payload, sig))
+    assert code == 1
+    assert "trust.<vo>.signers" in err and "SHA256:" in err, err
+
+
+def test_wrong_principal_says_which_principals(site, capsys, tmp_path):
+    ca, ca_pub = keygen(tmp_path, "vo-ca")
+    key, _ = keygen(tmp_path, "user")
+    subprocess.run(["ssh-keygen", "-q", "-s", str(ca), "-I", "robot", "-n", "someone-else",
+                    str(key) + ".pub"], check=True, capture_output=True)
+    site.policy["trust"]["atlas"]["signers"].append(
+        {"id": "atlas-ca", "ssh_ca": ca_pub, "principals": ["atlas-contextd"]})
+    site.write_policy()
+    payload = small_payload()
+    sig = ssh_sign(Path(str(key) + "-cert.pub"), payload, tmp_path)
+    code, _, err = run_bundle(site, capsys, bundle_of(payload, sig))
+    assert code == 1
+    assert "principal" in err and "atlas-contextd" in err, err
+    assert LISTED not in err, err
+
+
+# --- durations, policy errors, the command line -------------------------------------------
+
+def test_durations_as_people_write_them(site, capsys):
+    site.policy["max_validity"] = "90d"
+    site.policy["clock_skew"] = "5m"
+    site.write_policy()
+    code, out, _ = main(capsys, "policy", "check", str(site.policy_path))
+    assert code == 0
+    assert "max_validity: 90d" in out and "clock_skew: 5m" in out, out
+    assert "wait_for_source: 1m" in out, out
+
+
+def test_validity_violation_in_days(site, capsys):
+    payload = small_payload(not_before=utc(-1), expires=utc(40))
+    sig = ssh_sign(site.keys["atlas"][0], payload, site.tmp)
+    code, _, err = run_bundle(site, capsys, bundle_of(payload, sig))
+    assert code == 1
+    assert "longer than the site maximum 31d" in err, err
+    assert "days," not in err, err
+
+
+def test_policy_error_names_file_full_key_path_and_suggests(site, capsys):
+    site.policy["trust"]["atlas"]["allow"]["cvmfs"] = {"repositorys": ["*"]}
+    site.write_policy()
+    code, _, err = main(capsys, "policy", "check", str(site.policy_path))
+    assert code == 2
+    assert str(site.policy_path) in err, err
+    assert "trust.atlas.allow.cvmfs: unknown key 'repositorys'" in err, err
+    assert "did you mean 'repositories'?" in err, err
+
+
+def test_argparse_error_is_one_line_without_doubled_prefix(capsys):
+    code, _, err = main(capsys, "run", "--bogus")
+    assert code == 2
+    assert err.count("contextd") <= 2 and "error: contextd:" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_verbose_after_the_subcommand(site, capsys):
+    code, _, err = main(capsys, "policy", "check", str(site.policy_path), "-v")
+    assert code == 0, err
+
+
+# --- run at a terminal: what happened to the report ---------------------------------------
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _down_site(site):
+    site.policy["report"] = {"urls": ["http://127.0.0.1:%d/site" % _closed_port()]}
+    site.write_policy()
+    payload = small_payload()
+    return bundle_of(payload, ssh_sign(site.keys["atlas"][0], payload, site.tmp))
+
+
+def test_run_at_a_terminal_says_reports_were_spooled(site, capsys, monkeypatch):
+    data = _down_site(site)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, _, err = run_bundle(site, capsys, data)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "spooled" in lines[0] and "contextd report flush" in lines[0], err
+    assert str(site.spool_dir) in lines[0], err
+    assert list(site.spool_dir.glob("*.json"))
+
+
+def test_verbose_shows_our_words_not_urllib3s(site, capsys):
+    code, _, err = run_bundle(site, capsys, _down_site(site), "-v")
+    assert code == 0, err
+    assert "not delivered" in err, err
+    assert "Retry(" not in err and "urllib3" not in err and "NewConnectionError" not in err, err
+
+
+def test_dry_run_json_says_dry_run(site, capsys):
+    payload = small_payload()
+    sig = ssh_sign(site.keys["atlas"][0], payload, site.tmp)
+    code, out, err = run_bundle(site, capsys, bundle_of(payload, sig), "--dry-run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["dry_run"] is True
+
