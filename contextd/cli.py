@@ -102,7 +102,9 @@ def _explain_options(ex: argparse.ArgumentParser) -> None:
     ex.add_argument("bundle", help="a bundle file, a context ISO or a context directory")
     ex.add_argument("--policy", default="/etc/contextd/policy.yaml")
     ex.add_argument("--fact", action="append", default=[], metavar="NAME=VALUE",
-                    help="a host fact (site, cloud, region, instance_id, image_id)")
+                    help="a host fact, as explain prints them (site, hostname, cloud, region, "
+                    "instance_id, image_id); repeatable; default: the policy's site and this "
+                    "host's name")
     ex.add_argument("--root", default="/", help="read current files (puppet.conf) from here")
     ex.add_argument("--json", action="store_true")
 

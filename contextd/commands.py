@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Dict
 
-from contextd import filesystem, paths, policy, report
+from contextd import filesystem, killswitch, paths, policy, report
 from contextd.errors import EXIT_OK, EXIT_REJECTED, ContextdError, SourceError, UsageError
 
 
@@ -64,13 +64,16 @@ def explain(args: Any) -> int:
     from contextd import sources
 
     paths.existing_dir(args.root, "--root")
+    from contextd.facts import NAMES
+
     pol = policy.load(args.policy)
     facts = {}
+    known = ("site", "hostname", *NAMES)        # every fact explain prints
     for item in args.fact:
         name, sep, value = item.partition("=")
-        if not sep or name not in ("site", "cloud", "region", "instance_id", "image_id"):
+        if not sep or name not in known:
             raise UsageError("--fact %r is not NAME=VALUE with a known NAME" % item,
-                             "names: site, cloud, region, instance_id, image_id")
+                             "names: %s" % ", ".join(known))
         facts[name] = value
     ctx = sources.fetch(_spec_for(args.bundle))
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -163,6 +166,8 @@ def sign(args: Any) -> int:
                  for path in [args.x509_cert, *args.x509_chain]]
         data = signing.sign_x509(_read_input(args.x509_key, "key"), certs, source,
                                  existing=existing, key_name=args.x509_key)
+    for warning in signing.advice(data):
+        print("contextd: warning: %s" % warning, file=sys.stderr)
     if args.output:
         try:
             filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
@@ -226,6 +231,9 @@ def status(args: Any) -> int:
         if not args.wait:
             raise SourceError("no finished contextd run recorded in %s" % run_dir,
                               "contextd run has not run yet on this boot")
+        off = killswitch.reason(args.root)
+        if off:             # no run will come: the unit's conditions keep it from starting
+            return _switched_off(off, args.json)
         if deadline is not None and time.monotonic() >= deadline:
             raise ContextdError("timed out after %gs waiting for this boot's contextd run to "
                                 "finish (report %s)" % (args.timeout, os.path.join(
@@ -243,6 +251,14 @@ def status(args: Any) -> int:
             line += " (%s: %s)" % (rep.get("stage"), rep.get("message"))
         print(line)
     return report.exit_code(rep)
+
+
+def _switched_off(reason: str, as_json: bool) -> int:
+    if as_json:
+        _print_json({"outcome": "skipped", "stage": "disabled", "message": reason})
+    else:
+        print("skipped (disabled: %s)" % reason)
+    return EXIT_OK
 
 
 def _this_boot() -> Dict[str, Any]:

@@ -59,6 +59,7 @@ class Limits:
     backup_bytes: int = 64 * _MIB     # a file read to back it up before apply replaces it
     state_bytes: int = 64 * _KIB      # a state file read back (history: what was applied, when)
     shown_output_bytes: int = 2048    # a HEPiX script's output that goes to the log
+    cmdline_bytes: int = 64 * _KIB    # /proc/cmdline read for contextd=off; Linux caps it lower
     # --- reports ----------------------------------------------------------------------------
     report_key_bytes: int = 4096      # the site's report.hmac_key_file
     spool_entry_bytes: int = 8 * _MIB  # one spooled report: reports are KiBs, more is broken

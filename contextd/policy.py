@@ -357,14 +357,23 @@ def normalised(policy: Policy) -> Dict[str, Any]:
                    "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
                                  if policy.legacy.amiconfig else "deny")},
         "site_settings": dict(policy.document.get("site_settings") or {}),
-        "trust": {
-            vo: {"threshold": t.threshold, "min_serial": t.min_serial,
-                 "signers": [_signer_doc(s) for s in t.signers],
-                 "allowed_sections": sorted(t.allow)}
-            for vo, t in policy.trust.items()},
+        "trust": {vo: _trust_doc(t, policy.document) for vo, t in policy.trust.items()},
         "report": {"urls": list(policy.report_urls), "ca_bundle": policy.report_ca_bundle,
                    "hmac_key_file": policy.report_hmac_key_file},
     }
+
+
+def _trust_doc(t: VoTrust, document: Mapping[str, Any]) -> Dict[str, Any]:
+    """One VO's trust as `policy check` prints it: its signers, revocations and allow rules
+    (as written and validated: `deny` stays visible), every section it may set."""
+    written = ((document.get("trust") or {}).get(t.name) or {}).get("allow") or {}
+    return {"threshold": t.threshold, "min_serial": t.min_serial,
+            "signers": [_signer_doc(s) for s in t.signers],
+            "revoked": {"ssh_fingerprints": list(t.revoked.ssh_fingerprints),
+                        "ssh_cert_key_ids": list(t.revoked.ssh_cert_key_ids),
+                        "serials": list(t.revoked.serials)},
+            "allow": {name: written[name] for name in written},
+            "allowed_sections": sorted(t.allow)}
 
 
 def _signer_doc(s: Signer) -> Dict[str, Any]:

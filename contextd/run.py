@@ -20,7 +20,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from contextd import admission, apply, authorize, decision, filesystem, history, logs, payload
-from contextd import paths, plugin, policy, report, sources
+from contextd import killswitch, paths, plugin, policy, report, sources
 from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, ScriptFailed
 from contextd.errors import UsageError
 from contextd.facts import facts_for, instance_key
@@ -92,7 +92,7 @@ def _check_paths(opts: Options) -> None:
         paths.dir_or_absent(opts.state, "--state-dir")
         paths.dir_or_absent(opts.spool, "--spool-dir")
     except UsageError as exc:
-        _record_broken_policy(opts, now(), exc.one_line(), exc.outcome, "usage")
+        _record_early(opts, now(), exc.one_line(), exc.outcome, "usage")
         raise
 
 
@@ -118,6 +118,9 @@ def _execute(opts: Options) -> Result:
     """The whole run, reported whatever happens. A broken policy raises after writing a
     report of its own (nothing is trusted without one); a bug raises after ending the report."""
     started = now()
+    off = killswitch.reason(opts.root)
+    if off:     # before the policy: a switched-off machine judges nothing, but says so
+        return Result(_record_early(opts, started, off, Outcome.SKIPPED, "disabled"))
     pol = _load_policy(opts, started)
     trail = RunReport(pol, started, opts.root, opts.run, opts.spool, opts.dry_run)
     try:
@@ -146,12 +149,12 @@ def _load_policy(opts: Options, started: datetime.datetime) -> policy.Policy:
     except ContextdError as exc:
         # Without a policy the run judged nothing: it failed, with the error's exit code.
         ended = exc.outcome if exc.outcome.word == "failed" else Outcome.POLICY
-        _record_broken_policy(opts, started, exc.one_line(), ended)
+        _record_early(opts, started, exc.one_line(), ended)
         raise
     except Exception as exc:
         # A bug: exit 70 and a traceback file, but the run has ended, so its report says so.
         # Only the type: the exception's text may hold anything from the policy.
-        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, Outcome.INTERNAL)
+        _record_early(opts, started, _INTERNAL % type(exc).__name__, Outcome.INTERNAL)
         raise
 
 
@@ -295,19 +298,20 @@ def _fetch(opts: Options, pol: policy.Policy
     return found.context, tuple(found.notes)
 
 
-def _record_broken_policy(opts: Options, started: datetime.datetime, message: str,
-                          outcome: Outcome, stage: str = "policy") -> None:
+def _record_early(opts: Options, started: datetime.datetime, message: str,
+                          outcome: Outcome, stage: str = "policy") -> Dict[str, Any]:
     """Without a policy (or a usable directory) nothing is trusted, fetched or delivered; but
     the run did finish, and `status --wait` (pilots block on it) must see that now, not at
     its timeout."""
+    rep = report.new(started, None, opts.root, None)
+    report.finish(rep, outcome, started, stage, message)
     if opts.dry_run:
-        return
+        return rep
     try:
-        rep = report.new(started, None, opts.root, None)
-        report.finish(rep, outcome, started, stage, message)
         report.write(rep, opts.run)
     except Exception as err:  # noqa: BLE001 - the policy's error is what the run reports
         log.warning("cannot write the report to %s: %s", opts.run, err)
+    return rep
 
 
 _INTERNAL = "internal error (a bug): %s; the traceback is in the file contextd named on stderr"

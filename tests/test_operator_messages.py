@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import base_payload, dump_payload, keygen, utc
 
 from contextd import cli
@@ -187,3 +189,101 @@ def test_dry_run_json_says_dry_run(site, capsys):
     assert code == 0, err
     assert json.loads(out)["dry_run"] is True
 
+
+
+# --- sign checks with the agent's own parser ----------------------------------------------
+
+def _sign_raw(site, capsys, raw: bytes):
+    path = site.tmp / "raw.yaml"
+    path.write_bytes(raw)
+    out = site.tmp / "raw.bundle"
+    if out.exists():
+        out.unlink()
+    code, _, err = main(capsys, "sign", "--key", str(site.keys["atlas"][0]), str(path), "-o",
+                        str(out))
+    return code, err, out
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    ({"ssh": {"authorized_keys": ["x"]}}, "no contextd plugin handles section 'ssh'"),
+    ({"not_before": "2026-11-24T00:00:00"}, "'Z' required"),
+    ({"cvmfs": {"repositorys": ["a"]}}, "did you mean 'repositories'?"),
+])
+def test_sign_refuses_what_every_vm_would_reject(site, capsys, change, needle):
+    doc = dict(base_payload(), **change)
+    code, err, out = _sign_raw(site, capsys, dump_payload(doc))
+    assert code == 1 and needle in err and "not signed" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("window", "needle"), [
+    ((-20, -10), "expired at"), ((-1, 60), "valid for 61d, longer than the 31d")])
+def test_sign_warns_of_what_sites_will_refuse(site, capsys, window, needle):
+    doc = dict(base_payload(), not_before=utc(window[0]), expires=utc(window[1]))
+    code, err, out = _sign_raw(site, capsys, dump_payload(doc))
+    assert code == 0 and out.exists(), err
+    assert "warning: " in err and needle in err, err
+
+
+def test_policy_check_prints_allow_rules_and_revocations(site, capsys):
+    fp = "SHA256:" + "A" * 43
+    site.policy["trust"]["atlas"]["revoked"] = {"ssh_fingerprints": [fp], "serials": [7]}
+    site.policy["trust"]["cms"]["allow"]["puppet"] = "deny"
+    site.write_policy()
+    code, out, _ = main(capsys, "policy", "check", str(site.policy_path), "--json")
+    assert code == 0
+    atlas = json.loads(out)["trust"]["atlas"]
+    assert atlas["revoked"]["ssh_fingerprints"] == [fp] and atlas["revoked"]["serials"] == [7]
+    assert atlas["allow"]["cvmfs"]["repositories"] == ["atlas*.cern.ch", "sft.cern.ch"]
+    assert atlas["allow"]["htcondor"]["roles"] == ["execute"]
+    assert json.loads(out)["trust"]["cms"]["allow"]["puppet"] == "deny"
+
+
+def test_explain_accepts_every_fact_it_prints(site, capsys):
+    b = site.bundle()
+    code, out, err = main(capsys, "explain", str(b), "--policy", str(site.policy_path), "--json")
+    assert code in (0, 1), err
+    printed = json.loads(out)["facts"]
+    argv = ["explain", str(b), "--policy", str(site.policy_path), "--json"]
+    for name in ("site", "hostname", "cloud", "region", "instance_id", "image_id", *printed):
+        argv += ["--fact", "%s=x-%s" % (name, name.replace("_", "-"))]
+    code, out, err = main(capsys, *argv)
+    assert code in (0, 1) and "not NAME=VALUE" not in err, err
+    assert json.loads(out)["facts"]["hostname"] == "x-hostname"
+
+
+# --- kill switches ------------------------------------------------------------------------
+
+def test_switch_file_under_the_root_skips_the_run_with_a_report(site, capsys):
+    (site.root / "etc" / "contextd").mkdir(parents=True)
+    (site.root / "etc" / "contextd" / "disabled").touch()
+    before = site.snapshot()
+    code, _, err = main(capsys, "run", "--source", "file:%s" % site.bundle(), "--policy",
+                        str(site.policy_path), "--root", str(site.root), "--run-dir",
+                        str(site.run_dir), "--state-dir", str(site.state_dir))
+    assert code == 0, err
+    rep = site.report()
+    assert (rep["outcome"], rep["stage"]) == ("skipped", "disabled"), rep
+    assert "/etc/contextd/disabled" in rep["message"]
+    assert site.snapshot() == before
+    code, out, _ = main(capsys, "status", "--run-dir", str(site.run_dir))
+    assert code == 0 and "disabled" in out
+
+
+@pytest.mark.parametrize("switch", ["file", "cmdline"])
+def test_status_wait_returns_at_once_when_switched_off(site, capsys, switch):
+    import time
+
+    if switch == "file":
+        (site.root / "etc" / "contextd").mkdir(parents=True)
+        (site.root / "etc" / "contextd" / "disabled").touch()
+        needle = "/etc/contextd/disabled"
+    else:
+        (site.root / "proc").mkdir()
+        (site.root / "proc" / "cmdline").write_text("ro quiet contextd=off console=ttyS0\n")
+        needle = "contextd=off"
+    started = time.monotonic()
+    code, out, err = main(capsys, "status", "--wait", "--timeout", "30", "--root",
+                          str(site.root))
+    assert time.monotonic() - started < 5
+    assert code == 0 and needle in out, (out, err)

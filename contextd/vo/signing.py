@@ -1,7 +1,9 @@
 """The VO side: sign a payload into a bundle, or add a signature to an existing bundle.
 
 It refuses to sign what a site would refuse to read (not a payload/v1 document, invalid
-YAML, duplicate keys), so a VO finds out at signing time, not at boot. Signatures are SSH
+YAML, duplicate keys, anything the agent's payload parser refuses), and warns of what sites
+will refuse by their clock or their default policy, so a VO finds out at signing time, not
+at boot. Signatures are SSH
 (a plain key, or a key with its SSH user certificate embedded) or X.509 (a robot
 certificate's key, with the certificate and its intermediates).
 
@@ -12,9 +14,9 @@ holds a payload it has not checked as a site would.
 from __future__ import annotations
 
 import datetime
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from contextd import bundle, strictyaml
+from contextd import bundle
 from contextd.trust import sshsig
 from contextd.vo import armor, sshsign
 from contextd.errors import BundleError, PayloadError, SignatureError, SigningError
@@ -111,7 +113,39 @@ def check_payload(payload: bytes) -> None:
     if first != TYPE_TAG:
         raise SigningError("payload does not start with %r" % TYPE_TAG.decode(),
                            "make that the first line of the payload file")
-    try:
-        strictyaml.load(payload, "payload", PayloadError)
+    try:        # the agent's own parser: what every VM will say, said before signing
+        from contextd import payload as payloads
+
+        payloads.lint(payload)
     except PayloadError as exc:
-        raise SigningError(exc.message, exc.hint) from None
+        raise SigningError("payload not signed: %s" % exc.message,
+                           exc.hint or "every VM would reject it: fix the payload") from None
+
+
+# A site's max_validity when its policy says none (policy.py); longer is refused there.
+DEFAULT_MAX_VALIDITY = 31 * 86400
+
+
+def advice(bundle_data: bytes, now: Optional[datetime.datetime] = None) -> List[str]:
+    """What a signed, valid payload will still meet at the sites: warnings, not errors (a VO
+    may sign ahead, or for a site that allows longer)."""
+    from contextd import payload as payloads
+    from contextd.settings import shown
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    not_before, expires = payloads.lint(bundle.decode(bundle_data).payload)
+    out = []
+    if expires <= now:
+        out.append("the payload expired at %s: every VM will reject it" % _utc(expires))
+    elif expires <= not_before:
+        out.append("the payload expires before it is valid: every VM will reject it")
+    span = int((expires - not_before).total_seconds())
+    if span > DEFAULT_MAX_VALIDITY:
+        out.append("the payload is valid for %s, longer than the %s sites allow by default "
+                   "(max_validity): such sites will reject it"
+                   % (shown(span), shown(DEFAULT_MAX_VALIDITY)))
+    return out
+
+
+def _utc(t: datetime.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
