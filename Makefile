@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # Real peers the tests use (DESIGN: no silent skips in CI).
-APT_PACKAGES := genisoimage xorriso openssh-client puppet
+APT_PACKAGES := genisoimage xorriso openssh-client puppet man-db groff-base
 
 # Further targets live in mk/*.mk; each may add itself to CI_TARGETS, which `make ci-extra`
 # runs (.ci/run calls `make test`, then `make ci-extra`).
