@@ -287,3 +287,44 @@ def test_status_wait_returns_at_once_when_switched_off(site, capsys, switch):
                           str(site.root))
     assert time.monotonic() - started < 5
     assert code == 0 and needle in out, (out, err)
+
+
+# --- --help -------------------------------------------------------------------------------
+
+def _parsers(parser, name="contextd"):
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for word, sub in action.choices.items():
+                yield from _parsers(sub, "%s %s" % (name, word))
+
+
+def test_every_option_has_help_that_shows_its_default():
+    import argparse
+
+    missing = []
+    for name, parser in _parsers(cli.build_parser()):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                                   argparse._SubParsersAction)):
+                continue
+            label = "%s %s" % (name, "/".join(action.option_strings) or action.dest)
+            if not action.help:
+                missing.append("%s: no help" % label)
+                continue
+            optional = (action.option_strings and action.nargs != 0 and not action.required) \
+                or action.nargs == "?"
+            if optional and "default" not in action.help:
+                missing.append("%s: no default in %r" % (label, action.help))
+    assert missing == []
+
+
+def test_top_level_help_lists_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for code, word in ((0, "success"), (1, "rejected"), (2, "usage"), (3, "apply failed"),
+                       (70, "internal error")):
+        assert "%d %s" % (code, word) in out, out
