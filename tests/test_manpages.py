@@ -54,3 +54,11 @@ def test_section_5_pages_name_every_key_of_their_schema(page, schema):
         assert key in text, "%s does not mention %r" % (page, key)
     assert "yaml-language-server: $schema=/usr/share/contextd/schemas/%s.schema.json" % schema \
         in text
+
+
+def test_the_rpms_policy_and_the_readme_point_at_the_man_pages_not_outside():
+    policy = (REPO / "packaging" / "policy.yaml").read_text()
+    readme = (REPO / "README.md").read_text()
+    assert "contextd-policy(5)" in policy and "DESIGN" not in policy
+    assert "docs/man/contextd.8" in readme and "shared/design" not in readme
+    assert "# yaml-language-server: $schema=" in readme
