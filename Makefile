@@ -32,7 +32,7 @@ system-deps:
 	fi
 
 demo: venv
-	bash examples/demo.sh
+	bash examples/demo.sh $(if $(FULL),--full)
 
 test: system-deps test-venv
 	$(BIN)/python -m pytest -q

@@ -328,3 +328,25 @@ def test_top_level_help_lists_the_exit_codes(capsys):
     for code, word in ((0, "success"), (1, "rejected"), (2, "usage"), (3, "apply failed"),
                        (70, "internal error")):
         assert "%d %s" % (code, word) in out, out
+
+
+# --- make demo ----------------------------------------------------------------------------
+
+def test_demo_tells_a_short_story_and_keeps_the_full_report(tmp_path):
+    repo = Path(__file__).resolve().parent.parent
+    wrapper = tmp_path / "contextd"
+    wrapper.write_text('#!/bin/sh\nexec "%s" -m contextd "$@"\n' % sys.executable)
+    wrapper.chmod(0o755)
+    out = tmp_path / "demo"
+    env = dict(__import__("os").environ, CONTEXTD=str(wrapper), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(repo / "examples" / "demo.sh"), str(out)], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=str(repo))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) <= 40, proc.stdout                    # fits a screen
+    for needle in ("signs", "explain", "verdict:   ACCEPTED", "contextd: applied",
+                   "image almalinux 9.4", "receiver got 2 copies", "FULL=1"):
+        assert needle in proc.stdout, needle
+    rep = json.loads((out / "root" / "run" / "contextd" / "report.json").read_text())
+    assert rep["outcome"] == "applied"
+    assert rep["host"]["image"]["os_id"] == "almalinux"
