@@ -148,6 +148,8 @@ def _sign(opt: str, x509: bool = False) -> Build:
             d = {"--x509-key": str(s.x509_key), "--x509-cert": str(s.x509_cert)}
         else:
             d = {"--key": str(s.key), "--cert": str(s.cert)}
+        if opt == "--x509-chain":
+            d["--x509-chain"] = ""
         d["payload"] = str(s.payload)
         d["-o"] = str(s.tmp / ("out-%s.bundle" % tag))
         d[opt] = bad
@@ -196,6 +198,7 @@ ARGS: Dict[str, Tuple[Build, bool, bool, str]] = {
     "sign -o": (_sign("-o"), False, True, "output"),
     "sign --x509-key": (_sign("--x509-key", True), False, False, "input"),
     "sign --x509-cert": (_sign("--x509-cert", True), False, False, "input"),
+    "sign --x509-chain": (_sign("--x509-chain", True), False, False, "input"),
     "pack iso BUNDLE": (_pack("iso", "bundle"), False, False, "input"),
     "pack iso -o": (_pack("iso", "-o"), False, True, "output"),
     "pack iso --file": (_pack("iso", "--file"), False, False, "input"),
@@ -262,3 +265,12 @@ def test_path_matrix(scene, capsys, arg, kind):
         rep = json.loads((run_dir / "report.json").read_text())
         assert rep["finished_at"], rep
         assert rep.get("exit_code", code) == code, rep
+
+
+def test_a_bad_source_spec_is_exit_2_and_its_report_says_failed(scene, capsys):
+    argv = _run("--spool-dir")(scene, str(scene.tmp / "spool-bad-spec"), "bad-spec")
+    argv[argv.index("--source") + 1] = "ftp:somewhere"
+    code, _, err = invoke(argv, capsys)
+    assert code == 2 and "ftp" in err, err
+    rep = json.loads((Path(argv[argv.index("--run-dir") + 1]) / "report.json").read_text())
+    assert (rep["outcome"], rep["exit_code"]) == ("failed", 2), rep
