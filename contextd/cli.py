@@ -145,6 +145,9 @@ def _sign_options(sign: argparse.ArgumentParser) -> None:
                       "default: none)")
     sign.add_argument("-o", "--output", help="bundle to write (appends when it exists); "
                       "default stdout")
+    sign.add_argument("--force", action="store_true",
+                      help="sign a payload every VM would reject (to test a site's "
+                      "rejections); default: refuse it")
 
 
 def _pack_options(pack: argparse.ArgumentParser) -> None:

@@ -166,7 +166,12 @@ def sign(args: Any) -> int:
                  for path in [args.x509_cert, *args.x509_chain]]
         data = signing.sign_x509(_read_input(args.x509_key, "key"), certs, source,
                                  existing=existing, key_name=args.x509_key)
-    for warning in signing.advice(data):
+    refusal, warnings = signing.review(data)
+    if refusal is not None and not args.force:
+        raise refusal
+    if refusal is not None:
+        warnings.insert(0, "signed all the same (--force): %s" % refusal.message)
+    for warning in warnings:
         print("contextd: warning: %s" % warning, file=sys.stderr)
     if args.output:
         try:

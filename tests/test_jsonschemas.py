@@ -11,10 +11,18 @@ from typing import Any, Dict
 import jsonschema
 import pytest
 
+import inprocess
 from conftest import base_payload, dump_payload
 
 from contextd import cli, strictyaml
 from contextd.errors import PayloadError
+
+
+@pytest.fixture(autouse=True)
+def _in_process():
+    """cli.main in this process leaves no handler or secret behind (tests/inprocess.py)."""
+    yield from inprocess.isolated()
+
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMAS = REPO / "contextd" / "schemas"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 from typing import List, Optional, Sequence, Tuple
 
-from contextd import bundle
+from contextd import bundle, strictyaml
 from contextd.trust import sshsig
 from contextd.vo import armor, sshsign
 from contextd.errors import BundleError, PayloadError, SignatureError, SigningError
@@ -113,27 +113,33 @@ def check_payload(payload: bytes) -> None:
     if first != TYPE_TAG:
         raise SigningError("payload does not start with %r" % TYPE_TAG.decode(),
                            "make that the first line of the payload file")
-    try:        # the agent's own parser: what every VM will say, said before signing
-        from contextd import payload as payloads
-
-        payloads.lint(payload)
+    try:
+        strictyaml.load(payload, "payload", PayloadError)
     except PayloadError as exc:
-        raise SigningError("payload not signed: %s" % exc.message,
-                           exc.hint or "every VM would reject it: fix the payload") from None
+        raise SigningError(exc.message, exc.hint) from None
 
 
 # A site's max_validity when its policy says none (policy.py); longer is refused there.
 DEFAULT_MAX_VALIDITY = 31 * 86400
 
 
-def advice(bundle_data: bytes, now: Optional[datetime.datetime] = None) -> List[str]:
-    """What a signed, valid payload will still meet at the sites: warnings, not errors (a VO
-    may sign ahead, or for a site that allows longer)."""
+def review(bundle_data: bytes, now: Optional[datetime.datetime] = None
+           ) -> Tuple[Optional[SigningError], List[str]]:
+    """What the sites will say of the bundle's payload, by the agent's own parser: the error
+    every VM would reject it with (refused unless `contextd sign --force`), and warnings of
+    what its clock or a default policy will refuse (a VO may sign ahead, or for a site that
+    allows longer)."""
     from contextd import payload as payloads
     from contextd.settings import shown
 
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    not_before, expires = payloads.lint(bundle.decode(bundle_data).payload)
+    try:
+        not_before, expires = payloads.lint(bundle.decode(bundle_data).payload)
+    except PayloadError as exc:
+        return SigningError("payload not signed: %s%s" % (
+            exc.message, " (%s)" % exc.hint if exc.hint else ""),
+            "every VM would reject it: fix the payload, or --force to sign it all the "
+            "same"), []
     out = []
     if expires <= now:
         out.append("the payload expired at %s: every VM will reject it" % _utc(expires))
@@ -144,7 +150,7 @@ def advice(bundle_data: bytes, now: Optional[datetime.datetime] = None) -> List[
         out.append("the payload is valid for %s, longer than the %s sites allow by default "
                    "(max_validity): such sites will reject it"
                    % (shown(span), shown(DEFAULT_MAX_VALIDITY)))
-    return out
+    return None, out
 
 
 def _utc(t: datetime.datetime) -> str:
