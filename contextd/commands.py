@@ -48,7 +48,8 @@ def run(args: Any) -> int:
 
 def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
     p = rep.get("payload") or {}
-    head = "dry run: would apply" if dry_run else rep["outcome"]
+    # A dry run that ends applied would apply; one that ends otherwise says how it ended.
+    head = "dry run: would apply" if dry_run and rep["outcome"] == "applied" else rep["outcome"]
     where = (rep.get("source") or {}).get("location")
     who = " payload %s serial %s from %s" % (p.get("vo"), p.get("serial"), where) if p else ""
     print("contextd: %s%s" % (head, who))
@@ -63,9 +64,9 @@ def explain(args: Any) -> int:
     from contextd import explain as explainer
     from contextd import sources
 
-    paths.existing_dir(args.root, "--root")
     from contextd.facts import NAMES
 
+    paths.existing_dir(args.root, "--root")
     pol = policy.load(args.policy)
     facts = {}
     known = ("site", "hostname", *NAMES)        # every fact explain prints

@@ -299,7 +299,7 @@ def _fetch(opts: Options, pol: policy.Policy
 
 
 def _record_early(opts: Options, started: datetime.datetime, message: str,
-                          outcome: Outcome, stage: str = "policy") -> Dict[str, Any]:
+                  outcome: Outcome, stage: str = "policy") -> Dict[str, Any]:
     """Without a policy (or a usable directory) nothing is trusted, fetched or delivered; but
     the run did finish, and `status --wait` (pilots block on it) must see that now, not at
     its timeout."""
