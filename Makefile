@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Real peers the tests use (DESIGN: no silent skips in CI).
 APT_PACKAGES := genisoimage xorriso openssh-client puppet postgresql chromium \
-		cloud-image-utils dosfstools mtools
+		cloud-image-utils dosfstools mtools man-db groff-base
 
 # Further targets live in mk/*.mk; each may add itself to CI_TARGETS, which `make ci-extra`
 # runs (.ci/run calls `make test`, then `make ci-extra`).
@@ -33,7 +33,7 @@ system-deps:
 	fi
 
 demo: venv
-	bash examples/demo.sh
+	bash examples/demo.sh $(if $(FULL),--full)
 
 # contextd-collector on SQLite on 127.0.0.1, fed by the demo's runs; prints the page's URL.
 collector-demo: venv

@@ -25,6 +25,7 @@ from contextd.plugin import Decision, Finding
 from contextd.policy import Policy, VoTrust
 from contextd.record import record
 from contextd.schema import glob_match
+from contextd.settings import shown
 from contextd.trust.verify import SignerMatch, Verified
 
 
@@ -140,6 +141,16 @@ def _when(t: datetime.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _span(delta: datetime.timedelta) -> str:
+    """A length of time as people write it: `41d`, `40d 3h`, not `41 days, 0:00:00`."""
+    left, parts = int(delta.total_seconds()), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append("%d%s" % (left // size, unit))
+            left %= size
+    return " ".join(parts) or "0s"
+
+
 class ValidityWindow(Rule):
     """The window is sane, no longer than the site maximum, and holds `now` (within the
     clock skew). Not checked without a clock: an applied payload stays applied."""
@@ -155,7 +166,7 @@ class ValidityWindow(Rule):
                               % (_when(p.expires), _when(p.not_before)))
         elif (p.expires - p.not_before).total_seconds() > policy.max_validity:
             violations.append("payload validity %s is longer than the site maximum %s" % (
-                p.expires - p.not_before, datetime.timedelta(seconds=policy.max_validity)))
+                _span(p.expires - p.not_before), shown(policy.max_validity)))
         if now + skew < p.not_before:
             violations.append("payload not valid before %s (clock says %s; is time synced?)"
                               % (_when(p.not_before), _when(now)))

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, Dict
 
-from contextd import filesystem, policy, report
+from contextd import filesystem, killswitch, paths, policy, report
 from contextd.errors import EXIT_OK, EXIT_REJECTED, ContextdError, SourceError, UsageError
 
 
@@ -33,9 +33,14 @@ def run(args: Any) -> int:
     result = runner.execute(opts)
     rep = result.report
     if args.json:
-        _print_json(rep)
+        _print_json(dict(rep, dry_run=True) if args.dry_run else rep)
     else:
         _print_summary(rep, dry_run=args.dry_run)
+    if result.spooled and sys.stderr.isatty():     # the journal has each one; a person, one line
+        print("contextd: %d report%s not delivered, spooled in %s; `contextd report flush` "
+              "sends %s" % (len(result.spooled), "" if len(result.spooled) == 1 else "s",
+                            os.path.dirname(result.spooled[0]),
+                            "it" if len(result.spooled) == 1 else "them"), file=sys.stderr)
     if result.error is not None:
         raise result.error
     return EXIT_OK
@@ -43,7 +48,8 @@ def run(args: Any) -> int:
 
 def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
     p = rep.get("payload") or {}
-    head = "dry run: would apply" if dry_run else rep["outcome"]
+    # A dry run that ends applied would apply; one that ends otherwise says how it ended.
+    head = "dry run: would apply" if dry_run and rep["outcome"] == "applied" else rep["outcome"]
     where = (rep.get("source") or {}).get("location")
     who = " payload %s serial %s from %s" % (p.get("vo"), p.get("serial"), where) if p else ""
     print("contextd: %s%s" % (head, who))
@@ -55,20 +61,23 @@ def _print_summary(rep: Dict[str, Any], dry_run: bool = False) -> None:
 
 
 # What explain may be told; image and image_version stand for a verified image manifest.
-_FACTS = ("site", "cloud", "region", "instance_id", "image_id", "image", "image_version")
 
 
 def explain(args: Any) -> int:
     from contextd import explain as explainer
     from contextd import sources
 
+    from contextd.facts import IMAGE, NAMES
+
+    paths.existing_dir(args.root, "--root")
     pol = policy.load(args.policy)
     facts = {}
+    known = ("site", "hostname", *NAMES, *IMAGE)     # every fact explain prints
     for item in args.fact:
         name, sep, value = item.partition("=")
-        if not sep or name not in _FACTS:
+        if not sep or name not in known:
             raise UsageError("--fact %r is not NAME=VALUE with a known NAME" % item,
-                             "names: %s" % ", ".join(_FACTS))
+                             "names: %s" % ", ".join(known))
         facts[name] = value
     ctx = sources.fetch(_spec_for(args.bundle))
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -151,6 +160,8 @@ def sign(args: Any) -> int:
         raise UsageError("--x509-cert and --x509-chain go with --x509-key")
     source = _read_input(args.payload, "payload")
     existing = None
+    if args.output:
+        paths.output(args.output, "-o")
     if args.output and os.path.exists(args.output):
         existing = _read_input(args.output, "bundle")
     if args.key:
@@ -163,8 +174,18 @@ def sign(args: Any) -> int:
                  for path in [args.x509_cert, *args.x509_chain]]
         data = signing.sign_x509(_read_input(args.x509_key, "key"), certs, source,
                                  existing=existing, key_name=args.x509_key)
+    refusal, warnings = signing.review(data)
+    if refusal is not None and not args.force:
+        raise refusal
+    if refusal is not None:
+        warnings.insert(0, "signed all the same (--force): %s" % refusal.message)
+    for warning in warnings:
+        print("contextd: warning: %s" % warning, file=sys.stderr)
     if args.output:
-        filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
+        try:
+            filesystem.atomic_write(os.path.abspath(args.output), data, 0o644)
+        except OSError as exc:
+            raise paths.unwritable(args.output, "-o", exc) from None
         print("contextd: signed %s -> %s" % (args.payload, args.output), file=sys.stderr)
     else:
         sys.stdout.write(data.decode("ascii"))
@@ -185,6 +206,7 @@ def pack(args: Any) -> int:
     from contextd.vo import packing
 
     data = _read_input(args.bundle, "bundle")
+    paths.output(args.output, "-o")
     if args.carrier == "iso":
         packing.pack_iso(data, args.output, args.file, label=args.label)
         print("contextd: wrote context ISO %s" % args.output, file=sys.stderr)
@@ -196,7 +218,9 @@ def pack(args: Any) -> int:
 
 def policy_check(args: Any) -> int:
     pol = policy.load(args.file)
-    doc = policy.normalised(pol)
+    from contextd import policyview
+
+    doc = policyview.normalised(pol)
     if args.json:
         _print_json(doc)
     else:
@@ -208,7 +232,10 @@ def policy_check(args: Any) -> int:
 
 
 def status(args: Any) -> int:
+    if not args.run_dir:
+        paths.existing_dir(args.root, "--root")
     run_dir = args.run_dir or filesystem.default_dir(args.root, "/run/contextd")
+    paths.dir_or_absent(run_dir, "--run-dir")
     deadline = None if args.timeout is None else time.monotonic() + max(args.timeout, 0.0)
     boot = _this_boot()
     while True:
@@ -219,6 +246,9 @@ def status(args: Any) -> int:
         if not args.wait:
             raise SourceError("no finished contextd run recorded in %s" % run_dir,
                               "contextd run has not run yet on this boot")
+        off = killswitch.reason(args.root)
+        if off:             # no run will come: the unit's conditions keep it from starting
+            return _switched_off(off, args.json)
         if deadline is not None and time.monotonic() >= deadline:
             raise ContextdError("timed out after %gs waiting for this boot's contextd run to "
                                 "finish (report %s)" % (args.timeout, os.path.join(
@@ -236,6 +266,14 @@ def status(args: Any) -> int:
             line += " (%s: %s)" % (rep.get("stage"), rep.get("message"))
         print(line)
     return report.exit_code(rep)
+
+
+def _switched_off(reason: str, as_json: bool) -> int:
+    if as_json:
+        _print_json({"outcome": "skipped", "stage": "disabled", "message": reason})
+    else:
+        print("skipped (disabled: %s)" % reason)
+    return EXIT_OK
 
 
 def _this_boot() -> Dict[str, Any]:
@@ -270,7 +308,10 @@ def report_flush(args: Any) -> int:
     """Send the spool; exit 0 when nothing is left in it (delivered or moved aside), else 1."""
     from contextd import delivery
 
+    if not args.spool_dir:
+        paths.existing_dir(args.root, "--root")
     spool = args.spool_dir or filesystem.default_dir(args.root, report.SPOOL)
+    paths.dir_or_absent(spool, "--spool-dir")
     try:
         result = delivery.flush(spool)
     except OSError as exc:

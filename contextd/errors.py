@@ -23,8 +23,10 @@ class Outcome(enum.Enum):
     SKIPPED = ("skipped", 0)            # nothing to do: no context, where the policy allows it
     REJECTED = ("rejected", 1)          # the context, its signature, payload or policy said no
     APPLY_FAILED = ("failed", 3)        # apply failed and was rolled back
-    USAGE = ("rejected", 2)             # bad flags or an unusable setting met mid-run
-    POLICY = ("failed", 2)              # no usable site policy: nothing could be judged
+    # Bad flags, a path the user named that cannot be used, an unusable setting met mid-run:
+    # nothing was judged, so the report says failed (not rejected, which is the context's word).
+    USAGE = ("failed", 2)
+    POLICY = ("failed", 2)              # no usable site policy (an alias of USAGE: one ending)
     INTERNAL = ("failed", 70)           # a bug: traceback to a file
 
     def __init__(self, word: str, exit_code: int):

@@ -67,6 +67,7 @@ class Limits:
     image_manifest_bytes: int = 64 * _KIB   # image.json: ~600 bytes; it goes into every report
     image_signature_bytes: int = 16 * _KIB  # image.json.sig: an RSA-16384 SSHSIG is ~3 KiB
     image_package_list_bytes: int = 256 * _MIB  # `rpm -qa` output or dpkg's status file
+    cmdline_bytes: int = 64 * _KIB    # /proc/cmdline read for contextd=off; Linux caps it lower
     # --- reports ----------------------------------------------------------------------------
     report_key_bytes: int = 4096      # the site's report.hmac_key_file
     spool_entry_bytes: int = 8 * _MIB  # one spooled report: reports are KiBs, more is broken

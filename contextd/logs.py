@@ -168,5 +168,5 @@ def setup(verbose: bool = False) -> None:
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     # urllib3 says "Retrying (Retry(total=1 ...))" at WARNING on every retry; delivery reports
-    # the result itself, once. With -v its lines are kept as debugging aid.
-    logging.getLogger("urllib3").setLevel(logging.WARNING if verbose else logging.CRITICAL)
+    # the result itself, once, in its own words: -v too shows only those (issue 15).
+    logging.getLogger("urllib3").setLevel(logging.CRITICAL)

@@ -93,7 +93,10 @@ class Policy:
 def load(path: str = DEFAULT_PATH, check_owner: bool = True) -> Policy:
     data = _read_safely(path, check_owner)
     doc = strictyaml.load(data, "policy %s" % path, PolicyError)
-    return parse(doc, path=path, sha256=hashlib.sha256(data).hexdigest())
+    try:
+        return parse(doc, path=path, sha256=hashlib.sha256(data).hexdigest())
+    except PolicyError as exc:      # the admin learns which file, not only which key
+        raise PolicyError("policy %s: %s" % (path, exc.message), exc.hint) from None
 
 
 def _read_safely(path: str, check_owner: bool) -> bytes:
@@ -106,10 +109,12 @@ def _read_safely(path: str, check_owner: bool) -> bytes:
     except OSError as exc:
         raise PolicyError("cannot open policy file %s: %s" % (path, exc.strerror or exc),
                           "it must be a regular file, not a symbolic link") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):    # before fdopen, which raises on a directory
+        os.close(fd)
+        raise PolicyError("policy %s is not a regular file" % path,
+                          "name the policy file itself, not a directory, FIFO or device")
     with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise PolicyError("policy %s is not a regular file" % path)
         if check_owner:
             if st.st_uid not in (0, os.geteuid()):
                 raise PolicyError("policy %s is owned by uid %d, not root" % (path, st.st_uid),
@@ -265,11 +270,28 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
                 report_urls = _urls(rr, "urls", urls.parse_glob)
                 allow["report"] = True
                 continue
-            allow[section] = plugin.load(section, for_policy=True).parse_allow(rules)
+            with _under(r.where):       # a plugin names its rules allow.NAME
+                allow[section] = plugin.load(section, for_policy=True).parse_allow(rules)
     return VoTrust(name=vo, threshold=threshold,
                    min_serial=r.int("min_serial", default=0, minimum=0) or 0,
                    signers=tuple(signers), revoked=revoked, allow=allow,
                    report_urls=report_urls)
+
+
+class _under:
+    """Put `where` (trust.atlas) before a plugin's field path (allow.cvmfs) in its errors,
+    so the message names the full key path of the policy."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        if isinstance(exc, PolicyError) and exc.message.startswith("allow."):
+            exc.message = "%s.%s" % (self.where, exc.message)
+            exc.args = (exc.message,)
 
 
 def _urls(r: Reader, key: str, parse: Callable[[str], Any]) -> Tuple[str, ...]:
@@ -337,48 +359,3 @@ def _signer(r: Reader) -> Signer:
                   x509_subject=xr.str("subject", required=True, pattern=dn, what="DN in /A=B form"),
                   x509_issuer=issuer, x509_anchor=None if anchor == issuer else anchor)
 
-
-def normalised(policy: Policy) -> Dict[str, Any]:
-    """The policy as `policy check` prints it: every default spelled out."""
-    return {
-        "version": 1, "site": policy.site, "require_signature": policy.require_signature,
-        "sources": list(policy.sources), "wait_for_source": "%ds" % policy.wait_for_source,
-        "clock_skew": "%ds" % policy.clock_skew, "max_validity": "%ds" % policy.max_validity,
-        "file": {"path": policy.file_source} if policy.file_source else None,
-        "ec2": {"url": policy.ec2.url, "imdsv1_fallback": policy.ec2.imdsv1_fallback,
-                "budget": "%ds" % policy.ec2.budget},
-        "openstack": {"url": policy.openstack.url, "budget": "%ds" % policy.openstack.budget},
-        "gce": {"url": policy.gce.url, "budget": "%ds" % policy.gce.budget},
-        "url": ({"location": policy.url_source.location,
-                 "budget": "%ds" % policy.url_source.budget,
-                 "ca_bundle": policy.url_source.ca_bundle}
-                if policy.url_source.location else None),
-        "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
-                   "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
-                                 if policy.legacy.amiconfig else "deny")},
-        "site_settings": dict(policy.document.get("site_settings") or {}),
-        "trust": {
-            vo: {"threshold": t.threshold, "min_serial": t.min_serial,
-                 "signers": [_signer_doc(s) for s in t.signers],
-                 "allowed_sections": sorted(t.allow)}
-            for vo, t in policy.trust.items()},
-        "report": {"urls": list(policy.report_urls), "ca_bundle": policy.report_ca_bundle,
-                   "hmac_key_file": policy.report_hmac_key_file},
-        "image": {"signers": [{"id": s.id, "fingerprint": sshsig.fingerprint(s.key_blob)}
-                              for s in policy.image.signers]},
-    }
-
-
-def _signer_doc(s: Signer) -> Dict[str, Any]:
-    doc: Dict[str, Any] = {"id": s.id, "kind": s.kind}
-    if s.key_blob:
-        doc["fingerprint"] = s.fingerprint
-    if s.principals:
-        doc["principals"] = list(s.principals)
-    if s.x509_subject:
-        doc["subject"], doc["issuer"] = s.x509_subject, s.x509_issuer
-        if s.x509_anchor:
-            doc["anchor"] = s.x509_anchor
-    if s.scopes is not None:
-        doc["scopes"] = list(s.scopes)
-    return doc

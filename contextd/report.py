@@ -105,10 +105,15 @@ def exit_code(report: Dict[str, Any]) -> int:
 def write(report: Dict[str, Any], run_dir: str) -> str:
     """This boot's report, replaced atomically. Not fsynced: the run dir is /run, which a
     reboot empties; what must survive one (the spool) is written durably by delivery."""
-    filesystem.ensure_dir(run_dir, 0o755)
     path = os.path.join(run_dir, NAME)
-    filesystem.atomic_write(path, (json.dumps(report, indent=2, sort_keys=True) + "\n").encode(),
-                            0o644, durable=False)
+    try:
+        filesystem.ensure_dir(run_dir, 0o755)
+        filesystem.atomic_write(path, (json.dumps(report, indent=2, sort_keys=True)
+                                       + "\n").encode(), 0o644, durable=False)
+    except OSError as exc:      # a run dir the user named that cannot be written: exit 2
+        from contextd import paths
+
+        raise paths.unwritable(path, "report", exc) from None
     return path
 
 

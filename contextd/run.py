@@ -20,11 +20,11 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from contextd import admission, apply, authorize, decision, filesystem, history, logs, payload
-from contextd import plugin, policy, report, sources
+from contextd import killswitch, paths, plugin, policy, report, sources
 from contextd.errors import ApplyFailed, ContextdError, Outcome, PolicyViolation, ScriptFailed
 from contextd.errors import UsageError
 from contextd.facts import facts_for, instance_key
-from contextd.record import record
+from contextd.record import field, record
 from contextd.runreport import RunReport
 from contextd.trust.verify import Verified
 
@@ -62,6 +62,7 @@ class Result:
     report: Dict[str, Any]
     error: Optional[ContextdError] = None
     planned: Optional[List[Dict[str, Any]]] = None   # dry run: what would happen
+    spooled: List[str] = field(default_factory=list)  # reports kept for `report flush`
 
 
 def now() -> datetime.datetime:
@@ -71,6 +72,7 @@ def now() -> datetime.datetime:
 def execute(opts: Options) -> Result:
     """The whole run, one at a time. A dry run writes nothing (no state, no report), so it
     neither takes the lock nor waits for it."""
+    _check_paths(opts)
     if opts.dry_run:
         return _execute(opts)
     held = _lock(opts.state)
@@ -78,6 +80,20 @@ def execute(opts: Options) -> Result:
         return _execute(opts)
     finally:
         os.close(held)
+
+
+def _check_paths(opts: Options) -> None:
+    """The directories the user named, before anything is read or written (issue 15): a
+    mistake there is exit 2 in one line, and the report says so wherever it can be written,
+    so `status --wait` does not wait out its timeout."""
+    paths.dir_or_absent(opts.run, "--run-dir")      # else no report can say anything
+    try:
+        paths.existing_dir(opts.root, "--root")
+        paths.dir_or_absent(opts.state, "--state-dir")
+        paths.dir_or_absent(opts.spool, "--spool-dir")
+    except UsageError as exc:
+        _record_early(opts, now(), exc.one_line(), exc.outcome, "usage")
+        raise
 
 
 def _lock(state_dir: str) -> int:
@@ -102,14 +118,17 @@ def _execute(opts: Options) -> Result:
     """The whole run, reported whatever happens. A broken policy raises after writing a
     report of its own (nothing is trusted without one); a bug raises after ending the report."""
     started = now()
+    off = killswitch.reason(opts.root)
+    if off:     # before the policy: a switched-off machine judges nothing, but says so
+        return Result(_record_early(opts, started, off, Outcome.SKIPPED, "disabled"))
     pol = _load_policy(opts, started)
     trail = RunReport(pol, started, opts.root, opts.run, opts.spool, opts.dry_run)
     try:
-        return _stages(opts, pol, trail)
+        result = _stages(opts, pol, trail)
     except ContextdError as exc:
         if trail.hold and exc.outcome.word == "rejected":
             _hold(opts, trail)
-        return Result(trail.end_with(exc), error=exc)
+        result = Result(trail.end_with(exc), error=exc)
     except Exception as exc:
         # A bug. The CLI turns it into exit 70 with a traceback file; the report still ends
         # here, so a pilot blocked on `status --wait` learns now, and the site and VO hear of
@@ -119,6 +138,8 @@ def _execute(opts: Options) -> Result:
         except Exception:  # the first bug is the one to report
             log.debug("could not end the report after an internal error", exc_info=True)
         raise
+    result.spooled = list(trail.spooled)
+    return result
 
 
 def _load_policy(opts: Options, started: datetime.datetime) -> policy.Policy:
@@ -128,12 +149,12 @@ def _load_policy(opts: Options, started: datetime.datetime) -> policy.Policy:
     except ContextdError as exc:
         # Without a policy the run judged nothing: it failed, with the error's exit code.
         ended = exc.outcome if exc.outcome.word == "failed" else Outcome.POLICY
-        _record_broken_policy(opts, started, exc.one_line(), ended)
+        _record_early(opts, started, exc.one_line(), ended)
         raise
     except Exception as exc:
         # A bug: exit 70 and a traceback file, but the run has ended, so its report says so.
         # Only the type: the exception's text may hold anything from the policy.
-        _record_broken_policy(opts, started, _INTERNAL % type(exc).__name__, Outcome.INTERNAL)
+        _record_early(opts, started, _INTERNAL % type(exc).__name__, Outcome.INTERNAL)
         raise
 
 
@@ -279,18 +300,20 @@ def _fetch(opts: Options, pol: policy.Policy
     return found.context, tuple(found.notes)
 
 
-def _record_broken_policy(opts: Options, started: datetime.datetime, message: str,
-                          outcome: Outcome) -> None:
-    """Without a policy nothing is trusted, fetched or delivered; but the run did finish,
-    and `status --wait` (pilots block on it) must see that now, not at its timeout."""
+def _record_early(opts: Options, started: datetime.datetime, message: str,
+                  outcome: Outcome, stage: str = "policy") -> Dict[str, Any]:
+    """Without a policy (or a usable directory) nothing is trusted, fetched or delivered; but
+    the run did finish, and `status --wait` (pilots block on it) must see that now, not at
+    its timeout."""
+    rep = report.new(started, None, opts.root, None)
+    report.finish(rep, outcome, started, stage, message)
     if opts.dry_run:
-        return
+        return rep
     try:
-        rep = report.new(started, None, opts.root, None)
-        report.finish(rep, outcome, started, "policy", message)
         report.write(rep, opts.run)
     except Exception as err:  # noqa: BLE001 - the policy's error is what the run reports
         log.warning("cannot write the report to %s: %s", opts.run, err)
+    return rep
 
 
 _INTERNAL = "internal error (a bug): %s; the traceback is in the file contextd named on stderr"

@@ -54,6 +54,7 @@ class RunReport:
         self.undo: Optional[Tuple[List[str], List[str]]] = None     # rolled back, not undone
         self.denied: List[str] = []
         self.held: Optional[List[str]] = None
+        self.spooled: List[str] = []            # where reports not yet delivered wait
 
     @property
     def hostname(self) -> str:
@@ -110,8 +111,10 @@ class RunReport:
         if self.vo_url or self.pol.report_urls:     # delivery (and HTTP) only with a receiver
             from contextd import delivery
 
-            delivery.deliver(rep, delivery.destinations(self.pol, self.root, self.vo_url,
-                                                        self.token), self.spool_dir)
+            sent = delivery.deliver(rep, delivery.destinations(self.pol, self.root, self.vo_url,
+                                                               self.token), self.spool_dir)
+            self.spooled = [o.spool_file or "(lost)" for o in sent
+                            if o.verdict == delivery.KEPT]
         return rep
 
     def end_with(self, exc: ContextdError) -> Dict[str, Any]:

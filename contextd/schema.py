@@ -58,7 +58,7 @@ class Reader:
                     "" if len(unknown) == 1 else "s",
                     ", ".join(repr(k) for k in unknown),
                 ),
-                "allowed keys: %s" % ", ".join(allowed),
+                _did_you_mean(unknown, allowed) + "allowed keys: %s" % ", ".join(allowed),
             )
 
     def has(self, key: str) -> bool:
@@ -158,6 +158,15 @@ class Reader:
         if value is None:
             return None
         return Reader(value, self.field(key), self.err)
+
+
+def _did_you_mean(unknown: Sequence[str], allowed: Sequence[str]) -> str:
+    """"did you mean 'repositories'? " for a likely typo; only on an error (difflib)."""
+    import difflib
+
+    close = [difflib.get_close_matches(k, allowed, 1) for k in unknown]
+    guesses = ["%r" % c[0] for c in close if c]
+    return "did you mean %s? " % " or ".join(guesses) if guesses else ""
 
 
 def kind(value: Any) -> str:

@@ -83,6 +83,15 @@ def duration(reader: Reader, key: str, default: int) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def shown(seconds: int) -> str:
+    """A duration as a person writes it in the policy (`90d`, `5m`, `90s`): the largest unit
+    that divides it exactly, so reading it back gives the same number of seconds."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNITS[unit] == 0:
+            return "%d%s" % (seconds // _UNITS[unit], unit)
+    return "%ds" % seconds
+
+
 def ec2(r: Optional[Reader]) -> Ec2Settings:
     if r is None:
         return Ec2Settings()

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pytest
 
-from contextd import bundle, policy
+from contextd import bundle, policy, policyview
 from contextd.trust import x509sig
 from contextd.bundle import X509Signature
 from contextd.errors import ContextdError, SignatureError
@@ -153,7 +153,7 @@ def test_crl_state_is_in_the_signer_details(pki, tmp_path):
 def test_anchor_key_in_policy_check(tmp_path):
     doc = {"version": 1, "site": "S", "x509": {"ca_dir": str(tmp_path)},
            "trust": {"atlas": {"signers": [pinned(anchor=ROOT_DN)], "allow": {}}}}
-    normal = policy.normalised(policy.parse(doc))
+    normal = policyview.normalised(policy.parse(doc))
     assert normal["trust"]["atlas"]["signers"][0]["anchor"] == ROOT_DN
     doc["trust"]["atlas"]["signers"][0]["x509"]["anchor"] = "no slash"
     with pytest.raises(ContextdError):

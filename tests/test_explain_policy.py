@@ -60,7 +60,7 @@ def test_policy_check_valid_prints_normalised(site):
     code, out, err = site.cli("policy", "check", str(site.policy_path), "--json")
     assert code == 0, err
     doc = json.loads(out)
-    assert doc["clock_skew"] == "300s" and doc["trust"]["atlas"]["threshold"] == 1
+    assert doc["clock_skew"] == "5m" and doc["trust"]["atlas"]["threshold"] == 1
     assert doc["trust"]["atlas"]["signers"][0]["fingerprint"].startswith("SHA256:")
     assert doc["trust"]["atlas"]["allowed_sections"] == ["cvmfs", "htcondor", "puppet",
                                                          "report"]

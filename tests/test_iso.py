@@ -15,7 +15,7 @@ import time
 import pytest
 
 from contextd import iso as isomod
-from contextd.errors import SigningError, SourceError
+from contextd.errors import SigningError, SourceError, UsageError
 from contextd.iso import IsoImage
 from contextd.limits import LIMITS
 from contextd.vo.isowriter import write_iso
@@ -166,7 +166,7 @@ def test_write_rejects_what_an_iso_cannot_hold(tmp_path, files, label, match):
 
 
 def test_write_into_missing_directory(tmp_path):
-    with pytest.raises(SigningError, match=r"cannot write context ISO .*nope"):
+    with pytest.raises(UsageError, match=r"cannot write context ISO .*nope"):
         write_iso(FILES, str(tmp_path / "nope" / "c.iso"))
 
 

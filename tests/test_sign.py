@@ -154,8 +154,11 @@ def test_sign_to_stdout_and_gzip_user_data(site, tmp_path):
 
 def test_user_data_above_16k_is_refused(site, payload_doc, tmp_path):
     import os
+    # Valid (sign checks the payload as a VM would: an attribute holds at most 1024
+    # characters), random (gzip cannot shrink it) and above 16 KiB all the same.
+    noise = base64.b32encode(os.urandom(24000)).decode().replace("=", "")
     payload_doc["htcondor"]["attributes"] = {
-        "VMType": base64.b32encode(os.urandom(24000)).decode()[:30000].replace("=", "")}
+        "Attr%d" % i: noise[i * 1000:(i + 1) * 1000] for i in range(30)}
     b = site.bundle(payload_doc)
     code, _, err = site.cli("pack", "user-data", str(b), "-o", str(tmp_path / "ud"))
     assert code == 1 and "16384" in err

@@ -85,7 +85,7 @@ CASES = [
      ["payload not valid before"], []),
     ("held: no clock, no window", None, None, {}, None, [], []),
     ("window longer than the site maximum", None, _set("max_validity", "1d"), {}, NOW,
-     ["longer than the site maximum 1 day"], []),
+     ["longer than the site maximum 1d"], []),
     ("no target matches", _set("targets", [{"site": "OTHER"}, {"cloud": "*"}]), None, {}, NOW,
      ["payload targets [{'site': 'OTHER'}, {'cloud': '*'}] do not match this machine "
       "{'site': 'TEST-SITE'}"], []),

@@ -11,7 +11,7 @@ from contextd.errors import Outcome
 @pytest.mark.parametrize(("outcome", "word", "code"), [
     (Outcome.APPLIED, "applied", 0), (Outcome.UNCHANGED, "unchanged", 0),
     (Outcome.SKIPPED, "skipped", 0), (Outcome.REJECTED, "rejected", 1),
-    (Outcome.USAGE, "rejected", 2), (Outcome.POLICY, "failed", 2),
+    (Outcome.USAGE, "failed", 2), (Outcome.POLICY, "failed", 2),
     (Outcome.APPLY_FAILED, "failed", 3), (Outcome.INTERNAL, "failed", 70)])
 def test_the_table(outcome, word, code):
     assert (outcome.word, outcome.exit_code) == (word, code)

@@ -189,7 +189,42 @@ def _lazy_anchors(policy: Policy, ca_loader: Optional[Callable[[str], Any]]
 
 
 class _Skip(Exception):
-    """Internal: this signature does not count; the message (a whole note) says why."""
+    """Internal: this signature does not count; the message (a whole note) says why, `fix`
+    what the signer should do about it."""
+
+    def __init__(self, note: str, fix: Optional[str] = None):
+        super().__init__(note)
+        self.fix = fix
+
+
+# What a signer does about each cause (issue 15: the fix of one cause is no help for another).
+_UNLISTED = ("sign with a key listed under trust.<vo>.signers in the site policy, or ask the "
+             "site to list key %s")
+_TAMPERED = ("the payload changed after it was signed, or another key made this signature: "
+             "sign the exact payload bytes again")
+_REVOKED = "the site revoked it: sign with a key (or certificate) the site has not revoked"
+_GENERIC = "sign with a key listed under trust.<vo>.signers in the site policy"
+
+
+def _fix_for(exc: SignatureError) -> Optional[str]:
+    if exc.hint:
+        return exc.hint
+    return _TAMPERED if exc.message == sshsig.BAD_SIGNATURE else None
+
+
+def _cert_fix(problem: str) -> Optional[str]:
+    if "principal" in problem:
+        return ("have the VO CA issue the certificate for a principal the site lists under "
+                "trust.<vo>.signers[].principals")
+    if "expired" in problem or "not valid yet" in problem:
+        return "use a certificate valid now (renew it, or check the clock)"
+    return None
+
+
+def _hint(fixes: Sequence[Optional[str]]) -> str:
+    """Each distinct fix once, in the order of the signatures; the catch-all without any."""
+    seen = [f for i, f in enumerate(fixes) if f and f not in fixes[:i]]
+    return "; ".join(seen) or _GENERIC
 
 
 def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
@@ -209,28 +244,30 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
     trusted: Dict[str, Dict[str, SignerMatch]] = {}
     pairs: Dict[str, List[Tuple[bytes, str]]] = {}     # VO -> (signing key, signer id)
     notes: List[str] = []
+    fixes: List[Optional[str]] = []
     load_trust = anchors.get if anchors is not None else _lazy_anchors(policy, ca_loader)
 
     for index, sig in enumerate(signatures, start=1):
         where = "signature %d" % index
         try:
             if isinstance(sig, X509Signature):
-                found = _x509(sig, payload, policy, now, load_trust, notes, where)
+                found = _x509(sig, payload, policy, now, load_trust, notes, where, fixes)
             else:
-                found = _ssh(bytes(sig), payload, policy, now, notes, where)
+                found = _ssh(bytes(sig), payload, policy, now, notes, where, fixes)
         except _Skip as exc:
             notes.append(str(exc))
+            fixes.append(exc.fix)
             continue
         except SignatureError as exc:
             notes.append("%s: %s" % (where, exc.message))
+            fixes.append(_fix_for(exc))
             continue
         for match in found:
             trusted.setdefault(match.vo, {}).setdefault(match.signer.id, match)
             pairs.setdefault(match.vo, []).append((match.key, match.signer.id))
     if not trusted:
         raise SignatureError("no trusted signature on payload: %s"
-                             % "; ".join(notes or ["no signatures"]),
-                             "sign with a key listed under trust.<vo>.signers in the site policy")
+                             % "; ".join(notes or ["no signatures"]), _hint(fixes))
     first_line = payload.split(b"\n", 1)[0].rstrip(b"\r").rstrip()
     if first_line != TYPE_TAG:
         raise SignatureError("signed data is not a contextd payload (first line must be %r)"
@@ -251,7 +288,7 @@ def verify(payload: bytes, signatures: Sequence[Any], policy: Policy,
 
 
 def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
-         notes: List[str], where: str) -> List[SignerMatch]:
+         notes: List[str], where: str, fixes: List[Optional[str]]) -> List[SignerMatch]:
     sig = sshsig.parse(blob)
     cert = sig.certificate
     key_fp = sshsig.fingerprint(sig.signing_key)
@@ -262,10 +299,12 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
                     if s.kind == "ssh_ca" and s.key_blob == cert.ca_blob]
     if not matches:
         if cert is None:
-            raise _Skip("%s: key %s is not a trusted signer for any VO" % (where, key_fp))
+            raise _Skip("%s: key %s is not a trusted signer for any VO" % (where, key_fp),
+                        _UNLISTED % key_fp)
         raise _Skip("%s: SSH certificate %r (key %s) is signed by CA %s, which is not a "
                     "trusted signer for any VO" % (where, cert.key_id, key_fp,
-                                                    cert.ca_fingerprint))
+                                                    cert.ca_fingerprint),
+                    _UNLISTED % cert.ca_fingerprint)
 
     kept = []
     for vo, signer in matches:
@@ -282,13 +321,16 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
                                                                      signer.id))
         else:
             kept.append((vo, signer))
+            continue
+        fixes.append(_REVOKED)
     if not kept:
         return []
 
     try:
         sshsig.verify(sig, payload)
     except SignatureError as exc:
-        raise _Skip("%s by %s: %s" % (where, kept[0][1].id, exc.message)) from None
+        raise _Skip("%s by %s: %s" % (where, kept[0][1].id, exc.message),
+                    _fix_for(exc)) from None
 
     out = []
     for vo, signer in kept:
@@ -299,6 +341,7 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
         problem = sshsig.certificate_problem(cert, signer.principals, now, policy.clock_skew)
         if problem:
             notes.append("%s: signer %r: %s" % (where, signer.id, problem))
+            fixes.append(_cert_fix(problem))
             continue
         out.append(SignerMatch(vo, signer, key_fp, key_id=cert.key_id, serial=cert.serial,
                                ca_fingerprint=cert.ca_fingerprint, key=sig.signing_key))
@@ -306,7 +349,8 @@ def _ssh(blob: bytes, payload: bytes, policy: Policy, now: datetime.datetime,
 
 
 def _x509(sig: X509Signature, payload: bytes, policy: Policy, now: datetime.datetime,
-          load_trust: Callable[[], Any], notes: List[str], where: str) -> List[SignerMatch]:
+          load_trust: Callable[[], Any], notes: List[str], where: str,
+          fixes: List[Optional[str]]) -> List[SignerMatch]:
     from contextd.trust import x509sig
 
     signer_cert = x509sig.parse(sig)
@@ -315,7 +359,8 @@ def _x509(sig: X509Signature, payload: bytes, policy: Policy, now: datetime.date
                and s.x509_issuer == signer_cert.issuer]
     if not matches:
         raise _Skip("%s: X.509 signer %r (issuer %r) is not a trusted signer for any VO"
-                    % (where, signer_cert.subject, signer_cert.issuer))
+                    % (where, signer_cert.subject, signer_cert.issuer),
+                    "sign with a certificate listed under trust.<vo>.signers[].x509")
     out = []
     checked: Dict[Optional[str], Optional[str]] = {}   # anchor -> CRL status, None: failed
     for vo, s in matches:
@@ -327,6 +372,7 @@ def _x509(sig: X509Signature, payload: bytes, policy: Policy, now: datetime.date
                 # The remedy ("run fetch-crl", "install that CA") belongs with the reason.
                 reason = "%s (%s)" % (exc.message, exc.hint) if exc.hint else exc.message
                 notes.append("%s by %s: %s" % (where, s.id, reason))
+                fixes.append(_fix_for(exc))
                 checked[s.x509_anchor] = None
         if checked[s.x509_anchor] is not None:
             out.append(SignerMatch(vo, s, signer_cert.fingerprint, serial=signer_cert.serial,

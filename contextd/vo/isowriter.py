@@ -22,7 +22,7 @@ import re
 from typing import Dict, List, Mapping, Set, Tuple
 
 from contextd import filesystem
-from contextd.errors import SigningError, SourceError
+from contextd.errors import SigningError, SourceError, UsageError
 from contextd.iso import iso_key, mangle_dir, mangle_file, short_reason
 
 # ISO9660 / Joliet limits we write to (Ecma-119 7.5, 7.6, 6.8.2.1; interchange level 3).
@@ -193,8 +193,8 @@ def _write_atomically(iso, out_path: str) -> None:
     """Stream the image into a 0644 temporary file next to `out_path`, rename it over."""
     try:
         filesystem.atomic_write(os.path.abspath(out_path), iso.write_fp, 0o644)
-    except OSError as exc:
-        raise SigningError(
+    except OSError as exc:      # a file the user named that cannot be written: exit 2
+        raise UsageError(
             "cannot write context ISO %s: %s" % (out_path, exc.strerror or exc),
             hint="check that the directory exists and is writable",
         ) from exc

@@ -29,11 +29,13 @@ def iso_files(bundle_data: bytes, extra: Sequence[str] = ()) -> Dict[str, bytes]
         rel, sep, path = item.partition("=")
         if not sep or not rel or rel.startswith("/") or ".." in rel.split("/"):
             raise UsageError("--file %r is not REL=PATH with a relative REL" % item)
-        try:
-            with open(path, "rb") as f:
-                files[rel] = f.read()
+        try:        # never a FIFO (open would hang) or a device (it never ends)
+            data = filesystem.read_limited(path, LIMITS.listed_file_bytes)
         except OSError as exc:
-            raise UsageError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+            raise UsageError("--file: cannot read %s: %s" % (path, exc.strerror or exc)) from None
+        if data is None:
+            raise UsageError("--file: %s does not exist" % path)
+        files[rel] = data
     return files
 
 
@@ -53,5 +55,9 @@ def pack_user_data(bundle_data: bytes, output: str) -> int:
         raise SigningError("user-data would be %d bytes, above EC2's limit of %d"
                            % (len(data), LIMITS.ec2_user_data_bytes),
                            "shrink the payload or ship it on a context ISO instead")
-    filesystem.atomic_write(os.path.abspath(output), data, 0o644)
+    try:
+        filesystem.atomic_write(os.path.abspath(output), data, 0o644)
+    except OSError as exc:
+        raise UsageError("cannot write user-data %s: %s" % (output, exc.strerror or exc)
+                         ) from None
     return len(data)

@@ -1,7 +1,9 @@
 """The VO side: sign a payload into a bundle, or add a signature to an existing bundle.
 
 It refuses to sign what a site would refuse to read (not a payload/v1 document, invalid
-YAML, duplicate keys), so a VO finds out at signing time, not at boot. Signatures are SSH
+YAML, duplicate keys, anything the agent's payload parser refuses), and warns of what sites
+will refuse by their clock or their default policy, so a VO finds out at signing time, not
+at boot. Signatures are SSH
 (a plain key, or a key with its SSH user certificate embedded) or X.509 (a robot
 certificate's key, with the certificate and its intermediates).
 
@@ -12,7 +14,7 @@ holds a payload it has not checked as a site would.
 from __future__ import annotations
 
 import datetime
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from contextd import bundle, strictyaml
 from contextd.trust import sshsig
@@ -115,3 +117,41 @@ def check_payload(payload: bytes) -> None:
         strictyaml.load(payload, "payload", PayloadError)
     except PayloadError as exc:
         raise SigningError(exc.message, exc.hint) from None
+
+
+# A site's max_validity when its policy says none (policy.py); longer is refused there.
+DEFAULT_MAX_VALIDITY = 31 * 86400
+
+
+def review(bundle_data: bytes, now: Optional[datetime.datetime] = None
+           ) -> Tuple[Optional[SigningError], List[str]]:
+    """What the sites will say of the bundle's payload, by the agent's own parser: the error
+    every VM would reject it with (refused unless `contextd sign --force`), and warnings of
+    what its clock or a default policy will refuse (a VO may sign ahead, or for a site that
+    allows longer)."""
+    from contextd import payload as payloads
+    from contextd.settings import shown
+
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    try:
+        not_before, expires = payloads.lint(bundle.decode(bundle_data).payload)
+    except PayloadError as exc:
+        return SigningError("payload not signed: %s%s" % (
+            exc.message, " (%s)" % exc.hint if exc.hint else ""),
+            "every VM would reject it: fix the payload, or --force to sign it all the "
+            "same"), []
+    out = []
+    if expires <= now:
+        out.append("the payload expired at %s: every VM will reject it" % _utc(expires))
+    elif expires <= not_before:
+        out.append("the payload expires before it is valid: every VM will reject it")
+    span = int((expires - not_before).total_seconds())
+    if span > DEFAULT_MAX_VALIDITY:
+        out.append("the payload is valid for %s, longer than the %s sites allow by default "
+                   "(max_validity): such sites will reject it"
+                   % (shown(span), shown(DEFAULT_MAX_VALIDITY)))
+    return None, out
+
+
+def _utc(t: datetime.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -6,7 +6,7 @@
 #   4. files, modes, owners and the config file as listed below
 #   5. the installed payload works: --version, policy check, a run with the default policy
 #      ("skipped": it trusts nobody), and the generator with and without the ec2 source
-#   6. systemd-analyze verify on the units, inside the scratch root
+#   6. the man pages render (man --warnings -l); systemd-analyze verify on the units
 #   7. erase: scriptlets run, a policy the site edited is kept as policy.yaml.rpmsave
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,6 +54,11 @@ expected=$(cat <<EOF
 /usr/lib/systemd/system/contextd.service -rw-r--r-- root:root
 /usr/lib/systemd/system/contextd-report.service -rw-r--r-- root:root
 /usr/lib/systemd/system/contextd-report.timer -rw-r--r-- root:root
+/usr/share/contextd drwxr-xr-x root:root
+/usr/share/contextd/schemas drwxr-xr-x root:root
+/usr/share/contextd/schemas/payload.schema.json -rw-r--r-- root:root
+/usr/share/contextd/schemas/policy.schema.json -rw-r--r-- root:root
+/usr/share/contextd/schemas/report.schema.json -rw-r--r-- root:root
 /usr/share/doc/contextd drwxr-xr-x root:root
 /usr/share/doc/contextd/README.md -rw-r--r-- root:root
 /var/lib/contextd drwx------ root:root
@@ -62,6 +67,10 @@ expected=$(cat <<EOF
 $sitelib/contextd drwxr-xr-x root:root
 $sitelib/contextd/delivery drwxr-xr-x root:root
 $sitelib/contextd/image drwxr-xr-x root:root
+$sitelib/contextd/schemas drwxr-xr-x root:root
+$sitelib/contextd/schemas/payload.schema.json -rw-r--r-- root:root
+$sitelib/contextd/schemas/policy.schema.json -rw-r--r-- root:root
+$sitelib/contextd/schemas/report.schema.json -rw-r--r-- root:root
 $sitelib/contextd/sources drwxr-xr-x root:root
 $sitelib/contextd/trust drwxr-xr-x root:root
 $sitelib/contextd/vo drwxr-xr-x root:root
@@ -70,12 +79,17 @@ EOF
 )
 rpm -qp --qf '[%{FILENAMES} %{FILEMODES:perms} %{FILEUSERNAME}:%{FILEGROUPNAME}\n]' "$rpmfile" |
     sort >"$scratch/actual"
-grep -v -E "^$sitelib/(contextd|contextd_plugins)/.*\.py[c]? |^$sitelib/(contextd|contextd_plugins)/(.*/)?__pycache__ |^$sitelib/contextd-[^/]*\.dist-info" \
+grep -v -E "^/usr/share/man/|^$sitelib/(contextd|contextd_plugins)/.*\.py[c]? |^$sitelib/(contextd|contextd_plugins)/(.*/)?__pycache__ |^$sitelib/contextd-[^/]*\.dist-info" \
     "$scratch/actual" >"$scratch/actual.core" || true
 echo "$expected" | sort >"$scratch/expected"
 if ! diff -u "$scratch/expected" "$scratch/actual.core"; then
     fail "packaged files differ from the expected list (above: - expected, + packaged)"
 fi
+# The man pages, compressed or not as the build host's brp-compress does it, and each renders.
+for page in man8/contextd.8 man5/contextd-policy.5 man5/contextd-payload.5; do
+    grep -Eq "^/usr/share/man/$page(\.gz)? -rw-r--r-- root:root\$" "$scratch/actual" ||
+        fail "man page $page is not packaged (rpm -qpl: $(grep -c '^/usr/share/man/' "$scratch/actual") pages)"
+done
 # Bytecode only for EL9's Python (brp-python-bytecompile there); none from the build host's.
 foreign_pyc=$(grep -E '\.pyc ' "$scratch/actual" | grep -v '\.cpython-39\.pyc ' || true)
 [ -z "$foreign_pyc" ] || fail "bytecode of another Python in the package: $foreign_pyc"
@@ -139,6 +153,12 @@ d=$(gen_run "sources: [hepix-cdrom, file]")
 d=$(gen_run "sources: [ec2")
 [ ! -e "$d/$dropin" ] || fail "broken policy: the generator must not add a drop-in"
 grep -q "cannot read" "$d.err" || fail "broken policy: the generator must say why on stderr"
+
+step "the packaged man pages render without warnings"
+for page in "$root"/usr/share/man/man8/contextd.8* "$root"/usr/share/man/man5/contextd-*.5*; do
+    warnings=$(MANWIDTH=80 man --warnings -l "$page" 2>&1 >/dev/null) || fail "man -l $page failed"
+    [ -z "$warnings" ] || fail "man -l $page: $warnings"
+done
 
 step "systemd-analyze verify"
 # verify loads every unit these refer to: the host's systemd units stand in for EL9's.
