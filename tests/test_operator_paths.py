@@ -187,6 +187,21 @@ def _simple(*words: str, opt: str, others: Tuple[str, ...] = ()) -> Build:
     return build
 
 
+def _image(action: str, opt: str) -> Build:
+    """`image sign` into a fresh image root per case (it writes the manifest there), or
+    `image show` of the scene's root (no manifest: exit 1 when every path is good)."""
+    def build(s: Scene, bad: str, tag: str) -> List[str]:
+        if action == "sign":
+            root = s.tmp / ("image-%s" % tag)
+            root.mkdir()
+            d = {"--key": str(s.key), "--root": str(root), "--name": "img", "--version": "1"}
+        else:
+            d = {"--root": str(s.root), "--policy": str(s.policy)}
+        d[opt] = bad
+        return ["image", action, *[x for kv in d.items() for x in kv]]
+    return build
+
+
 def _check(s: Scene, bad: str, tag: str) -> List[str]:
     return ["policy", "check", bad]
 
@@ -221,6 +236,10 @@ ARGS: Dict[str, Tuple[Build, bool, bool, str]] = {
     "report flush --root": (_simple("report", "flush", opt="--root"), True, False, "dir"),
     "report flush --spool-dir": (_simple("report", "flush", opt="--spool-dir"), True, True,
                                  "spool"),
+    "image sign --key": (_image("sign", "--key"), False, False, "input"),
+    "image sign --root": (_image("sign", "--root"), True, True, "dir"),
+    "image show --root": (_image("show", "--root"), True, False, "dir"),
+    "image show --policy": (_image("show", "--policy"), False, False, "site"),
 }
 
 

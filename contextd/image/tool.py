@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Dict, Optional, Tuple
 
-from contextd import filesystem, report
+from contextd import filesystem, paths, report
 from contextd.errors import EXIT_OK, EXIT_REJECTED, UsageError
 from contextd.image import MANIFEST, identity
 from contextd.settings import ImageSettings
@@ -21,6 +21,7 @@ from contextd.settings import ImageSettings
 def sign_command(args: Any) -> int:
     from contextd.image import build
 
+    paths.existing_dir(args.root, "--root")       # the one rule and message for named paths
     try:
         key = filesystem.read_limited(args.key, 64 * 1024)
     except OSError as exc:
@@ -56,6 +57,8 @@ def _image_settings(root: str, policy_path: Optional[str]
 
 
 def show_command(args: Any) -> int:
+    # A root that is not a directory is the user's mistake (exit 2), not an unsigned image.
+    paths.existing_dir(args.root, "--root")
     out = show(args.root, args.policy)
     if args.json:
         print(json.dumps(out, indent=2, sort_keys=True))
