@@ -21,7 +21,6 @@ from contextd.settings import ImageSettings
 def sign_command(args: Any) -> int:
     from contextd.image import build
 
-    paths.existing_dir(args.root, "--root")       # the one rule and message for named paths
     try:
         key = filesystem.read_limited(args.key, 64 * 1024)
     except OSError as exc:
