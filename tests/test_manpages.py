@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any, Set
 
 import pytest
 
@@ -45,12 +46,30 @@ def test_contextd_8_lists_commands_exit_codes_files_and_switches():
         assert needle in text, needle
 
 
+def _keys(node: Any) -> Set[str]:
+    """Every key the schema names, at any depth (a plugin's rules, a files entry's mode)."""
+    out: Set[str] = set()
+    if isinstance(node, dict):
+        out.update(node.get("properties") or {})
+        for value in node.values():
+            out |= _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            out |= _keys(value)
+    return out
+
+
+def test_the_key_walk_reaches_nested_keys():
+    doc = json.loads((REPO / "contextd" / "schemas" / "policy.schema.json").read_text())
+    assert {"owners", "repos", "location", "signers", "ssh_key"} <= _keys(doc)
+
+
 @pytest.mark.parametrize(("page", "schema"), [("contextd-policy.5", "policy"),
                                               ("contextd-payload.5", "payload")])
 def test_section_5_pages_name_every_key_of_their_schema(page, schema):
     text = render(page)
     doc = json.loads((REPO / "contextd" / "schemas" / ("%s.schema.json" % schema)).read_text())
-    for key in doc["properties"]:
+    for key in _keys(doc):
         assert key in text, "%s does not mention %r" % (page, key)
     assert "yaml-language-server: $schema=/usr/share/contextd/schemas/%s.schema.json" % schema \
         in text
