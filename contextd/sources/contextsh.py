@@ -65,34 +65,8 @@ def parse(data: bytes, what: str = "context.sh") -> Dict[str, str]:
         match = _ASSIGN.match(text, i)
         if not match:
             raise _fail(what, line, "expected KEY='value', found %s" % _show(text, i))
-        key, start_line = match.group(1), line
-        i = match.end()
-        parts = []
-        while i < n and text[i] not in " \t\n":
-            char = text[i]
-            if char == "'":
-                close = text.find("'", i + 1)
-                if close < 0:
-                    raise _fail(what, start_line, "%s: single quote never closed" % key)
-                segment = text[i + 1:close]
-                line += segment.count("\n")
-                parts.append(segment)
-                i = close + 1
-            elif char == '"':
-                segment, i, line = _double_quoted(text, i + 1, line, what, key, start_line)
-                parts.append(segment)
-            elif char == "\\":
-                if i + 1 >= n or text[i + 1] == "\n":
-                    raise _fail(what, line, "%s: a backslash at the end of a line "
-                                "(line continuation) outside quotes" % key)
-                parts.append(text[i + 1])
-                i += 2
-            elif char in _BARE:
-                parts.append(char)
-                i += 1
-            else:
-                raise _fail(what, line, "%s: unquoted %r; quote the value ('...')"
-                            % (key, char))
+        key = match.group(1)
+        value, i, line = _value(text, match.end(), line, what, key)
         while i < n and text[i] in " \t":
             i += 1
         if i < n and text[i] == "#":
@@ -100,8 +74,40 @@ def parse(data: bytes, what: str = "context.sh") -> Dict[str, str]:
         elif i < n and text[i] != "\n":
             raise _fail(what, line, "%s: unexpected %s after the value (one assignment a line)"
                         % (key, _show(text, i)))
-        out[key] = "".join(parts)
+        out[key] = value
     return out
+
+
+def _value(text: str, i: int, line: int, what: str, key: str) -> Tuple[str, int, int]:
+    """The value of `key` starting at `i`, up to unquoted white space: (value, the index
+    after it, the line there). Quoting as the shell's: '...', "...", backslash, bare."""
+    start_line, n = line, len(text)
+    parts = []
+    while i < n and text[i] not in " \t\n":
+        char = text[i]
+        if char == "'":
+            close = text.find("'", i + 1)
+            if close < 0:
+                raise _fail(what, start_line, "%s: single quote never closed" % key)
+            segment = text[i + 1:close]
+            line += segment.count("\n")
+            parts.append(segment)
+            i = close + 1
+        elif char == '"':
+            segment, i, line = _double_quoted(text, i + 1, line, what, key, start_line)
+            parts.append(segment)
+        elif char == "\\":
+            if i + 1 >= n or text[i + 1] == "\n":
+                raise _fail(what, line, "%s: a backslash at the end of a line "
+                            "(line continuation) outside quotes" % key)
+            parts.append(text[i + 1])
+            i += 2
+        elif char in _BARE:
+            parts.append(char)
+            i += 1
+        else:
+            raise _fail(what, line, "%s: unquoted %r; quote the value ('...')" % (key, char))
+    return "".join(parts), i, line
 
 
 def _double_quoted(text: str, i: int, line: int, what: str, key: str,
