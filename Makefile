@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # Real peers the tests use (DESIGN: no silent skips in CI).
 APT_PACKAGES := genisoimage xorriso openssh-client puppet postgresql chromium \
-		cloud-image-utils dosfstools mtools man-db groff-base
+		cloud-image-utils cloud-init dosfstools mtools man-db groff-base
 
 # Further targets live in mk/*.mk; each may add itself to CI_TARGETS, which `make ci-extra`
 # runs (.ci/run calls `make test`, then `make ci-extra`).

@@ -1,7 +1,7 @@
 """User-data is the same everywhere: a bundle, gzip of it, or MIME multipart with one bundle
 part, recognised the way cloud-init recognises MIME (an mbox `From ` line before the headers
 included), through every carrier: `file:`, EC2, a context.sh variable. MIME made by the real
-`write-mime-multipart` of cloud-image-utils."""
+`write-mime-multipart` of cloud-image-utils and by cloud-init's own `make-mime`."""
 
 import gzip
 import subprocess
@@ -84,3 +84,30 @@ def test_file_source_without_a_bundle_is_one_line_exit_1(site):
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "not a contextd bundle" in err
     assert site.snapshot() == before
+
+
+def cloud_init_make_mime(tmp: Path, bundle: Path) -> bytes:
+    """cloud-init's own `make-mime` (Debian `cloud-init`): parts base64-encoded; an unknown
+    type such as x-contextd needs --force."""
+    cloud = tmp / "cloud.txt"
+    cloud.write_text("#cloud-config\npackages: [htop]\n")
+    out = subprocess.run(["cloud-init", "devel", "make-mime", "--force",
+                          "-a", "%s:x-contextd" % bundle, "-a", "%s:cloud-config" % cloud],
+                         capture_output=True, check=True, timeout=60).stdout
+    assert b"Content-Transfer-Encoding: base64" in out
+    return out
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_cloud_init_make_mime_user_data_is_applied(site, gz):
+    raw = cloud_init_make_mime(site.tmp, site.bundle())
+    imds = Imds()
+    try:
+        imds.user_data(gzip.compress(raw) if gz else raw)
+        code, _, err = site.run("ec2:%s" % imds.url)
+    finally:
+        imds.close()
+    assert code == 0, err
+    report = site.report()
+    assert report["outcome"] == "applied", report
+    assert report["source"]["ignored_parts"][0]["type"] == "text/cloud-config"
