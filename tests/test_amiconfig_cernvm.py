@@ -64,7 +64,7 @@ def test_attack_a_leading_script_never_runs(site, tmp_path, shebang):
     site.write_policy(cernvm_policy(site.keys))
     user_data = tmp_path / "user-data"
     user_data.write_bytes(data)
-    code, out, err = run_env(site, tmp_path, "--source", "file:%s" % user_data, "--run-commands")
+    code, _, err = run_env(site, tmp_path, "--source", "file:%s" % user_data, "--run-commands")
     assert not marker.exists(), "the amiconfig script ran"
     assert code == 0, err
     script = site.report()["legacy"]["script"]
