@@ -163,3 +163,65 @@ def test_parse_amiconfig_uses_the_given_domain(keys):
     assert doc.sections["cvmfs"].repositories == (
         "atlas.example.org", "atlas-condb.example.org", "grid.example.org")
     assert info["default_domain"] == "example.org"
+
+
+def test_attack_ini_inside_the_script_before_its_exit_is_script(site, tmp_path):
+    """A heredoc writing `[cernvm] repositories=...` inside the script is not amiconfig: the
+    INI starts after the script's `exit` line, as amiconfig cut it."""
+    marker = tmp_path / "script-ran"
+    data = ("#!/bin/sh before\ncat > %s <<EOF\n[cernvm]\nrepositories = evil.example.org\nEOF\n"
+            "exit 0\n" % marker).encode() + CERNVM
+    site.write_policy(cernvm_policy(site.keys))
+    user_data = tmp_path / "user-data"
+    user_data.write_bytes(data)
+    code, _, err = run_env(site, tmp_path, "--source", "file:%s" % user_data, "--run-commands")
+    assert code == 0, err
+    assert not marker.exists()
+    text = (site.root / "etc/cvmfs/default.local").read_text()
+    assert "evil" not in text and "atlas-condb.cern.ch" in text
+    script = site.report()["legacy"]["script"]
+    assert script["when"] == "before" and script["bytes"] == data.index(b"[amiconfig]")
+
+
+def test_a_script_with_ini_is_refused_where_the_site_did_not_opt_in(site, tmp_path):
+    marker = tmp_path / "script-ran"
+    doc = cernvm_policy(site.keys)
+    del doc["legacy"]
+    site.write_policy(doc)
+    user_data = tmp_path / "user-data"
+    user_data.write_bytes(script_userdata(marker))
+    code, _, err = run_env(site, tmp_path, "--source", "file:%s" % user_data, "--run-commands")
+    assert code == 1 and "legacy.amiconfig: deny" in err and "Traceback" not in err
+    assert not marker.exists() and site.snapshot() == {}
+
+
+def test_gzip_and_crlf_cernvm_user_data(site, tmp_path):
+    import gzip
+
+    data = script_userdata(tmp_path / "script-ran").replace(b"\n", b"\r\n")
+    site.write_policy(cernvm_policy(site.keys))
+    user_data = tmp_path / "user-data.gz"
+    user_data.write_bytes(gzip.compress(data))
+    code, _, err = site.run("file:%s" % user_data)
+    assert code == 0, err
+    assert sourced(site.root / "etc/cvmfs/default.local") == \
+        "atlas.cern.ch,atlas-condb.cern.ch,grid.cern.ch"
+    assert site.report()["legacy"]["script"]["status"] == "not run"
+    assert not (tmp_path / "script-ran").exists()
+
+
+@pytest.mark.parametrize(("data", "kind", "script"), [
+    (b"#!/bin/sh\necho hi\nexit 0\n[cernvm]\nrepositories=atlas\n", "amiconfig",
+     b"#!/bin/sh\necho hi\nexit 0\n"),
+    (b"#!/bin/sh\necho hi\n[cernvm]\nrepositories=atlas\n", "amiconfig", b"#!/bin/sh\necho hi\n"),
+    (b"#!/bin/sh\n[cernvm]\nexit 1\n\n[condor]\ncondor_master=cm\n", "amiconfig",
+     b"#!/bin/sh\n[cernvm]\nexit 1\n\n"),
+    (b"#!/bin/sh\necho hi\nexit 0\n", "other", None),
+    (b"#!/bin/sh\necho '[x]'\nexit 0\n[ -f /x ] && echo\n", "other", None),
+])
+def test_classify_and_split(data, kind, script):
+    from contextd.sources import userdata
+
+    assert userdata.classify(data).kind == kind
+    if script is not None:
+        assert userdata.split_script(data) == (script, data[len(script):])
