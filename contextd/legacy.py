@@ -6,7 +6,10 @@ where the site opted in (`legacy.amiconfig: {as_vo: VO}` and `require_signature:
 A few keys are translated into the settings a signed payload of that VO would carry, and
 are authorized against that VO's `allow` lists and the site's `site_settings`, as a signed
 payload's are; there are no signers, serial, validity or targets to check. Every other
-key is ignored and listed in the report (names only: values may be secrets).
+key is ignored and listed in the report (names only: values may be secrets). Short
+repository names (`repositories=atlas,grid`, as CernVM users wrote them) take the site's
+`site_settings.cvmfs.default_domain` here, before any allow glob sees them. A leading `#!`
+script (amiconfig ran it) is cut off unread and only reported, with its SHA-256.
 
 HEPiX `prolog.sh`/`epilog.sh` from a context CD-ROM: become RunScript actions only when their
 SHA-256 equals the site's pin (`legacy.hepix_scripts`); apply runs them (contextd.hepix),
@@ -14,8 +17,8 @@ the prolog before the files and the epilog after the services of a successful ap
 Anything else is reported as not run, with the reason.
 
 What this module must never do: read a `Verified` value that is not `unsigned`, pass an
-amiconfig key it does not translate, pin a script that does not match its pin, or run one
-itself (apply is the one executor).
+amiconfig key it does not translate, pin a script that does not match its pin, run one
+itself (apply is the one executor), or turn an amiconfig user-data script into an action.
 """
 
 from __future__ import annotations
