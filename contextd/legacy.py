@@ -6,7 +6,10 @@ where the site opted in (`legacy.amiconfig: {as_vo: VO}` and `require_signature:
 A few keys are translated into the settings a signed payload of that VO would carry, and
 are authorized against that VO's `allow` lists and the site's `site_settings`, as a signed
 payload's are; there are no signers, serial, validity or targets to check. Every other
-key is ignored and listed in the report (names only: values may be secrets).
+key is ignored and listed in the report (names only: values may be secrets). Short
+repository names (`repositories=atlas,grid`, as CernVM users wrote them) take the site's
+`site_settings.cvmfs.default_domain` here, before any allow glob sees them. A leading `#!`
+script (amiconfig ran it) is cut off unread and only reported, with its SHA-256.
 
 HEPiX `prolog.sh`/`epilog.sh` from a context CD-ROM: become RunScript actions only when their
 SHA-256 equals the site's pin (`legacy.hepix_scripts`); apply runs them (contextd.hepix),
@@ -14,8 +17,8 @@ the prolog before the files and the epilog after the services of a successful ap
 Anything else is reported as not run, with the reason.
 
 What this module must never do: read a `Verified` value that is not `unsigned`, pass an
-amiconfig key it does not translate, pin a script that does not match its pin, or run one
-itself (apply is the one executor).
+amiconfig key it does not translate, pin a script that does not match its pin, run one
+itself (apply is the one executor), or turn an amiconfig user-data script into an action.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from contextd.authorize import Authorization, authorize_sections
 from contextd.errors import PayloadError, PolicyViolation
 from contextd.payload import Payload
 from contextd.plugin import Finding
+from contextd.sources.userdata import split_script
 from contextd.trust.verify import Verified
 
 
@@ -46,12 +50,19 @@ _SPLIT = re.compile(r"[\s,]+")
 # amiconfig
 
 
-def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime
+def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime,
+                    default_domain: Optional[str] = None
                     ) -> Tuple[Payload, Dict[str, Any]]:
-    """The payload the amiconfig INI amounts to, and what the report says about it."""
+    """The payload the amiconfig INI amounts to, and what the report says about it.
+
+    `default_domain` (`cvmfs_domain(policy)`) qualifies short repository names; None: the
+    cvmfs plugin's default.
+    """
     if not isinstance(verified, Verified) or not verified.unsigned:
         raise TypeError("legacy.parse_amiconfig takes only accept_unsigned_legacy's value")
-    sections = _read_ini(verified.data)
+    script, ini = split_script(verified.data)
+    sections = _read_ini(ini)
+    info: Dict[str, Any] = {"format": "amiconfig", "as_vo": as_vo}
     enabled = _enabled(sections)
     translated: List[str] = []
     ignored: List[str] = []
@@ -70,7 +81,7 @@ def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime
             ignored.extend("%s.%s (plugin not enabled in [amiconfig])" % (name, _safe(k))
                            for k in sorted(keys))
             continue
-        doc, used = _translate(name, keys)
+        doc, used = _translate(name, keys, default_domain or cvmfs_domain(None), info)
         translated.extend("%s.%s -> %s" % (name, k, target) for k, target in used)
         unused = sorted(set(keys) - {k for k, _ in used})
         ignored.extend("%s.%s" % (name, _safe(k)) for k in unused)
@@ -91,9 +102,33 @@ def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime
     payload = Payload(sha256=verified.sha256, vo=as_vo, serial=0, not_before=now, expires=now,
                       targets=(), files=(), sections=settings, report_url=None,
                       report_token=None)
-    info = {"format": "amiconfig", "as_vo": as_vo, "translated": translated,
-            "ignored": ignored}
+    info.update(translated=translated, ignored=ignored)
+    if script:
+        info["script"] = _script_report(script)
     return payload, info
+
+
+def _script_report(script: bytes) -> Dict[str, Any]:
+    """The report's entry for a leading `#!` script: what it is, and that it did not run.
+
+    amiconfig ran it before its plugins (`#!/bin/sh before`) or after them; contextd has no
+    pin for these scripts, so it never runs one (HEPiX prolog/epilog pinning is the way).
+    """
+    shebang = script.split(b"\n", 1)[0].strip()
+    return {"sha256": hashlib.sha256(script).hexdigest(), "bytes": len(script),
+            "when": "before" if shebang.endswith(b"before") else "after",
+            "status": "not run",
+            "reason": "contextd never runs amiconfig user-data scripts; pin a HEPiX "
+                      "prolog.sh/epilog.sh (legacy.hepix_scripts) for what must run"}
+
+
+def cvmfs_domain(policy: Any) -> str:
+    """The domain short repository names take: the site's `site_settings.cvmfs.default_domain`
+    (the cvmfs plugin's default, cern.ch, when the policy does not set one)."""
+    site = policy.site_settings.get("cvmfs") if policy is not None else None
+    if site is None:
+        site = plugin.load("cvmfs").parse_site({})
+    return str(site.default_domain)
 
 
 def _read_ini(data: bytes) -> Dict[str, Dict[str, str]]:
@@ -151,13 +186,21 @@ def _enabled(sections: Mapping[str, Mapping[str, str]]) -> frozenset:
     return frozenset(names)
 
 
-def _translate(name: str, keys: Mapping[str, str]
+def _translate(name: str, keys: Mapping[str, str], domain: str, info: Dict[str, Any]
                ) -> Tuple[Optional[Dict[str, Any]], List[Tuple[str, str]]]:
-    """(settings document for the contextd plugin, [(amiconfig key, contextd field)])."""
+    """(settings document for the contextd plugin, [(amiconfig key, contextd field)]).
+
+    Short repository names are qualified here, before the allow globs ever see them, and
+    `info` (the report) says which.
+    """
     if name == "cernvm":
-        repos = [r for r in _SPLIT.split(keys.get("repositories", "").strip()) if r]
-        if not repos:
+        short = [r for r in _SPLIT.split(keys.get("repositories", "").strip()) if r]
+        if not short:
             return None, []
+        # The CVMFS client's own rule: a name without a dot is in CVMFS_DEFAULT_DOMAIN.
+        repos = [r if "." in r else "%s.%s" % (r, domain) for r in short]
+        info["default_domain"] = domain
+        info["qualified"] = ["%s -> %s" % (_safe(a), b) for a, b in zip(short, repos) if a != b]
         doc: Dict[str, Any] = {"repositories": repos}
         used = [("repositories", "cvmfs.repositories")]
         if keys.get("proxy", "").strip():

@@ -25,6 +25,7 @@ from contextd.schema import Reader, glob_match, hostname_ok, plain
 
 NAME = "cvmfs"
 PATH = "/etc/cvmfs/default.local"
+DEFAULT_DOMAIN = "cern.ch"     # CVMFS_DEFAULT_DOMAIN in the CERN config (50-cern.conf)
 
 # CVMFS's own rule (is_valid_repo_name): at most 60 characters, starts with a letter or
 # digit, only letters, digits, '_', '.', '-'. contextd also wants it fully qualified.
@@ -107,11 +108,22 @@ class Allow:
 class Site:
     http_proxy: Optional[str] = None
     quota_limit_mb: Optional[int] = None
+    # CVMFS_DEFAULT_DOMAIN as the CERN config sets it: what legacy amiconfig's short names
+    # (`repositories=atlas,grid`) mean. Signed payloads never use it: they name full names.
+    default_domain: str = DEFAULT_DOMAIN
 
     def __post_init__(self) -> None:
         _check_quota(self.quota_limit_mb)
         if self.http_proxy is not None and not proxy_ok(self.http_proxy):
             raise ValueError("cvmfs site settings: invalid http_proxy")
+        if not domain_ok(self.default_domain):
+            raise ValueError("cvmfs site settings: invalid default_domain")
+
+
+def domain_ok(value: Any) -> bool:
+    """A domain a short repository name can take: a hostname, with room for a name in front
+    within CVMFS's 60 characters."""
+    return isinstance(value, str) and hostname_ok(value) and bool(REPO_RE.match("x." + value))
 
 
 def _check_quota(value: Optional[int]) -> None:
@@ -175,8 +187,14 @@ class CvmfsPlugin(Plugin):
 
     def parse_site(self, data: Any) -> Site:
         r = Reader(data, "site_settings.cvmfs", PolicyError)
-        r.only(("http_proxy", "quota_limit_mb"))
-        return Site(http_proxy=_read_proxy(r), quota_limit_mb=r.int("quota_limit_mb", minimum=1))
+        r.only(("http_proxy", "quota_limit_mb", "default_domain"))
+        domain = r.str("default_domain", default=DEFAULT_DOMAIN)
+        if not domain_ok(domain):
+            raise r.fail("default_domain", "%s is not a domain a repository name can end in"
+                         % show(domain), "a domain such as cern.ch or egi.eu")
+        assert domain is not None
+        return Site(http_proxy=_read_proxy(r), quota_limit_mb=r.int("quota_limit_mb", minimum=1),
+                    default_domain=domain)
 
     def authorize(self, settings: Settings, allow: Allow, site: Optional[Site]) -> Decision:
         review = Review(NAME)

@@ -7,7 +7,8 @@ MIME multipart with exactly one part that is a bundle, recognised as cloud-init 
 (`MIME-Version:` in the first 4096 bytes, after an mbox `From ` line or not) and split by
 contextd.sources.mime in linear time; other parts are someone else's (cloud-config,
 shell scripts for cloud-init, amiconfig for CernVM) and are only listed. INI text that starts with a
-`[section]` line is amiconfig user-data, which only the explicit legacy opt-in may use.
+`[section]` line is amiconfig user-data, which only the explicit legacy opt-in may use; so is a
+`#!` script followed by such INI, amiconfig's convention (the script stays bytes, never run).
 
 What this module must never do: run or interpret a part (scripts stay bytes), follow an
 `#include`, decompress without a bound, or decide trust: it only says what the bytes are.
@@ -84,13 +85,34 @@ def classify(raw: bytes, what: str = "user-data") -> UserData:
     if _MIME_MARK in data[:4096].lower():
         return _mime(data, what)
     if data.startswith(b"#!"):
-        return UserData(OTHER, b"", "%s is a script (%s), which contextd never runs"
-                        % (what, _describe_start(data)))
+        # amiconfig's convention: a script, ended by an `exit` line, then the INI sections.
+        if not split_script(data)[1]:
+            return UserData(OTHER, b"", "%s is a script (%s), which contextd never runs"
+                            % (what, _describe_start(data)))
+        return UserData(AMICONFIG, data)
     meaningful = _first_meaningful_line(data)
     if meaningful is not None and _INI_SECTION.match(meaningful):
         return UserData(AMICONFIG, data)
     return UserData(OTHER, b"", "%s is not a contextd bundle (it starts with %s)"
                     % (what, _describe_start(data)))
+
+
+def split_script(data: bytes) -> Tuple[bytes, bytes]:
+    """(leading `#!` script, the amiconfig INI after it): amiconfig's own cut.
+
+    amiconfig took the script from the `#!` line to the first line starting with `exit`, and
+    the INI from the first `[section]` line on; so the script here is everything before the
+    first `[section]` line after that `exit` (after the `#!` line, without one). The INI is
+    b"" when no section follows; the script is b"" for data that does not start with `#!`.
+    """
+    if not data.startswith(b"#!"):
+        return b"", data
+    lines = data.split(b"\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(b"exit")), 0) + 1
+    for i in range(start, len(lines)):
+        if _INI_SECTION.match(lines[i].strip()):
+            return b"\n".join(lines[:i]) + b"\n", b"\n".join(lines[i:])
+    return data, b""
 
 
 def _maybe_gunzip(data: bytes, what: str) -> bytes:
