@@ -80,8 +80,8 @@ def package_checks(c, res, report, disk):
         c.check(res["status_wait"]["exit"] == 0, "contextd status --wait exits 0",
                 res["status_wait"])
         c.check([(a[0], a[1], a[3]) for a in actions] == [
-            ("packages", "command", "ok"), ("packages", "command", "ok"),
-            ("files", "file", "ok")] and installs and installs[0][2].endswith(" e2e-gmond")
+            ("packages", "command", "ran"), ("packages", "command", "ran"),
+            ("files", "file", "created")] and installs and installs[0][2].endswith(" e2e-gmond")
             and actions[2][2] == GMOND_CONF,
             "report actions in order: apt-get update, install e2e-gmond, write the file", actions)
         expected = GMOND_TEMPLATE % report.get("host", {}).get("hostname")
@@ -109,7 +109,7 @@ def package_checks(c, res, report, disk):
     c.check(res["status_wait"]["exit"] == 3, "contextd status --wait exits 3", res["status_wait"])
     c.check((ctx.get("Result"), ctx.get("ExecMainStatus")) == ("exit-code", "3"),
             "contextd.service failed with exit 3", ctx)
-    c.check([a[3] for a in installs] == ["ok", "failed"] and installs[1][2].endswith(
+    c.check([a[3] for a in installs] == ["ran", "failed"] and installs[1][2].endswith(
         " e2e-broken"), "e2e-gmond installed, then e2e-broken's install failed", installs)
     c.check(not any(a[0] == "files" for a in actions), "no file written", actions)
     c.check(any(t.endswith(" install e2e-gmond") for t in report.get("not_undone", [])),
