@@ -22,6 +22,14 @@ CONDOR_MARK = "/var/lib/fake-condor/started"
 CVMFS_LOG = "/var/log/fake-cvmfs_config.log"
 WAIT_FOR_SOURCE_MS = 10000
 CONFIG_DRIVE_UUID = "83679162-1378-4288-a2d4-70e13ec132aa"     # run-e2e.sh's E2E_UUID
+# Issue 18 (local-repo.sh, run-e2e.sh's packages_payload): the package, its templated
+# configuration and the marker its service writes when it starts.
+GMOND_CONF = "/etc/e2e-gmond/gmond.conf"
+GMOND_MARK = "/var/lib/e2e-gmond/started"
+GMOND_UNIT = "e2e-gmond.service"
+GMOND_TEMPLATE = ("# e2e-gmond.conf, from the payload's template\n"
+                  "cluster_name = atlas-e2e-workers\ncluster_owner = E2E-SITE\n"
+                  "host_location = %s\n")
 
 
 class Checks:
@@ -42,6 +50,76 @@ def user_ids(disk, name):
         if len(fields) > 3 and fields[0] == name:
             return int(fields[2]), int(fields[3])
     return None
+
+
+def dpkg_status(disk, package):
+    """The Status line of `package` in the image's dpkg database, or None."""
+    found = on_disk(disk, "/var/lib/dpkg/status")
+    for stanza in (found[2] if found else b"").decode("utf-8", "replace").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line)
+        if fields.get("Package") == package:
+            return fields.get("Status")
+    return None
+
+
+def package_checks(c, res, report, disk):
+    """packages: e2e-gmond installed by apt-get from the image's local repository, its
+    configuration templated (a fact, a var), then its service started; packagefail: e2e-broken
+    fails, exit 3, no configuration, e2e-gmond installed but never started."""
+    files, ctx, gmond = res["files"], res["units"]["contextd.service"], res["units"][GMOND_UNIT]
+    actions = [(a.get("plugin"), a.get("kind"), a.get("target", ""), a.get("status"))
+               for a in report.get("actions", [])]
+    installs = [a for a in actions if a[0] == "packages" and " install " in a[2]]
+    c.check(actions[:1] and actions[0][0] == "packages" and "update" in actions[0][2]
+            and "Dir::Etc::SourceList=/etc/apt/sources.list.d/e2e-local.list" in actions[0][2],
+            "first action: apt-get update of the allowed repository's list alone", actions[:1])
+    c.check(dpkg_status(disk, "e2e-gmond") == "install ok installed",
+            "on disk: dpkg has e2e-gmond installed", dpkg_status(disk, "e2e-gmond"))
+    if c.scenario == "packages":
+        c.check(report.get("outcome") == "applied", "outcome applied", report.get("message"))
+        c.check(res["status_wait"]["exit"] == 0, "contextd status --wait exits 0",
+                res["status_wait"])
+        c.check([(a[0], a[1], a[3]) for a in actions] == [
+            ("packages", "command", "ran"), ("packages", "command", "ran"),
+            ("files", "file", "created")] and installs and installs[0][2].endswith(" e2e-gmond")
+            and actions[2][2] == GMOND_CONF,
+            "report actions in order: apt-get update, install e2e-gmond, write the file", actions)
+        expected = GMOND_TEMPLATE % report.get("host", {}).get("hostname")
+        conf = files[GMOND_CONF]
+        c.check(conf.get("exists") and conf["mode"] == "0644" and conf["uid"] == 0
+                and conf.get("text") == expected,
+                "%s rendered from the template (facts.site, facts.hostname, vars.cluster)"
+                % GMOND_CONF, conf)
+        d = on_disk(disk, GMOND_CONF)
+        c.check(d is not None and d[2].decode("utf-8", "replace") == expected,
+                "on disk: the templated file as rendered", d and d[2])
+        mark = files[GMOND_MARK].get("text", "")
+        c.check(mark.partition("\n")[2] == expected,
+                "e2e-gmond started after the file was written (it read the rendered file)", mark)
+        exited = int(ctx.get("ExecMainExitTimestampMonotonic") or 0)
+        started = int(gmond.get("ActiveEnterTimestampMonotonic") or 0)
+        c.check(exited and started >= exited and gmond.get("ActiveState") == "active",
+                "e2e-gmond.service started last, after contextd finished",
+                "contextd exited at %s, e2e-gmond active at %s (%s)" % (
+                    exited, started, gmond.get("ActiveState")))
+        c.check(on_disk(disk, GMOND_MARK) is not None, "on disk: e2e-gmond's start recorded")
+        return
+    c.check(report.get("outcome") == "failed" and report.get("stage") == "apply",
+            "outcome failed at the apply stage", (report.get("outcome"), report.get("message")))
+    c.check(res["status_wait"]["exit"] == 3, "contextd status --wait exits 3", res["status_wait"])
+    c.check((ctx.get("Result"), ctx.get("ExecMainStatus")) == ("exit-code", "3"),
+            "contextd.service failed with exit 3", ctx)
+    c.check([a[3] for a in installs] == ["ran", "failed"] and installs[1][2].endswith(
+        " e2e-broken"), "e2e-gmond installed, then e2e-broken's install failed", installs)
+    c.check(not any(a[0] == "files" for a in actions), "no file written", actions)
+    c.check(any(t.endswith(" install e2e-gmond") for t in report.get("not_undone", [])),
+            "not_undone names the e2e-gmond install (a package is not uninstalled)",
+            report.get("not_undone"))
+    for path in (GMOND_CONF, GMOND_MARK):
+        c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
+        c.check(on_disk(disk, path) is None, "on disk: nothing at %s" % path)
+    c.check(gmond.get("ActiveState") != "active" and gmond.get("ConditionResult") != "yes",
+            "e2e-gmond.service never started (no configuration)", gmond)
 
 
 def guest_result(path):
@@ -198,6 +276,8 @@ def main(scenario, directory):
         for path in (CONDOR_CONF, TOKEN, CVMFS, CONDOR_MARK):
             c.check(not files[path].get("exists"), "nothing at %s" % path, files[path])
         c.check(condor.get("ActiveState") == "inactive", "HTCondor not started", condor)
+    elif scenario in ("packages", "packagefail"):
+        package_checks(c, res, report, disk)
     elif scenario == "killswitch":
         # contextd=off on the kernel command line, the signed ISO in the drive: nothing runs.
         c.check(ctx.get("ConditionResult") == "no", "contextd.service skipped by its condition",

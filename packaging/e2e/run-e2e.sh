@@ -2,7 +2,8 @@
 # make e2e-vm: boot the contextd RPM's payload in a real VM, three times.
 #
 # usage: run-e2e.sh RPM [SCENARIO...]
-#        scenarios: signed tampered nocd killswitch configdrive (default: all)
+#        scenarios: signed tampered nocd killswitch configdrive packages packagefail
+#        (default: all)
 #
 # The image is Debian bookworm from debootstrap (build-image.sh, cached by its package list)
 # with Debian's own python3 libraries. contextd goes in from the RPM's payload, unchanged, at
@@ -14,6 +15,10 @@
 # CD-ROM: an OpenStack config drive, built with Nova's genisoimage options, is a virtio disk
 # labelled config-2, found by label by the policy's config-drive source. The guest powers
 # itself off; a scenario that does not finish within E2E_BOOT_TIMEOUT seconds fails.
+# `packages` and `packagefail` (issue 18) install from a local apt repository inside the image
+# (local-repo.sh: e2e-gmond and a broken e2e-broken) and template e2e-gmond's configuration:
+# the first must install, write and then see the package's service start, the second fails
+# at its broken package (exit 3) and leaves no configuration and no started service.
 #
 # Environment: E2E_CACHE (image cache, default /var/cache/contextd-e2e), E2E_OUT (work dir,
 # default build/e2e), E2E_BOOT_TIMEOUT (default 300), E2E_SOURCE (detect: the policy's
@@ -25,7 +30,7 @@ repo=$(cd "$here/../.." && pwd)
 rpm=$(readlink -f "${1:?usage: run-e2e.sh RPM [SCENARIO...]}")
 shift
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd killswitch configdrive)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(signed tampered nocd killswitch configdrive packages packagefail)
 cache=${E2E_CACHE:-/var/cache/contextd-e2e}
 out=$(mkdir -p "${E2E_OUT:-$repo/build/e2e}" && cd "${E2E_OUT:-$repo/build/e2e}" && pwd)
 boot_timeout=${E2E_BOOT_TIMEOUT:-300}
@@ -43,7 +48,7 @@ post_mortem() {
     debugfs -R "rdump /var/log/journal $dir" "$dir/disk.img" >/dev/null 2>&1 || return 0
     echo "e2e: the guest's journal for contextd, condor, e2e-report (from its disk):" >&2
     journalctl -D "$dir/journal" -o short-monotonic --no-pager \
-        -u contextd.service -u condor.service -u e2e-report.service 2>&1 | tail -n 60 >&2 || true
+        -u contextd.service -u condor.service -u e2e-report.service -u e2e-gmond.service 2>&1 | tail -n 60 >&2 || true
 }
 t0=$(date +%s)
 
@@ -84,6 +89,37 @@ for v in latest 2018-08-27; do
         >"$cd_tree/openstack/$v/meta_data.json"
     cp "$out/payload/bundle" "$cd_tree/openstack/$v/user_data"
 done
+# Issue 18: a package from the site's repository, configured by a templated file (a fact and a
+# var), its service started after; and the same with a package that fails to install.
+packages_payload() {    # packages_payload SERIAL_SUFFIX NAME...
+    local suffix=$1; shift
+    cat <<EOF
+contextd: payload/v1
+vo: atlas
+serial: $(date -u +%Y%m%d)$suffix
+not_before: $(date -u -d "@$((now - 86400))" +%Y-%m-%dT%H:%M:%SZ)
+expires: $(date -u -d "@$((now + 7 * 86400))" +%Y-%m-%dT%H:%M:%SZ)
+targets: [{site: E2E-SITE}]
+packages: {install: [$(IFS=,; echo "$*")]}
+files:
+  - path: /etc/e2e-gmond/gmond.conf
+    mode: "0644"
+    vars: {cluster: atlas-e2e-workers}
+    template: |
+      # e2e-gmond.conf, from the payload's template
+      cluster_name = {{ vars.cluster }}
+      cluster_owner = {{ facts.site }}
+      host_location = {{ facts.hostname }}
+EOF
+}
+for kind in packages packagefail; do
+    case $kind in
+        packages) packages_payload 02 e2e-gmond ;;
+        packagefail) packages_payload 03 e2e-gmond e2e-broken ;;
+    esac >"$out/payload/$kind.yaml"
+    host_contextd sign --key "$out/payload/vo-key" "$out/payload/$kind.yaml" -o "$out/payload/$kind.bundle"
+    host_contextd pack iso "$out/payload/$kind.bundle" -o "$out/payload/$kind.iso"
+done
 genisoimage -o "$out/payload/config-drive.iso" -ldots -allow-lowercase -allow-multidot -l \
     -publisher "OpenStack Compute e2e" -quiet -J -r -V config-2 "$cd_tree"
 # Tampered: the same disc with one byte of the signed payload changed on it, as an attacker
@@ -122,8 +158,12 @@ trust:
     allow:
       cvmfs: {repositories: ["atlas*.cern.ch", "sft.cern.ch"], max_quota_mb: 50000}
       htcondor: {roles: [execute], central_managers: ["atlas-cm*.cern.ch"], attributes: [VMType]}
+      packages: {names: ["e2e-*"], repos: [e2e-local]}
+      files: {paths: ["/etc/e2e-gmond/*.conf"], max_bytes: 4096}
 EOF
 chmod 0644 "$tree/etc/contextd/policy.yaml"
+# The site's package repository, inside the image (issue 18's packages scenarios).
+"$here/local-repo.sh" "$tree" "$out/debs"
 # The image factory's step (DESIGN section 11): sign the image's manifest, dpkg's package list
 # included; the guest's report must show host.image verified.
 host_contextd image sign --key "$out/payload/image-key" --root "$tree" --name e2e-worker \
@@ -163,7 +203,9 @@ for scenario in "${scenarios[@]}"; do
                     append=" contextd=off" ;;
         configdrive) [ "$source_mode" = detect ] || fail "configdrive needs E2E_SOURCE=detect"
                      cdrom=(-drive "file=$out/payload/config-drive.iso,format=raw,if=virtio,readonly=on") ;;
-        *) fail "unknown scenario $scenario (signed, tampered, nocd, killswitch, configdrive)" ;;
+        packages|packagefail)
+                  cdrom=(-drive "file=$out/payload/$scenario.iso,format=raw,media=cdrom,if=ide,readonly=on") ;;
+        *) fail "unknown scenario $scenario (signed, tampered, nocd, killswitch, configdrive, packages, packagefail)" ;;
     esac
     log "boot $scenario (limit ${boot_timeout}s; console: $dir/console.log)"
     start=$(date +%s)
