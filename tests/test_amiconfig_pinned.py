@@ -80,9 +80,9 @@ def test_pinned_script_with_another_interpreter_is_refused_clearly(site, tmp_pat
 # A pinned script runs, in its phase, inside apply
 
 
-@pytest.mark.parametrize("shebang,seen", [("#!/bin/sh before", "before-plugins"),
-                                          ("#!/bin/sh", "after-plugins"),
-                                          ("#!/bin/bash after", "after-plugins")])
+@pytest.mark.parametrize(("shebang", "seen"), [("#!/bin/sh before", "before-plugins"),
+                                              ("#!/bin/sh", "after-plugins"),
+                                              ("#!/bin/bash after", "after-plugins")])
 def test_pinned_script_runs_in_its_phase(site, tmp_path, shebang, seen):
     marker = tmp_path / "ran"
     sent = probe_script(marker, site, shebang=shebang)
