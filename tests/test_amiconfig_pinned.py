@@ -9,18 +9,19 @@ import json
 
 import pytest
 
-from contextd import policy
-from contextd.errors import PolicyError
+from contextd import apply, legacy, policy
+from contextd.errors import PolicyError, ScriptFailed
+from contextd.trust import verify
 
 from test_amiconfig_cernvm import CERNVM, cernvm_policy, sourced
-from test_legacy import pin, run_env
+from test_legacy import NOW, pin, run_env
 
 
 def probe_script(marker, site, shebang="#!/bin/sh before", code=0):
     """A script that says, in `marker`, whether the cvmfs plugin had written its file yet."""
     applied = site.root / "etc/cvmfs/default.local"
     return ("%s\ntest -e %s && echo after-plugins >> %s || echo before-plugins >> %s\n"
-            "exit %d\n" % (shebang, applied, marker, marker, code)).encode()
+            "echo said-on-stdout\nexit %d\n" % (shebang, applied, marker, marker, code)).encode()
 
 
 def run_with(site, tmp_path, script, pins, *extra):
@@ -117,6 +118,7 @@ def test_failing_pinned_before_script_fails_the_run_and_nothing_is_applied(site,
     code, _, err = run_with(site, tmp_path, sent, [pin(sent)], "--run-commands")
     assert code == 3, err
     assert "amiconfig script exited 4; nothing was applied" in err and "Traceback" not in err
+    assert "amiconfig script: failed (exit 4); output (tail): said-on-stdout" in err   # the log
     assert marker.read_text().split() == ["before-plugins"]
     assert site.snapshot() == {}
     script = site.report()["legacy"]["script"]
@@ -143,6 +145,23 @@ def test_alternate_root_without_run_commands_does_not_run_it(site, tmp_path):
     script = site.report()["legacy"]["script"]
     assert script["status"] == "not run" and script["result"] == "skipped"
     assert "--run-commands" in script["reason"]
+
+
+def test_a_pinned_before_script_that_hangs_is_killed_and_fails(keys, tmp_path):
+    """The same executor and time limit as a HEPiX prolog: killed, and the run fails."""
+    sent = b"#!/bin/sh before\nsleep 30\nexit 0\n"
+    doc = cernvm_policy(keys)
+    doc["legacy"]["amiconfig"]["scripts"] = [pin(sent)]
+    pol = policy.parse(doc)
+    verified = verify.accept_unsigned_legacy(sent + CERNVM, pol, "amiconfig")
+    _, info = legacy.parse_amiconfig(verified, "atlas", NOW, pins=pol.legacy.amiconfig.scripts)
+    scripts = legacy.amiconfig_script(verified, info, timeout=1)
+    assert [(s.phase, s.interpreter, s.args) for s in scripts] == [("pre", "/bin/sh", ())]
+    with pytest.raises(ScriptFailed, match=r"amiconfig script timed out after 1s") as failed:
+        apply.run_phase(scripts, "pre", True, "/", str(tmp_path / "work"))
+    script = legacy.with_amiconfig_result(info, failed.value.results)["script"]
+    assert script["status"] == "failed" and script["result"] == "timeout"
+    assert script["ms"] < 3000
 
 
 # --------------------------------------------------------------------------------------
