@@ -66,20 +66,28 @@ class RunCommand:
 
 @record(frozen=True)
 class RunScript:
-    """A site-pinned HEPiX script from the carrier (contextd.legacy pins it, contextd.hepix
-    runs it for apply): phase `pre` runs before the files, `post` after the services, both
-    inside apply's transaction. A command, never a journal entry."""
+    """A site-pinned HEPiX script from the carrier, or a pinned amiconfig script (plugin
+    `amiconfig`) from the user-data (contextd.legacy pins it, contextd.hepix runs it for
+    apply): phase `pre` runs before the files, `post` after the services, both inside apply's
+    transaction. A command, never a journal entry."""
 
     plugin: str
-    name: str                       # prolog.sh | epilog.sh
+    name: str                       # prolog.sh | epilog.sh | script (amiconfig)
     data: bytes = field(repr=False)
     sha256: str = ""                # the pinned digest: any other bytes are never run
     phase: str = "pre"              # pre | post
     timeout: float = 300.0
+    interpreter: str = "/bin/sh"    # /bin/sh or /bin/bash, never the script's own choice
+    args: Tuple[str, ...] = ("start",)  # the HEPiX convention; amiconfig passed none
 
     @property
     def kind(self) -> str:
         return "script"
+
+    @property
+    def label(self) -> str:
+        """How messages name it: `HEPiX prolog.sh`, `amiconfig script`."""
+        return "%s %s" % ("HEPiX" if self.plugin == "hepix" else self.plugin, self.name)
 
     @property
     def target(self) -> str:

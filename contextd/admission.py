@@ -57,7 +57,7 @@ def _parse_amiconfig(verified: Verified, pol: Policy, started: datetime.datetime
     ami = pol.legacy.amiconfig
     assert ami is not None      # accept_unsigned_legacy let nothing through without it
     return legacy.parse_amiconfig(verified, ami.as_vo, started,
-                                  default_domain=legacy.cvmfs_domain(pol))
+                                  default_domain=legacy.cvmfs_domain(pol), pins=ami.scripts)
 
 
 SIGNED = Admission("signed", _verify_signed, _parse_signed)

@@ -210,10 +210,10 @@ def run_phase(scripts: Sequence[RunScript], phase: str, may_run: bool, root: str
         result = hepix.run(script, may_run, root, state_dir)
         ran.append(result)
         if phase == "pre" and result["status"] not in ("ok", "skipped"):
-            raise ScriptFailed("HEPiX %s %s; nothing was applied" % (script.name,
-                                                                    result["reason"]),
+            raise ScriptFailed("%s %s; nothing was applied" % (script.label,
+                                                              result["reason"]),
                                "the site's pinned %s must succeed; its output is in the log"
-                               % script.name, ran)
+                               % script.label, ran)
     return ran
 
 

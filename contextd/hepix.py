@@ -1,8 +1,10 @@
-"""Running one site-pinned HEPiX script (prolog.sh / epilog.sh) for apply, the one executor.
+"""Running one site-pinned HEPiX script (prolog.sh / epilog.sh), or a pinned amiconfig
+script, for apply: the one executor.
 
 `apply` calls `run` for a `RunScript` action in its pre phase (before the files) or its post
 phase (after the services); `contextd.legacy` decides which scripts are pinned. A script runs
-as `/bin/sh <private copy> start` (the HEPiX convention passes the phase as $1) in a private
+as `/bin/sh <private copy> start` (the HEPiX convention passes the phase as $1; an amiconfig
+script as `/bin/sh` or `/bin/bash <private copy>`, the interpreter legacy checked) in a private
 directory under the state dir, with a clean environment and a time limit that kills it and
 everything it started.
 
@@ -42,13 +44,13 @@ def run(script: RunScript, may_run: bool, root: str, work_dir: str) -> Dict[str,
                       reason="alternate root %s: scripts need --run-commands" % root)
         return result
     if hashlib.sha256(script.data).hexdigest() != script.sha256:  # the same bytes, or nothing
-        raise ApplyError("HEPiX %s changed after its pin was checked" % script.name)
+        raise ApplyError("%s changed after its pin was checked" % script.label)
     started = time.monotonic()
-    status, code, output = _run(script.name, script.data, work_dir, script.timeout)
+    status, code, output = _run(script, work_dir)
     result.update(status=status, exit_code=code, ms=int((time.monotonic() - started) * 1000))
     shown = output[-MAX_SHOWN_OUTPUT:].decode("utf-8", "replace")
-    log.log(logging.INFO if status == "ok" else logging.WARNING, "HEPiX %s: %s%s%s",
-            script.name, status, " (exit %s)" % code if code is not None else "",
+    log.log(logging.INFO if status == "ok" else logging.WARNING, "%s: %s%s%s",
+            script.label, status, " (exit %s)" % code if code is not None else "",
             "; output (tail): %s" % shown if shown.strip() else "")
     if status != "ok":
         result["reason"] = ("timed out after %gs" % script.timeout if status == "timeout"
@@ -56,9 +58,9 @@ def run(script: RunScript, may_run: bool, root: str, work_dir: str) -> Dict[str,
     return result
 
 
-def _run(name: str, data: bytes, work_dir: str, timeout: float
-         ) -> Tuple[str, Optional[int], bytes]:
+def _run(script: RunScript, work_dir: str) -> Tuple[str, Optional[int], bytes]:
     """Run a private copy of the script: (ok|failed|timeout, exit code, output)."""
+    name, data, timeout = script.name, script.data, script.timeout
     filesystem.private_dir(work_dir)
     tmp = tempfile.mkdtemp(prefix="hepix-", dir=work_dir)
     try:
@@ -71,13 +73,13 @@ def _run(name: str, data: bytes, work_dir: str, timeout: float
         # us waiting for the pipe to close.
         with tempfile.TemporaryFile(dir=tmp) as out:
             try:
-                proc = subprocess.Popen(["/bin/sh", path, "start"], cwd=tmp,
+                proc = subprocess.Popen([script.interpreter, path, *script.args], cwd=tmp,
                                         stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, env=dict(SCRIPT_ENV),
                                         close_fds=True, start_new_session=True)
             except OSError as exc:
-                raise ApplyError("cannot run HEPiX %s: %s"
-                                 % (name, exc.strerror or exc)) from None
+                raise ApplyError("cannot run %s: %s"
+                                 % (script.label, exc.strerror or exc)) from None
             try:
                 code: Optional[int] = proc.wait(timeout=timeout)
                 status = "ok" if code == 0 else "failed"

@@ -9,7 +9,9 @@ payload's are; there are no signers, serial, validity or targets to check. Every
 key is ignored and listed in the report (names only: values may be secrets). Short
 repository names (`repositories=atlas,grid`, as CernVM users wrote them) take the site's
 `site_settings.cvmfs.default_domain` here, before any allow glob sees them. A leading `#!`
-script (amiconfig ran it) is cut off unread and only reported, with its SHA-256.
+script (amiconfig ran it) is cut off unread and reported with its SHA-256; it becomes a
+RunScript action only when that SHA-256 is pinned (`legacy.amiconfig.scripts`) and its
+interpreter is /bin/sh or /bin/bash.
 
 HEPiX `prolog.sh`/`epilog.sh` from a context CD-ROM: become RunScript actions only when their
 SHA-256 equals the site's pin (`legacy.hepix_scripts`); apply runs them (contextd.hepix),
@@ -18,7 +20,8 @@ Anything else is reported as not run, with the reason.
 
 What this module must never do: read a `Verified` value that is not `unsigned`, pass an
 amiconfig key it does not translate, pin a script that does not match its pin, run one
-itself (apply is the one executor), or turn an amiconfig user-data script into an action.
+itself (apply is the one executor), or turn an unpinned amiconfig user-data script into an
+action.
 """
 
 from __future__ import annotations
@@ -51,12 +54,12 @@ _SPLIT = re.compile(r"[\s,]+")
 
 
 def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime,
-                    default_domain: Optional[str] = None
+                    default_domain: Optional[str] = None, pins: Sequence[str] = ()
                     ) -> Tuple[Payload, Dict[str, Any]]:
     """The payload the amiconfig INI amounts to, and what the report says about it.
 
     `default_domain` (`cvmfs_domain(policy)`) qualifies short repository names; None: the
-    cvmfs plugin's default.
+    cvmfs plugin's default. `pins`: legacy.amiconfig.scripts, for a leading script.
     """
     if not isinstance(verified, Verified) or not verified.unsigned:
         raise TypeError("legacy.parse_amiconfig takes only accept_unsigned_legacy's value")
@@ -104,22 +107,76 @@ def parse_amiconfig(verified: Verified, as_vo: str, now: datetime.datetime,
                       report_token=None)
     info.update(translated=translated, ignored=ignored)
     if script:
-        info["script"] = _script_report(script)
+        info["script"] = _script_report(script, pins)
     return payload, info
 
 
-def _script_report(script: bytes) -> Dict[str, Any]:
-    """The report's entry for a leading `#!` script: what it is, and that it did not run.
+# The interpreters a pinned amiconfig script may name on its `#!` line; contextd runs it with
+# that very program, and refuses any other (an `env` lookup, a path it cannot vouch for).
+INTERPRETERS = ("/bin/sh", "/bin/bash")
 
-    amiconfig ran it before its plugins (`#!/bin/sh before`) or after them; contextd has no
-    pin for these scripts, so it never runs one (HEPiX prolog/epilog pinning is the way).
+
+def _script_report(script: bytes, pins: Sequence[str]) -> Dict[str, Any]:
+    """The report's entry for a leading `#!` script, and whether it may run: only when its
+    SHA-256 is pinned in legacy.amiconfig.scripts and its interpreter is /bin/sh or /bin/bash.
+
+    amiconfig ran it before its plugins (`#!/bin/sh before`) or after them; so does apply
+    (its pre or post phase), as for a pinned HEPiX prolog/epilog.
     """
     shebang = script.split(b"\n", 1)[0].strip()
-    return {"sha256": hashlib.sha256(script).hexdigest(), "bytes": len(script),
-            "when": "before" if shebang.endswith(b"before") else "after",
-            "status": "not run",
-            "reason": "contextd never runs amiconfig user-data scripts; pin a HEPiX "
-                      "prolog.sh/epilog.sh (legacy.hepix_scripts) for what must run"}
+    words = shebang[2:].decode("utf-8", "replace").split()
+    interpreter = words[0] if words else ""
+    digest = hashlib.sha256(script).hexdigest()
+    when = "before" if shebang.endswith(b"before") else "after"
+    entry: Dict[str, Any] = {"sha256": digest, "bytes": len(script), "when": when,
+                             "status": "not run"}
+    if "sha256:" + digest not in pins:
+        entry["reason"] = ("%s; contextd never runs an unpinned amiconfig script" % (
+            "its sha256 does not match any pin in legacy.amiconfig.scripts" if pins
+            else "not pinned in the policy's legacy.amiconfig.scripts"))
+    elif interpreter not in INTERPRETERS:
+        entry["reason"] = ("interpreter %s not supported: a pinned amiconfig script runs only "
+                           "with #!/bin/sh or #!/bin/bash" % (_safe(interpreter) or "(none)"))
+    else:
+        entry.update(pinned=True, interpreter=interpreter,
+                     reason="the run ended before %s" % (
+                         "apply" if when == "before" else "a successful apply"))
+    return entry
+
+
+def amiconfig_script(verified: Optional[Verified], info: Optional[Mapping[str, Any]],
+                     timeout: float = SCRIPT_TIMEOUT) -> Tuple[RunScript, ...]:
+    """The leading script `parse_amiconfig` found pinned, as apply's action: its pre phase
+    for `before`, its post phase otherwise. The bytes are cut from the same user-data again,
+    and hepix.run checks them against the pinned digest before it runs them."""
+    entry = (info or {}).get("script")
+    if verified is None or not entry or not entry.get("pinned"):
+        return ()
+    script, _ = split_script(verified.data)
+    return (RunScript(plugin="amiconfig", name="script", data=script, sha256=entry["sha256"],
+                      phase="pre" if entry["when"] == "before" else "post", timeout=timeout,
+                      interpreter=entry["interpreter"], args=()),)
+
+
+# What apply's result for the script makes of the report's legacy.script status.
+_STATUS = {"ok": "ran", "failed": "failed", "timeout": "failed", "skipped": "not run"}
+
+
+def with_amiconfig_result(info: Mapping[str, Any], results: Sequence[Mapping[str, Any]]
+                          ) -> Dict[str, Any]:
+    """The report's `legacy` section once apply ran (or skipped) its script: a new value,
+    `script.status` ran|failed|not run and `script.result` apply's own (ok|failed|timeout|
+    skipped), with the exit code, time and reason."""
+    out = dict(info)
+    for result in results:
+        if result.get("plugin") != "amiconfig" or "script" not in out:
+            continue
+        entry = out["script"] = dict(out["script"])
+        entry.pop("reason", None)
+        entry.update({k: v for k, v in result.items() if k not in ("plugin", "kind", "target",
+                                                                   "status")})
+        entry.update(status=_STATUS.get(result["status"], "failed"), result=result["status"])
+    return out
 
 
 def cvmfs_domain(policy: Any) -> str:

@@ -30,7 +30,8 @@ def normalised(policy: Policy) -> Dict[str, Any]:
                  "ca_bundle": policy.url_source.ca_bundle}
                 if policy.url_source.location else None),
         "legacy": {"hepix_scripts": dict(policy.legacy.hepix_scripts),
-                   "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo}
+                   "amiconfig": ({"as_vo": policy.legacy.amiconfig.as_vo,
+                                  "scripts": list(policy.legacy.amiconfig.scripts)}
                                  if policy.legacy.amiconfig else "deny")},
         "site_settings": dict(policy.document.get("site_settings") or {}),
         "trust": {vo: _trust_doc(t, policy.document) for vo, t in policy.trust.items()},

@@ -261,12 +261,15 @@ def _change(opts: Options, pol: policy.Policy, trail: RunReport, ctx: sources.Co
 
 
 def _pinned(ctx: sources.Context, trail: RunReport) -> Tuple[Any, ...]:
-    """The carrier's HEPiX scripts the site pinned, as apply's pre/post actions."""
-    if not ctx.scripts:
+    """The carrier's HEPiX scripts and the amiconfig script the site pinned, as apply's
+    pre/post actions."""
+    if not ctx.scripts and not (trail.amiconfig and "script" in trail.amiconfig):
         return ()
     from contextd import legacy
 
-    return legacy.pinned_scripts(ctx.scripts, trail.legacy_scripts)
+    verified = trail.admitted[1] if trail.admitted else None
+    return (legacy.pinned_scripts(ctx.scripts or {}, trail.legacy_scripts)
+            + legacy.amiconfig_script(verified, trail.amiconfig))
 
 
 def _took(trail: RunReport, results: List[Dict[str, Any]]) -> None:
@@ -274,10 +277,13 @@ def _took(trail: RunReport, results: List[Dict[str, Any]]) -> None:
     `legacy_scripts`."""
     trail.actions = [r for r in results if r["kind"] != "script"]
     ran = [r for r in results if r["kind"] == "script"]
-    if ran and trail.legacy_scripts is not None:
+    if ran and (trail.legacy_scripts is not None or trail.amiconfig is not None):
         from contextd import legacy
 
-        trail.legacy_scripts = legacy.with_results(trail.legacy_scripts, ran)
+        if trail.legacy_scripts is not None:
+            trail.legacy_scripts = legacy.with_results(trail.legacy_scripts, ran)
+        if trail.amiconfig is not None:
+            trail.amiconfig = legacy.with_amiconfig_result(trail.amiconfig, ran)
 
 
 def _footprint(pol: policy.Policy) -> plugin.Footprint:

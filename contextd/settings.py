@@ -62,6 +62,7 @@ class X509Settings:
 @record(frozen=True)
 class Amiconfig:
     as_vo: str                           # the VO unsigned amiconfig user-data is read as
+    scripts: Tuple[str, ...] = ()        # "sha256:<hex>" pins of leading scripts that may run
 
 
 @record(frozen=True)
@@ -178,10 +179,11 @@ def legacy(r: Optional[Reader]) -> LegacySettings:
     if ami is not None and ami != "deny":
         ar = r.mapping("amiconfig")
         assert ar is not None
-        ar.only(["as_vo"])
+        ar.only(["as_vo", "scripts"])
         as_vo = ar.str("as_vo", required=True, pattern=VO, what="VO name")
         assert as_vo is not None
-        amiconfig = Amiconfig(as_vo=as_vo)
+        pinned = ar.str_list("scripts", pattern=_SHA256_PIN, what="pin (sha256:<64 hex digits>)")
+        amiconfig = Amiconfig(as_vo=as_vo, scripts=tuple(pinned or ()))
     return LegacySettings(hepix_scripts=pins, amiconfig=amiconfig)
 
 
