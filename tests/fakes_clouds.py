@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from fakes_sources import misbehave
+
 UUID = "83679162-1378-4288-a2d4-70e13ec132aa"
 
 
@@ -41,21 +43,7 @@ class Server:
                 self._answer(fake.routes.get(self.path, (404, b"")))
 
             def _answer(self, how: Any) -> None:
-                if how == "hang":
-                    fake.release.wait(10)
-                    return
-                if how == "trickle":
-                    self.send_response(200)
-                    self.send_header("Content-Length", "1000")
-                    self.end_headers()
-                    for _ in range(1000):
-                        if fake.release.wait(0.2):
-                            return
-                        try:
-                            self.wfile.write(b"x")
-                            self.wfile.flush()
-                        except OSError:
-                            return
+                if misbehave(self, how, fake.release):
                     return
                 if how == "huge":          # no Content-Length: the reader must count
                     self.send_response(200)

@@ -16,6 +16,28 @@ TOKEN = "AQAEAFakeSessionToken0123456789abcdef=="
 # EC2 metadata
 
 
+
+def misbehave(handler: Any, how: Any, release: threading.Event) -> bool:
+    """Answer `how` the slow ways a metadata service fails: "hang" (no answer until released,
+    at most 10 s) or "trickle" (200, a byte every 0.2 s); False for any other answer."""
+    if how == "hang":
+        release.wait(10)
+        return True
+    if how != "trickle":
+        return False
+    handler.send_response(200)
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    for _ in range(1000):
+        if release.wait(0.2):
+            break
+        try:
+            handler.wfile.write(b"x")
+            handler.wfile.flush()
+        except OSError:
+            break
+    return True
+
 class Imds:
     """A metadata service on 127.0.0.1 whose behaviour each test sets.
 
@@ -62,23 +84,8 @@ class Imds:
             def _answer(self, how: Any) -> None:
                 if isinstance(how, int):
                     how = (how, b"")
-                if how == "hang":
-                    imds.release.wait(10)
-                    return
-                if how == "trickle":
-                    self.send_response(200)
-                    self.send_header("Content-Length", "1000")
-                    self.end_headers()
-                    for _ in range(1000):
-                        if imds.release.wait(0.2):
-                            return
-                        try:
-                            self.wfile.write(b"x")
-                            self.wfile.flush()
-                        except OSError:
-                            return
-                    return
-                self._send(*how)
+                if not misbehave(self, how, imds.release):
+                    self._send(*how)
 
             def _send(self, status: int, body: bytes) -> None:
                 self.send_response(status)

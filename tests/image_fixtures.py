@@ -52,6 +52,16 @@ def sign_image(root: Path, key: Path, *extra: str, name: str = "atlas-worker",
                     "--version", version, *extra])
 
 
+def signed_site(site: Any, factory: Any) -> Any:
+    """`site` with its root made and signed by `factory` (key, public line), the policy
+    trusting that key."""
+    make_root(site.root)
+    code, _, err = sign_image(site.root, factory[0])
+    assert code == 0, err
+    site.write_policy(trusting(site.policy, factory[1]))
+    return site
+
+
 def hand_sign(path: Path, key: Path, namespace: str = "contextd-image") -> Path:
     """`ssh-keygen -Y sign` writes PATH.sig: as a site without contextd would sign."""
     sig = Path(str(path) + ".sig")

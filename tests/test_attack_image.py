@@ -19,7 +19,7 @@ import pytest
 from conftest import count
 from contextd.facts import facts_for
 from image_fixtures import (MANIFEST, OS_RELEASE, SIGNATURE, hand_sign, image_keys,
-                            image_payload, make_root, sign_image, trusting)
+                            image_payload, sign_image, signed_site)
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +29,7 @@ def ikeys(tmp_path_factory):
 
 @pytest.fixture
 def signed(site, ikeys):
-    make_root(site.root)
-    code, _, err = sign_image(site.root, ikeys["factory"][0])
-    assert code == 0, err
-    site.write_policy(trusting(site.policy, ikeys["factory"][1]))
-    return site
+    return signed_site(site, ikeys["factory"])
 
 
 def tamper(site, ikeys):

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli
 from image_fixtures import (MANIFEST, SIGNATURE, hand_sign, image_keys, image_payload,
-                            make_root, sign_image, trusting)
+                            make_root, signed_site, trusting)
 from test_boot_imports import FORBIDDEN, imported_by
 
 
@@ -23,11 +23,7 @@ def ikeys(tmp_path_factory):
 @pytest.fixture
 def signed(site, ikeys):
     """The site's root, signed by the factory key the policy trusts."""
-    make_root(site.root)
-    code, _, err = sign_image(site.root, ikeys["factory"][0])
-    assert code == 0, err
-    site.write_policy(trusting(site.policy, ikeys["factory"][1]))
-    return site
+    return signed_site(site, ikeys["factory"])
 
 
 def test_report_carries_the_verified_manifest(signed):

@@ -36,6 +36,16 @@ def write_mime_multipart(tmp: Path, bundle: Path) -> bytes:
     return out
 
 
+def run_over_ec2(site, user_data: bytes):
+    """`contextd run` against a fake EC2 metadata service on 127.0.0.1 serving `user_data`."""
+    imds = Imds()
+    try:
+        imds.user_data(user_data)
+        return site.run("ec2:%s" % imds.url)
+    finally:
+        imds.close()
+
+
 def test_mime_after_an_mbox_from_line_is_mime(site):
     raw = mime_with_from_line(site.bundle().read_bytes())
     assert raw.startswith(b"From nobody ")
@@ -53,12 +63,7 @@ def test_a_from_line_is_skipped_only_before_the_headers():
 def test_ec2_mime_from_line_is_applied_not_skipped(site):
     """The attack on the unchanged code: this user-data ended `skipped`, exit 0, with the
     VM uncontextualised."""
-    imds = Imds()
-    try:
-        imds.user_data(mime_with_from_line(site.bundle().read_bytes()))
-        code, _, err = site.run("ec2:%s" % imds.url)
-    finally:
-        imds.close()
+    code, _, err = run_over_ec2(site, mime_with_from_line(site.bundle().read_bytes()))
     assert code == 0, err
     report = site.report()
     assert report["outcome"] == "applied", report
@@ -101,12 +106,7 @@ def cloud_init_make_mime(tmp: Path, bundle: Path) -> bytes:
 @pytest.mark.parametrize("gz", [False, True])
 def test_cloud_init_make_mime_user_data_is_applied(site, gz):
     raw = cloud_init_make_mime(site.tmp, site.bundle())
-    imds = Imds()
-    try:
-        imds.user_data(gzip.compress(raw) if gz else raw)
-        code, _, err = site.run("ec2:%s" % imds.url)
-    finally:
-        imds.close()
+    code, _, err = run_over_ec2(site, gzip.compress(raw) if gz else raw)
     assert code == 0, err
     report = site.report()
     assert report["outcome"] == "applied", report
