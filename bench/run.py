@@ -119,6 +119,84 @@ class Scene:
                 "--spool-dir", str(self.work / "spool")], fresh
 
 
+def instructions(argv: Sequence[str], prepare=None) -> float:
+    """Millions of instructions `argv` executes (valgrind's cachegrind, no cache simulation;
+    the hash seed fixed). Unlike wall time this does not move with the machine's load, so
+    it tells whether a change made the run do less work; it does not see waits (fsync)."""
+    if prepare:
+        prepare()
+    proc = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                           "--cachegrind-out-file=/dev/null", *argv], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONHASHSEED="0"))
+    found = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise SystemExit("valgrind failed (%d) on %s\n%s" % (proc.returncode, " ".join(argv),
+                                                            proc.stderr[-2000:]))
+    return int(found.group(1).replace(",", "")) / 1e6
+
+
+def empty_modules(work: Path, count: int) -> str:
+    """A package of `count` modules that each import what most of contextd's do and define
+    one function: importing them is what the import system alone costs for that many
+    modules, whatever is in them."""
+    package = work / "emptypkg"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    for n in range(count):
+        (package / ("m%d.py" % n)).write_text(
+            "from __future__ import annotations\n\nimport logging\nimport os\n"
+            "from typing import Any, Dict\n\nlog = logging.getLogger(%r)\n\n\n"
+            "def f(a: Dict[str, Any]) -> None:\n    return None\n" % ("m%d" % n))
+    return "; ".join("import emptypkg.m%d" % n for n in range(count))
+
+
+def instruction_table(emit, scene: "Scene", iso: Path, user_data: Path, work: Path,
+                      venv: Path) -> None:
+    """The main table's rows again in instructions, and what our module count costs the
+    import system alone."""
+    py = str(venv / "bin" / "python")
+    iso_argv, fresh = scene.run_argv("iso:%s" % iso, venv)
+    gz_argv, _ = scene.run_argv("file:%s" % user_data, venv)
+    fresh()
+    deps = dependency_imports(iso_argv, py)
+    probe = "import sys; print(len([m for m in sys.modules if m.split('.')[0] in %r]))" % (
+        ("contextd", "contextd_plugins"),)
+    ours = int(subprocess.run([py, "-I", "-c", VIA_C.replace("sys.exit(main())",
+                                                              "main()\n" + probe),
+                               *iso_argv[1:]], capture_output=True, text=True,
+                              check=True).stdout.split()[-1])
+    fresh()
+    floor_code = "import " + ", ".join(deps)
+    empty = empty_modules(work, ours)
+    # Byte-compiled first, as contextd's modules are (pip at install, rpm at build).
+    subprocess.run([py, "-m", "compileall", "-q", str(work / "emptypkg")], check=True)
+    rows = {"bare": instructions([py, "-I", "-c", "pass"]),
+            "floor": instructions([py, "-c", floor_code]),
+            "iso": instructions(iso_argv, fresh), "gz": instructions(gz_argv, fresh),
+            "empty": instructions([py, "-c", "import sys; %s; sys.path.append(%r); %s"
+                                   % (floor_code, str(work), empty)])}
+    bare, floor = rows["bare"], rows["floor"]
+    emit("The same runs counted in instructions (valgrind cachegrind, Mi = millions; "
+         "deterministic, so they compare across sessions and loads; disk waits are not in "
+         "them):")
+    emit()
+    emit("| what | Mi | ratio | own share Mi | own share ratio |")
+    emit("|---|---:|---:|---:|---:|")
+    emit("| `python -I -c pass` | %.1f | 1.00 | | |" % bare)
+    emit("| floor | %.1f | %.2f | | |" % (floor, floor / bare))
+    for key, label in (("iso", "run, signed context ISO, 3 plugins"),
+                       ("gz", "run, gzip user-data file")):
+        emit("| %s | %.1f | %.2f | %.1f | %.2f |" % (label, rows[key], rows[key] / bare,
+                                                     rows[key] - floor,
+                                                     (rows[key] - floor) / bare))
+    emit()
+    emit("The ISO run imports %d modules of contextd's. Importing as many modules that hold "
+         "nothing (a function and three imports each) costs %.1f Mi over the floor, %.2fx "
+         "the bare interpreter: the import system's share of our own, whatever the modules "
+         "hold." % (ours, rows["empty"] - floor, (rows["empty"] - floor) / bare))
+    emit()
+
+
 def import_tree(argv: Sequence[str], py: str = PY) -> List[Tuple[int, int, str]]:
     """(depth, cumulative us, module) for each module `argv` imports, in -X importtime order
     (a module's own imports come just before it, one level deeper)."""
@@ -328,6 +406,8 @@ def main() -> int:
              "bare interpreter's too.")
         emit()
         fresh()
+        instruction_table(emit, scene, iso, user_data, work, BENCH_VENV)
+        fresh()
         emit("Heaviest imports of one ISO run (`-X importtime`, cumulative microseconds):")
         emit()
         emit("| us | module |")
@@ -343,6 +423,7 @@ def main() -> int:
                  % (python_version(venv), args.el9_pins, venv.name))
             emit()
             boot_table(emit, scene, iso, user_data, venv, args.runs)
+            instruction_table(emit, scene, iso, user_data, work, venv)
 
         emit("## Scaling")
         emit()

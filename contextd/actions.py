@@ -6,9 +6,9 @@ absolute paths on the target system; the executor puts them under `--root`.
 
 from __future__ import annotations
 
-import re
 from typing import Any, FrozenSet, Optional, Tuple, Union
 
+from contextd.patterns import Pattern
 from contextd.record import field, record
 
 
@@ -99,7 +99,7 @@ Action = Union[WriteFile, RunCommand]
 
 # A systemd unit name (systemd's own characters), never starting with '-': it goes into an
 # argv, where it must not read as an option.
-UNIT_RE = re.compile(r"[A-Za-z0-9_.@:][A-Za-z0-9_.@:-]{0,254}\Z")
+UNIT_RE = Pattern(r"[A-Za-z0-9_.@:][A-Za-z0-9_.@:-]{0,254}\Z")
 
 
 def disable_unit(unit: str) -> Tuple[str, ...]:

@@ -24,19 +24,19 @@ import datetime
 import json
 import logging
 import os
-import re
 import stat
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import filesystem
 from contextd.errors import ContextdError, StateError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.record import field, record
 
 APPLIED = "applied.json"
 LIMIT = LIMITS.state_bytes  # contextd/limits.py says why
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")     # a VO or a plugin (section) name
+_SHA256 = Pattern(r"[0-9a-f]{64}")
+_NAME = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")     # a VO or a plugin (section) name
 _WHEN = "%Y-%m-%dT%H:%M:%SZ"
 log = logging.getLogger("contextd.run")
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 import struct
 from typing import BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 
 _HASH_CHUNK = 1024 * 1024
 
@@ -44,8 +44,8 @@ _REBUILD_HINT = "rebuild it with contextd pack iso or genisoimage -V CONTEXT -J 
 # the reader mangles a wanted name the same way to find it in a plain ISO9660 tree.
 _ISO_FILE_MAX = 30     # name + extension, without the "." and ";1"
 _ISO_DIR_MAX = 31
-_NOT_D_CHAR = re.compile(r"[^A-Z0-9_]")
-_VERSION_RE = re.compile(r";[0-9]*\Z")
+_NOT_D_CHAR = Pattern(r"[^A-Z0-9_]")
+_VERSION_RE = Pattern(r";[0-9]*\Z")
 
 # Smallest thing that can be ISO9660: 16 system-area sectors, the PVD and a terminator.
 _MIN_ISO_BYTES = 18 * 2048

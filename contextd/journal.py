@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import time
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -27,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from contextd import filesystem
 from contextd.errors import JournalError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.plugin import Footprint, show
 from contextd.record import field, record
 
@@ -37,7 +37,7 @@ JOURNAL = "journal.json"
 #                 "mode": 420, "uid": 0, "gid": 0, "created_dirs": ["/etc/cvmfs"]}],
 #    "undo": [{"disable_unit": "condor"}]}
 ENTRY_KEYS = frozenset({"path", "backup", "mode", "uid", "gid", "created_dirs"})
-BACKUP_RE = re.compile(r"[0-9]{1,9}\.bak\Z")
+BACKUP_RE = Pattern(r"[0-9]{1,9}\.bak\Z")
 MAX_JOURNAL = LIMITS.journal_bytes  # contextd/limits.py says why
 MAX_BACKUP = LIMITS.backup_bytes  # contextd/limits.py says why
 # Recover never restores setuid/setgid/sticky bits or write access for group or others: a

@@ -29,13 +29,13 @@ from __future__ import annotations
 import configparser
 import datetime
 import hashlib
-import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from contextd import plugin
 from contextd.actions import RunScript
 from contextd.authorize import Authorization, authorize_sections
 from contextd.errors import PayloadError, PolicyViolation
+from contextd.patterns import Pattern
 from contextd.payload import Payload
 from contextd.plugin import Finding
 from contextd.sources.userdata import split_script
@@ -46,7 +46,7 @@ SCRIPTS = ("prolog.sh", "epilog.sh")
 SCRIPT_TIMEOUT = 300.0                 # seconds for one HEPiX script
 # amiconfig plugin -> contextd plugin it becomes; only these sections are translated.
 SECTIONS = {"cernvm": "cvmfs", "condor": "htcondor", "puppet": "puppet"}
-_SPLIT = re.compile(r"[\s,]+")
+_SPLIT = Pattern(r"[\s,]+")
 
 
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from contextd import logs, plugin, strictyaml, urls
 from contextd.errors import PayloadError
+from contextd.patterns import Pattern
 from contextd.record import field, record
 from contextd.schema import Reader
 from contextd.trust.verify import Verified
@@ -21,8 +22,8 @@ HEADER = ("contextd", "vo", "serial", "not_before", "expires", "targets", "files
 CORE_SECTIONS = ("report",)
 # image and image_version match only a verified image manifest (contextd.image.identity).
 TARGET_KEYS = ("site", "cloud", "region", "instance_id", "image_id", "image", "image_version")
-_TIME = re.compile(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_TIME = Pattern(r"^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)Z$")
+_SHA256 = Pattern(r"^[0-9a-f]{64}$")
 TOKEN_CHARS = "A-Za-z0-9._~+/=-"          # report.token: 16 to 4096 of these
 
 
@@ -77,7 +78,7 @@ def _report_url(rr: Reader) -> Optional[str]:
                       "an http(s) URL without user:password@ or #fragment") from None
 
 
-_RELATIVE = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._/-]+$")
+_RELATIVE = Pattern(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._/-]+$")
 
 
 def _files(r: Reader) -> Tuple[List[Tuple[str, str]], List[Tuple[int, Any]]]:
@@ -128,7 +129,7 @@ def _parse(data: bytes, sha256: str) -> Payload:
     r = Reader(doc, "", PayloadError)
     if doc.get("contextd") != "payload/v1":
         raise PayloadError("payload: contextd must be 'payload/v1'")
-    vo = r.str("vo", required=True, pattern=re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$"),
+    vo = r.str("vo", required=True, pattern=Pattern(r"^[a-z0-9][a-z0-9_.-]{0,63}$"),
                what="VO name")
     serial = r.int("serial", required=True, minimum=0)
     not_before = parse_time(r, "not_before")

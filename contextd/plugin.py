@@ -13,12 +13,12 @@ group, and only the plugins a policy or payload names are imported.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence
 from typing import Tuple
 
 from contextd.actions import Action, RunCommand
 from contextd.errors import PayloadError, PolicyError
+from contextd.patterns import Pattern
 from contextd.record import field, record
 from contextd.schema import glob_match, path_match
 
@@ -85,8 +85,8 @@ class PlanContext:
                 "# Do not edit: the next contextd run replaces this file.\n" % self.provenance())
 
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_VO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SHA256 = Pattern(r"[0-9a-f]{64}")
+_VO = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def show(value: Any, limit: int = 80) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import stat
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from contextd import plugin, settings, strictyaml, urls
+from contextd.patterns import Pattern
 from contextd.trust import sshsig
 from contextd.errors import PolicyError
 from contextd.limits import LIMITS
@@ -139,7 +139,7 @@ def parse(doc: Any, path: str = "<policy>", sha256: str = "") -> Policy:
     assert version is not None
     if version != 1:
         raise r.fail("version", "is %d; this contextd reads version 1" % version)
-    site = r.str("site", required=True, pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+    site = r.str("site", required=True, pattern=Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
                  what="site name")
     assert site is not None
     sources = _sources(r)
@@ -250,7 +250,7 @@ def _vo_trust(vo: str, r: Reader) -> VoTrust:
             raise rv.fail("serials", "must be a list of integers")
         revoked = Revoked(
             ssh_fingerprints=tuple(rv.str_list("ssh_fingerprints",
-                                               pattern=re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$"),
+                                               pattern=Pattern(r"^SHA256:[A-Za-z0-9+/]{43}$"),
                                                what="fingerprint (SHA256:...)") or ()),
             ssh_cert_key_ids=tuple(rv.str_list("ssh_cert_key_ids") or ()),
             serials=tuple(serials))
@@ -352,7 +352,7 @@ def _signer(r: Reader) -> Signer:
     xr.only(["subject", "issuer", "anchor"])
     # Compared as strings with the certificate's DN in slash form, never parsed: a value may
     # hold '/' (CN=host/foo.cern.ch), so only the leading "/KEY=" is checked.
-    dn = re.compile(r"^/[A-Za-z0-9.]+=[^\x00-\x1f\x7f]*$")
+    dn = Pattern(r"^/[A-Za-z0-9.]+=[^\x00-\x1f\x7f]*$")
     issuer = xr.str("issuer", required=True, pattern=dn, what="DN in /A=B form")
     anchor = xr.str("anchor", pattern=dn, what="DN in /A=B form")
     return Signer(id=sid, kind=kind, scopes=scopes,

@@ -13,10 +13,11 @@ from typing import (Any, Dict, Iterable, List, Literal, Mapping, Optional, Seque
                     overload)
 
 from contextd.errors import ContextdError
+from contextd.patterns import Pattern
 
 # RFC 1123 host names, each label 1-63 characters, the whole at most 253.
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-HOSTNAME_RE = re.compile(r"^%s(\.%s)*$" % (_LABEL, _LABEL))
+HOSTNAME_RE = Pattern(r"^%s(\.%s)*$" % (_LABEL, _LABEL))
 
 
 # Reader's methods are named for what they read (str, int, bool), which shadows the builtins
@@ -77,13 +78,13 @@ class Reader:
     # A required field is never None; mypy learns it from these two signatures.
     @overload
     def str(self, key: Text, required: Literal[True], default: Optional[Text] = None,
-            pattern: Optional[re.Pattern[Text]] = None, what: Text = "") -> Text: ...
+            pattern: Optional[Pattern[Text]] = None, what: Text = "") -> Text: ...
     @overload
     def str(self, key: Text, required: Bool = False, default: Optional[Text] = None,
-            pattern: Optional[re.Pattern[Text]] = None, what: Text = "") -> Optional[Text]: ...
+            pattern: Optional[Pattern[Text]] = None, what: Text = "") -> Optional[Text]: ...
 
     def str(self, key: Text, required: Bool = False, default: Optional[Text] = None,
-            pattern: Optional[re.Pattern[Text]] = None, what: Text = "") -> Optional[Text]:
+            pattern: Optional[Pattern[Text]] = None, what: Text = "") -> Optional[Text]:
         value = self._get(key, required)
         if value is None:
             return default
@@ -136,7 +137,7 @@ class Reader:
         return value
 
     def str_list(self, key: Text, required: Bool = False,
-                 pattern: Optional[re.Pattern[Text]] = None, what: Text = ""
+                 pattern: Optional[Pattern[Text]] = None, what: Text = ""
                  ) -> Optional[List[Text]]:
         value = self._get(key, required)
         if value is None:
@@ -190,15 +191,23 @@ def kind(value: Any) -> str:
 
 def glob_match(value: str, patterns: Sequence[str]) -> bool:
     """Case-sensitive shell-style match; `*` also matches dots, as the policy documents."""
-    return any(fnmatch.fnmatchcase(value, p) for p in patterns)
+    return any(glob_one(value, p) for p in patterns)
 
 
 def path_match(path: str, glob: str) -> bool:
     """Whether absolute `path` matches `glob` as a whole path, component by component:
     `*` and `?` never cross a '/' (fnmatch alone lets `/etc/*.conf` match `/etc/a/b.conf`)."""
     parts, globs = path.split("/"), glob.split("/")
-    return len(parts) == len(globs) and all(
-        fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs))
+    return len(parts) == len(globs) and all(glob_one(p, g) for p, g in zip(parts, globs))
+
+
+def glob_one(value: str, pattern: str) -> bool:
+    """fnmatchcase, without its regular expression for a pattern that has no wildcard (most
+    policy values: a site, a host, a path part): equality is what fnmatch would decide, and a
+    boot then compiles no expression for it."""
+    if "*" in pattern or "?" in pattern or "[" in pattern:
+        return fnmatch.fnmatchcase(value, pattern)
+    return value == pattern
 
 
 def hostname_ok(value: str) -> bool:

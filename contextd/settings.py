@@ -8,19 +8,19 @@ form it did not check (an absolute path, a pin, a VO name, a metadata URL).
 
 from __future__ import annotations
 
-import re
 from typing import Dict, Mapping, Optional, Tuple
 
 from contextd import urls
+from contextd.patterns import Pattern
 from contextd.record import field, record
 from contextd.schema import Reader
 
-_DURATION = re.compile(r"^([0-9]+)\s*(s|m|h|d)?$")
+_DURATION = Pattern(r"^([0-9]+)\s*(s|m|h|d)?$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
-VO = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-ABSOLUTE = re.compile(r"/[^\x00-\x1f]*")      # an absolute path, no control characters
-_SHA256_PIN = re.compile(r"^sha256:[0-9a-f]{64}$")
-SIGNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
+VO = Pattern(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+ABSOLUTE = Pattern(r"/[^\x00-\x1f]*")      # an absolute path, no control characters
+_SHA256_PIN = Pattern(r"^sha256:[0-9a-f]{64}$")
+SIGNER_ID = Pattern(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 
 @record(frozen=True)

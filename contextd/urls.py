@@ -15,25 +15,25 @@ caller names the field.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from typing import Optional, Tuple
 
+from contextd.patterns import Pattern
 from contextd.record import record
-from contextd.schema import hostname_ok
+from contextd.schema import glob_one, hostname_ok
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # Printable ASCII, or anything above it (an IDN host): no spaces, controls or backslash,
 # which urlsplit would drop or keep where other parsers do something else.
-_CLEAN = re.compile(r"[^\x00-\x20\x7f\\]*")
+_CLEAN = Pattern(r"[^\x00-\x20\x7f\\]*")
 # host (a bracketed IPv6 literal or anything without brackets, '@' or ':') and a port
-_AUTHORITY = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]@:]+)(?::([0-9]*))?")
+_AUTHORITY = Pattern(r"(\[[0-9A-Fa-f:.]+\]|[^\[\]@:]+)(?::([0-9]*))?")
 # RFC 3986 path and query characters, %XX escapes checked apart
-_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
-_QUERY = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
-_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_HOST_GLOB = re.compile(r"[a-z0-9.*?\[\]!-]+")
-_PATH_GLOB = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?\[\]-]*")
+_PATH = Pattern(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+_QUERY = Pattern(r"[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+_ESCAPE = Pattern(r"%(?![0-9A-Fa-f]{2})")
+_HOST_GLOB = Pattern(r"[a-z0-9.*?\[\]!-]+")
+_PATH_GLOB = Pattern(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?\[\]-]*")
 
 
 @record(frozen=True)
@@ -133,10 +133,10 @@ class Glob:
         except ValueError:
             return False
         host_ok = parts.host == self.host if self.literal_host else \
-            fnmatch.fnmatchcase(parts.host, self.host)
+            glob_one(parts.host, self.host)
         return (parts.scheme == self.scheme and host_ok
                 and (self.port is None or parts.port == self.port)
-                and fnmatch.fnmatchcase(parts.path, self.path))
+                and glob_one(parts.path, self.path))
 
 
 def parse_glob(text: str) -> Glob:

@@ -13,12 +13,12 @@ describes the file and the command.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import record
 from contextd.schema import Reader, glob_match, hostname_ok, plain
@@ -29,16 +29,16 @@ DEFAULT_DOMAIN = "cern.ch"     # CVMFS_DEFAULT_DOMAIN in the CERN config (50-cer
 
 # CVMFS's own rule (is_valid_repo_name): at most 60 characters, starts with a letter or
 # digit, only letters, digits, '_', '.', '-'. contextd also wants it fully qualified.
-REPO_RE = re.compile(r"(?=[A-Za-z0-9_.-]{1,60}\Z)[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)+\Z")
+REPO_RE = Pattern(r"(?=[A-Za-z0-9_.-]{1,60}\Z)[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)+\Z")
 # One proxy in CVMFS_HTTP_PROXY: DIRECT, auto, or http://host[:port] with an optional '/'.
-_PROXY_RE = re.compile(r"http://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?/?\Z")
+_PROXY_RE = Pattern(r"http://(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?/?\Z")
 MAX_PROXY_LEN = LIMITS.cvmfs_proxy_chars  # contextd/limits.py says why
 # Globs over repository names, and over proxies (which may spell out a whole proxy list).
-GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
-PROXY_GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!:/|;-]+\Z")
+GLOB_RE = Pattern(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
+PROXY_GLOB_RE = Pattern(r"[A-Za-z0-9_.*?\[\]!:/|;-]+\Z")
 PROXY_HINT = ("groups separated by ';', proxies in a group by '|', each DIRECT, auto or "
               "http://host[:port]; no spaces")
-_SEP = re.compile(r"([;|])")
+_SEP = Pattern(r"([;|])")
 
 
 

@@ -16,7 +16,6 @@ symlink on the way (WriteFile.no_links), and it never touches the system itself.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import posixpath
@@ -26,18 +25,19 @@ from typing import Any, Dict, List, Optional, Tuple
 from contextd.actions import Action, WriteFile
 from contextd.errors import PayloadError, PlanError, PolicyError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import record
-from contextd.schema import Reader, kind, path_match, plain
+from contextd.schema import Reader, glob_one, kind, path_match, plain
 
 NAME = "files"
 # contextd's own directories (DESIGN section 4): a payload never writes there, and a policy
 # may not allow a glob that could reach into them.
 RESERVED = ("/etc/contextd", "/var/lib/contextd", "/run/contextd", "/var/spool/contextd")
-PATH_RE = re.compile(r"(/[A-Za-z0-9_@+=,:~.-]+)+\Z")
-GLOB_RE = re.compile(r"(/[A-Za-z0-9_@+=,:~.*?\[\]!-]+)+\Z")
-OWNER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}\Z")
-VAR_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+PATH_RE = Pattern(r"(/[A-Za-z0-9_@+=,:~.-]+)+\Z")
+GLOB_RE = Pattern(r"(/[A-Za-z0-9_@+=,:~.*?\[\]!-]+)+\Z")
+OWNER_RE = Pattern(r"[a-z_][a-z0-9_-]{0,31}\Z")
+VAR_RE = Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 UNSAFE_MODE = 0o7002             # setuid, setgid, sticky, write for others
 KINDS = ("content", "source", "template")
 ENTRY_KEYS = ("path", "mode", "owner", "content", "source", "sha256", "template", "vars")
@@ -69,7 +69,7 @@ def glob_problem(glob: str) -> Optional[str]:
         return "is not an absolute, normalised path glob (no '..', '.', '//', '**')"
     for directory in RESERVED:
         own = directory.split("/")
-        if len(parts) > len(own) and all(fnmatch.fnmatchcase(d, g)
+        if len(parts) > len(own) and all(glob_one(d, g)
                                          for d, g in zip(own, parts)):
             return "could match files under contextd's own %s" % directory
     return None

@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from contextd.actions import Action, RunCommand, WriteFile, disable_unit
 from contextd.errors import PayloadError, PolicyError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import field, record
 from contextd.schema import Reader, hostname_ok, kind, plain
@@ -57,10 +58,10 @@ ROLE_NAMES = {"Execute": "execute", "Submit": "submit", "CentralManager": "centr
               "Personal": "personal"}
 ROLE_HINT = "one of execute, submit, central-manager, personal"
 
-ATTR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+ATTR_NAME_RE = Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
 # String attribute values: written as a quoted ClassAd literal, so no '"', '\', '$'
 # (macro expansion) or control characters; spaces only inside.
-ATTR_STR_RE = re.compile(r"[A-Za-z0-9_.,:;/@+=%~ -]{0,1024}\Z")
+ATTR_STR_RE = Pattern(r"[A-Za-z0-9_.,:;/@+=%~ -]{0,1024}\Z")
 ATTR_STR_HINT = "letters, digits, spaces inside and _ . , : ; / @ + = % ~ -, at most 1024"
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 # Knobs contextd writes itself, and words of the configuration and ClassAd languages.
@@ -72,8 +73,8 @@ RESERVED = frozenset((
 ))
 RESERVED_PREFIX = "CONTEXTD_"
 TOKEN_CHARS = "A-Za-z0-9._-"          # a JWT's characters
-TOKEN_RE = re.compile(r"[%s]+\Z" % TOKEN_CHARS)
-GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!:-]+\Z")
+TOKEN_RE = Pattern(r"[%s]+\Z" % TOKEN_CHARS)
+GLOB_RE = Pattern(r"[A-Za-z0-9_.*?\[\]!:-]+\Z")
 
 
 Value = Union[str, int, bool]

@@ -16,20 +16,20 @@ shell, and never touch the system itself.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from contextd.actions import Action, RunCommand
 from contextd.errors import PayloadError, PlanError, PolicyError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import record
 from contextd.schema import Reader
 
 NAME = "packages"
-NAME_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}\Z")
-GLOB_RE = re.compile(r"[A-Za-z0-9._+*?\[\]!-]{1,128}\Z")
-REPO_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]{0,99}\Z")
+NAME_RE = Pattern(r"[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}\Z")
+GLOB_RE = Pattern(r"[A-Za-z0-9._+*?\[\]!-]{1,128}\Z")
+REPO_RE = Pattern(r"[A-Za-z0-9_][A-Za-z0-9._:-]{0,99}\Z")
 MAX_NAMES = LIMITS.package_names  # contextd/limits.py says why
 TIMEOUT = float(LIMITS.package_seconds)
 OS_RELEASE = "/etc/os-release"

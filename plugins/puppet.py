@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from contextd.actions import Action, RunCommand, WriteFile
 from contextd.errors import PayloadError, PolicyError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.plugin import Decision, PlanContext, Plugin, Review, show
 from contextd.record import record
 from contextd.schema import Reader, hostname_ok, plain
@@ -33,22 +34,22 @@ DEFAULT_CONFIG = "/etc/puppetlabs/puppet/puppet.conf"
 RUNS = ("agent-once", "apply", "none")
 APPLY_ARGV = ("puppet", "apply", "--detailed-exitcodes")
 # A manifest shipped on the carrier: a relative path the payload lists under `files`.
-MANIFEST_RE = re.compile(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|\Z))[A-Za-z0-9._/-]{1,255}\Z")
+MANIFEST_RE = Pattern(r"(?!/)(?!.*(?:^|/)\.\.?(?:/|\Z))[A-Za-z0-9._/-]{1,255}\Z")
 AGENT_ARGV = ("puppet", "agent", "--onetime", "--no-daemonize", "--detailed-exitcodes")
 TIMEOUT = 1800.0
 
 # Puppet's own rule for environment names.
-ENVIRONMENT_RE = re.compile(r"[a-z0-9_]{1,255}\Z")
+ENVIRONMENT_RE = Pattern(r"[a-z0-9_]{1,255}\Z")
 # Certificate names: lower case, host-name-like.
-CERTNAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,254}\Z")
-CONFIG_RE = re.compile(r"(?:/[A-Za-z0-9_.-]+)+\Z")
-GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
+CERTNAME_RE = Pattern(r"[a-z0-9][a-z0-9._-]{0,254}\Z")
+CONFIG_RE = Pattern(r"(?:/[A-Za-z0-9_.-]+)+\Z")
+GLOB_RE = Pattern(r"[A-Za-z0-9_.*?\[\]!-]+\Z")
 MAX_WAITFORCERT = LIMITS.puppet_waitforcert_seconds  # contextd/limits.py says why
 
 
 # puppet.conf lines, as Puppet's own ini writer (Puppet::Settings::IniFile) reads them.
-_SECTION_RE = re.compile(r"(\s*)\[(\w+)\](\s*)\Z", re.ASCII)
-_SETTING_RE = re.compile(r"(\s*)(\w+)(\s*=\s*)(.*?)(\s*)\Z", re.ASCII)
+_SECTION_RE = Pattern(r"(\s*)\[(\w+)\](\s*)\Z", re.ASCII)
+_SETTING_RE = Pattern(r"(\s*)(\w+)(\s*=\s*)(.*?)(\s*)\Z", re.ASCII)
 MARKER = "# contextd:"
 
 

@@ -21,11 +21,11 @@ its `instance-id` line is read, as text (or as JSON when it is a JSON object).
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Dict, Optional, Tuple
 
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.sources import Context, userdata
 
 CONFIG_DRIVE, NOCLOUD = "config-drive", "nocloud"
@@ -34,8 +34,8 @@ OS_META = "openstack/latest/meta_data.json"
 OS_USER_DATA = "openstack/latest/user_data"
 NC_META, NC_USER_DATA = "meta-data", "user-data"
 MAX_META = LIMITS.cloud_meta_bytes  # contextd/limits.py says why
-_ID = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
-_NC_ID = re.compile(r"instance-id[ \t]*:[ \t]*(.*?)[ \t]*\Z")
+_ID = Pattern(r"[A-Za-z0-9._:/-]{1,255}\Z")
+_NC_ID = Pattern(r"instance-id[ \t]*:[ \t]*(.*?)[ \t]*\Z")
 
 
 def layout(tree: Any, label: str) -> Optional[str]:

@@ -17,12 +17,12 @@ to IMDSv1 unless the policy allows it.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Callable, Dict, Optional, Tuple
 
 from contextd.errors import NoService, SourceError, UsageError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.sources import Context, userdata
 from contextd.sources.metahttp import ATTEMPTS, PER_ATTEMPT, Session
 
@@ -38,8 +38,8 @@ FACT_PATHS = (("instance_id", "/latest/meta-data/instance-id"),
               ("region", "/latest/meta-data/placement/region"))
 MAX_TOKEN = LIMITS.ec2_token_bytes  # contextd/limits.py says why
 MAX_FACT = LIMITS.ec2_fact_bytes  # contextd/limits.py says why
-_TOKEN_RE = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_TOKEN)
-_FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
+_TOKEN_RE = Pattern(r"[\x21-\x7e]{1,%d}\Z" % MAX_TOKEN)
+_FACT_RE = Pattern(r"[A-Za-z0-9._:/-]{1,255}\Z")
 
 
 def check_url(url: str) -> str:

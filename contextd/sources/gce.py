@@ -13,11 +13,11 @@ or ask for anything but these five paths.
 
 from __future__ import annotations
 
-import re
 from typing import Dict, Optional, Tuple
 
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.sources import Context, userdata
 from contextd.sources.metahttp import PER_ATTEMPT, Session, check_base
 
@@ -25,7 +25,7 @@ BASE = "/computeMetadata/v1/instance/"
 USER_DATA_PATH = BASE + "attributes/user-data"
 ENCODING_PATH = BASE + "attributes/user-data-encoding"   # "base64", as cloud-init reads it
 FLAVOR = {"Metadata-Flavor": "Google"}
-_FACT_RE = re.compile(r"[A-Za-z0-9._:/-]{1,255}\Z")
+_FACT_RE = Pattern(r"[A-Za-z0-9._:/-]{1,255}\Z")
 
 
 class _Gce(Session):

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Tuple
 from contextd import bundle, iso
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
-from contextd.sources import MAX_LISTED_FILE, Context, contextsh, userdata
+from contextd.sources import MAX_LISTED_FILE, Context
 
 PAYLOAD = "contextd/payload.yaml"
 SIGNATURES = "contextd/payload.yaml.sig"
@@ -63,6 +63,8 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
     facts: Dict[str, Optional[str]] = {}
     has_context_sh = image.exists(CONTEXT_SH)
     if has_context_sh:
+        from contextd.sources import contextsh   # boot-time import cost: only with a context.sh
+
         raw = image.read(CONTEXT_SH, limit=MAX_CONTEXT_SH)
         variables = contextsh.parse(raw, what="%s on %s" % (CONTEXT_SH, path))
         facts = contextsh.facts(variables, raw)
@@ -91,6 +93,8 @@ def from_image(image: iso.IsoImage, path: str, kind: str) -> Tuple[Optional[Cont
         return Context(kind=kind, location=path, payload=payload, signatures=sigs,
                        facts=facts, open_file=open_file, hash_file=hash_file,
                        scripts=scripts), ""
+
+    from contextd.sources import contextsh, userdata
 
     found = contextsh.user_data(variables, what="%s on %s" % (CONTEXT_SH, path))
     if found is None:

@@ -15,11 +15,11 @@ its bound, interpret a body beyond its transfer encoding, or raise anything but 
 from __future__ import annotations
 
 import binascii
-import re
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.record import field, record
 
 MAX_HEADER = LIMITS.mime_header_bytes  # contextd/limits.py says why
@@ -30,13 +30,13 @@ MAX_MULTIPARTS = LIMITS.mime_multiparts  # contextd/limits.py says why
 MAX_DEPTH = LIMITS.mime_depth  # contextd/limits.py says why
 MAX_BOUNDARY = LIMITS.mime_boundary  # contextd/limits.py says why
 
-_EOL = re.compile(rb"\r\n|\r|\n")               # line ends, as the email package splits them
-_FIELD = re.compile(rb"[!-9;-~]+:")             # a header line starts with NAME:
+_EOL = Pattern(rb"\r\n|\r|\n")               # line ends, as the email package splits them
+_FIELD = Pattern(rb"[!-9;-~]+:")             # a header line starts with NAME:
 # A parameter list in pieces: a quoted string (to its closing quote, or to the end when it
 # has none), a run of anything else, a ';'. Each position starts exactly one alternative:
 # one pass, no backtracking.
-_PIECE = re.compile(rb'"(?:[^"\\]|\\[\s\S])*(?:"|\\?\Z)|[^";]+|;')
-_ESCAPE = re.compile(rb"\\([\s\S])")
+_PIECE = Pattern(rb'"(?:[^"\\]|\\[\s\S])*(?:"|\\?\Z)|[^";]+|;')
+_ESCAPE = Pattern(rb"\\([\s\S])")
 _WANTED = (b"content-type", b"content-transfer-encoding", b"content-disposition")
 _HINT = "cloud-init style user-data has a few short headers per part"
 

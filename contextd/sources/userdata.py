@@ -16,12 +16,12 @@ What this module must never do: run or interpret a part (scripts stay bytes), fo
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from contextd import bundle
 from contextd.errors import SourceError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.record import field, record
 from contextd.sources import Context
 
@@ -29,7 +29,7 @@ MAX_USER_DATA = LIMITS.user_data_bytes  # contextd/limits.py says why
 MAX_LISTED_PARTS = LIMITS.user_data_listed_parts  # contextd/limits.py says why
 BUNDLE, AMICONFIG, OTHER = "bundle", "amiconfig", "other"
 _MAGIC = bundle.MAGIC.encode()
-_INI_SECTION = re.compile(rb"\[[A-Za-z0-9_.-]{1,64}\][ \t]*\Z")
+_INI_SECTION = Pattern(rb"\[[A-Za-z0-9_.-]{1,64}\][ \t]*\Z")
 Facts = Mapping[str, Optional[str]]
 _MIME_MARK = b"mime-version:"     # cloud-init's test: in the first 4096 bytes, any case
 

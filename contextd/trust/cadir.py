@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from contextd.errors import SignatureError
 from contextd.limits import LIMITS
+from contextd.patterns import Pattern
 from contextd.record import field, record
 
 log = logging.getLogger("contextd")
@@ -45,10 +46,10 @@ _SHORT_NAMES = {
     "2.5.4.17": "postalCode", "0.9.2342.19200300.100.1.25": "DC",
     "0.9.2342.19200300.100.1.1": "UID", "1.2.840.113549.1.9.1": "emailAddress",
 }
-_RDN_INSIDE = re.compile(r"/[A-Za-z0-9.]+=")
-_CERT_FILE = re.compile(r"^[^.].*\.(pem|[0-9]+)$")     # <hash>.0, <hash>.1, <Alias>.pem
-_CRL_FILE = re.compile(r"^[^.].*\.r[0-9]+$")           # <hash>.r0 (fetch-crl)
-_HASH_FILE = re.compile(r"^([0-9a-f]{8})\.[0-9]+$")    # <hash>.0; policy files: <hash>.<kind>
+_RDN_INSIDE = Pattern(r"/[A-Za-z0-9.]+=")
+_CERT_FILE = Pattern(r"^[^.].*\.(pem|[0-9]+)$")     # <hash>.0, <hash>.1, <Alias>.pem
+_CRL_FILE = Pattern(r"^[^.].*\.r[0-9]+$")           # <hash>.r0 (fetch-crl)
+_HASH_FILE = Pattern(r"^([0-9a-f]{8})\.[0-9]+$")    # <hash>.0; policy files: <hash>.<kind>
 CONFINING = ("signing_policy", "namespaces")
 
 
