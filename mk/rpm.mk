@@ -26,7 +26,7 @@ RPM_APT     := rpm rpmlint cpio busybox-static systemd openssh-client openssl py
                python3-pip python3-setuptools python3-wheel python3-pytest python3-yaml \
                python3-cryptography python3-pycdlib python3-requests python3-urllib3 \
                python3-pyudev python3-systemd python3-jsonschema man-db groff-base \
-               python3-jinja2 python3-markupsafe python3-idna
+               python3-jinja2 python3-markupsafe python3-idna python3-packaging postgresql
 # Every file of the working tree that git would take (tracked or new, not ignored).
 RPM_INPUTS  := $(wildcard $(shell git ls-files -co --exclude-standard 2>/dev/null))
 
@@ -74,17 +74,17 @@ $(RPM_LINK): $(RPM_INPUTS) $(RPM_BUNDLE)/.done | rpm-deps
 	@ls -l $(RPM_TOP)/RPMS/noarch/
 
 # EL9's Python (3.9) with only EL9's versions of the libraries (mk/floor.mk's FLOOR_PINS, the
-# agent's stack, and idna as EL9 has it) and none of the collector's: the bundle must supply
-# them when check-collector-rpm.sh runs the installed collector.
+# agent's stack; idna and psycopg2 as EL9 has them) and none of the collector's: the bundle
+# must supply them when check-collector-rpm.sh runs the installed collector.
 RPM_EL9_VENV := build/rpm-el9-venv
 $(RPM_EL9_VENV)/.done: mk/floor.mk mk/rpm.mk
 	@test -n "$(PYTHON39)" || { echo "rpm-check: no Python 3.9 found; set PYTHON39=/path/to/python3.9"; exit 1; }
 	rm -rf $(RPM_EL9_VENV) && $(PYTHON39) -m venv $(RPM_EL9_VENV)
-	$(RPM_EL9_VENV)/bin/python -m pip install -q --disable-pip-version-check $(FLOOR_PINS) idna==2.10
+	$(RPM_EL9_VENV)/bin/python -m pip install -q --disable-pip-version-check $(FLOOR_PINS) idna==2.10 psycopg2-binary==2.8.6
 	touch $@
 
 rpm-check: rpm $(RPM_EL9_VENV)/.done
-	packaging/rpm/check-rpm.sh $(RPM_LINK)
+	packaging/rpm/check-rpm.sh $(RPM_LINK) $(RPM_COLLECTOR_LINK)
 	packaging/rpm/check-collector-rpm.sh $(RPM_LINK) $(RPM_COLLECTOR_LINK) $(RPM_EL9_VENV)/bin/python
 
 CI_TARGETS += rpm-check

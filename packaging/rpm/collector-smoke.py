@@ -1,14 +1,16 @@
-"""collector-smoke.py ROOT: the collector as installed from the RPMs into ROOT (rpm2cpio or
-rpm --root) runs on this Python: `make rpm-check` runs it with EL9's Python 3.9 and only EL9's
-versions of the libraries (FLOOR_PINS), none of the collector's own, so the bundle in
-ROOT/usr/share/contextd-collector/bundled must supply them.
+"""collector-smoke.py ROOT [postgresql]: the collector as installed from the RPMs into ROOT
+(rpm2cpio or rpm --root) runs on this Python: `make rpm-check` runs it with EL9's Python 3.9
+and only EL9's versions of the libraries (FLOOR_PINS), none of the collector's own, so the
+bundle in ROOT/usr/share/contextd-collector/bundled must supply them.
 
 It starts ROOT/usr/bin/contextd-collector (the launcher, as systemd would) for `migrate` and
 `serve` on 127.0.0.1, POSTs a report signed as contextd signs it (README "Authentication":
 tests/collector_support.py's helpers), reads it back from the JSON API, the page and
 /metrics; and checks that each library came from where the package says: the bundle for the
 bundled ones, the system for EL9's, and that greenlet is not installed at all. Exit 0 when
-all of that holds; anything else fails (with the bundle removed it must fail).
+all of that holds; anything else fails (with the bundle removed it must fail). The database
+is a fresh SQLite file, or with `postgresql` a throwaway PostgreSQL cluster on 127.0.0.1
+(tests/collector_support.py's), reached with the psycopg2 of this Python (EL9 has 2.8.6).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(sys.argv[1]).resolve()
 SITELIB = ROOT / "usr/lib/python3.9/site-packages"
@@ -104,11 +107,24 @@ def exchange(base: str) -> None:
 
 
 def main() -> int:
+    from collector_support import Postgres
+
+    if sys.argv[2:] != ["postgresql"]:
+        return smoke(None)
+    pg = Postgres().start()
+    try:
+        return smoke(pg.new_database())
+    finally:
+        pg.stop()
+
+
+def smoke(url: Optional[str]) -> int:
     from collector_support import config_doc, free_port, write_config
 
     with tempfile.TemporaryDirectory(prefix="collector-smoke-") as name:
         tmp, port = Path(name), free_port()
-        config = write_config(tmp, config_doc(tmp, "sqlite:///%s/c.db" % tmp, port=port))
+        url = url or "sqlite:///%s/c.db" % tmp
+        config = write_config(tmp, config_doc(tmp, url, port=port))
         done = launcher("migrate", "--config", str(config))
         assert done.returncode == 0, "migrate exited %d: %s" % (done.returncode, done.stderr)
         check_sources()
@@ -118,8 +134,9 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    print("collector-smoke: OK: migrate, serve, a signed report stored (201) and read back "
-          "from /v1/instances, the page and /metrics; a forged one refused (401)")
+    print("collector-smoke: OK on %s: migrate, serve, a signed report stored (201) and read "
+          "back from /v1/instances, the page and /metrics; a forged one refused (401)"
+          % url.split(":")[0])
     return 0
 
 
