@@ -26,7 +26,7 @@ RPM_APT     := rpm rpmlint cpio busybox-static systemd openssh-client openssl py
                python3-pip python3-setuptools python3-wheel python3-pytest python3-yaml \
                python3-cryptography python3-pycdlib python3-requests python3-urllib3 \
                python3-pyudev python3-systemd python3-jsonschema man-db groff-base \
-               python3-jinja2 python3-markupsafe python3-idna python3-packaging postgresql
+               python3-jinja2 python3-markupsafe python3-idna python3-packaging postgresql unzip
 # Every file of the working tree that git would take (tracked or new, not ignored).
 RPM_INPUTS  := $(wildcard $(shell git ls-files -co --exclude-standard 2>/dev/null))
 
