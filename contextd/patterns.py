@@ -1,13 +1,14 @@
 """Regular expressions compiled where they are first used, not when their module is imported.
 
-Why: a boot imports about 70 module-level patterns and a run matches with about half of them.
-Each costs 30-180 us to compile, so compiling them all at import was about 1.6 ms of every
-boot (3.11; more on 3.9) spent on patterns that run never used (issue 13, bench/RESULTS.md).
-`Pattern` keeps the pattern and compiles it at its first match, once per process.
+Why: the boot-path modules held 64 module-level patterns and a run matches with about half of
+them. Each costs 30-180 us to compile, so compiling them all at import was about 1.6 ms of
+every boot (3.11; more on 3.9) spent on patterns the run never used (issue 13,
+bench/RESULTS.md). `Pattern` keeps the pattern and compiles it at its first match, once per
+process; tests/test_lazy_patterns.py keeps the boot path free of compiles at import.
 
 It offers what contextd calls on a compiled pattern (fullmatch, match, search, sub, split,
-findall, finditer) with the same arguments and results. It must never change what a pattern matches:
-the pattern and flags go to re.compile exactly as given.
+findall, finditer) with the same arguments and results. It must never change what a pattern
+matches: the pattern and flags go to re.compile exactly as given.
 """
 
 from __future__ import annotations
