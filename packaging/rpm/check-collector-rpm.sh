@@ -96,6 +96,13 @@ native=$(grep -E '\.(so|pyd)(\.[0-9.]+)? ' "$scratch/actual" || true)
 [ -z "$native" ] || fail "a compiled extension in a noarch package: $native"
 foreign_pyc=$(grep -E '\.pyc ' "$scratch/actual" | grep -v '\.cpython-39\.pyc ' || true)
 [ -z "$foreign_pyc" ] || fail "bytecode of another Python in the package: $foreign_pyc"
+# ... and EL9's own is there for every bundled module: the service cannot write it.
+uncompiled=$(grep -E '^/usr/share/contextd-collector/bundled/.*\.py ' "$scratch/actual" | cut -d' ' -f1 |
+    while read -r py; do
+        pyc="$(dirname "$py")/__pycache__/$(basename "$py" .py).cpython-39.pyc"
+        grep -qF "$pyc " "$scratch/actual" || echo "$py"
+    done)
+[ -z "$uncompiled" ] || fail "bundled modules without EL9's bytecode (%py_byte_compile): $(echo "$uncompiled" | sed -n '1,5p' | tr '\n' ' ')..."
 [ "$(rpm -qp --configfiles "$collector")" = /etc/contextd-collector/collector.yaml ] ||
     fail "the only config file must be /etc/contextd-collector/collector.yaml"
 rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$collector" |
@@ -118,6 +125,18 @@ step "the installed collector on EL9's Python and libraries ($el9py)"
     fail "$el9py has not EL9's psycopg2 (2.8)"
 "$el9py" -s "$here/collector-smoke.py" "$root" postgresql | grep -v '^collector-smoke: bundled' | sed 's/^/  /'
 [ "${PIPESTATUS[0]}" = 0 ] || fail "the installed collector does not work on PostgreSQL with EL9's psycopg2"
+step "EL9's Python loads the bundle from the packaged bytecode, none compiled at start"
+# -v: the import system itself names each .pyc it took a module's code from; every bundled
+# module imported must be among them (a stale or foreign .pyc is recompiled, silently).
+bundle="$root/usr/share/contextd-collector/bundled"
+"$el9py" -s -B -v -c 'import importlib.util, sys; sys.path.insert(0, sys.argv[1]); import sqlalchemy, starlette, alembic, uvicorn, prometheus_client, sqlalchemy.dialects.postgresql; print("\n".join(importlib.util.cache_from_source(m.__file__) for m in list(sys.modules.values()) if (getattr(m, "__file__", None) or "").startswith(sys.argv[1]) and m.__file__.endswith(".py")))' "$bundle" \
+    >"$scratch/bytecode.want" 2>"$scratch/bytecode.log" || { cat "$scratch/bytecode.log" >&2; fail "importing the bundle failed"; }
+sed -n "s/^# code object from '\(.*\)'\$/\1/p" "$scratch/bytecode.log" | sort -u >"$scratch/bytecode.got"
+sort -u "$scratch/bytecode.want" >"$scratch/bytecode.want.sorted"
+compiled=$(comm -23 "$scratch/bytecode.want.sorted" "$scratch/bytecode.got")
+[ -s "$scratch/bytecode.want.sorted" ] && [ -z "$compiled" ] ||
+    fail "bundled modules not loaded from their packaged bytecode: $(echo "$compiled" | sed -n '1,5p' | tr '\n' ' ')"
+echo "  $(wc -l <"$scratch/bytecode.want.sorted") bundled modules imported, each from its packaged .cpython-39.pyc"
 step "the same run without the bundle must fail"
 mv "$root/usr/share/contextd-collector/bundled" "$scratch/bundled.away"
 if "$el9py" -s "$here/collector-smoke.py" "$root" >"$scratch/nobundle.log" 2>&1; then
