@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# Fixtures shared by several test modules, kept beside the helpers they use.
+pytest_plugins = ["image_fixtures"]
 
 # No test reaches past this machine: HTTP(S) to anything but loopback goes to a proxy port
 # nothing listens on (payloads name https://factory.example.org; reports to it get spooled).

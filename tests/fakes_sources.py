@@ -112,6 +112,16 @@ class Imds:
         self.server.server_close()
 
 
+def run_over_ec2(site: Any, user_data: bytes, *extra: str) -> Tuple[int, str, str]:
+    """`contextd run` (Site.run) against a fake EC2 metadata service serving `user_data`."""
+    imds = Imds()
+    try:
+        imds.user_data(user_data)
+        return site.run("ec2:%s" % imds.url, *extra)
+    finally:
+        imds.close()
+
+
 # --------------------------------------------------------------------------------------
 # udev
 

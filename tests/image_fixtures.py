@@ -1,9 +1,15 @@
-"""Helpers for the image identity tests (issue 16): an image root, its signing, its policy."""
+"""Helpers for the image identity tests (issue 16): an image root, its signing, its policy.
+
+Also the fixtures those tests share (conftest.py registers this module as a plugin): `ikeys`,
+the factory's keys, made once per test module, and `signed`, the test's site with its root
+signed by the factory key its policy trusts."""
 
 import json
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, Optional
+
+import pytest
 
 from conftest import base_payload, keygen, run_cli
 
@@ -60,6 +66,17 @@ def signed_site(site: Any, factory: Any) -> Any:
     assert code == 0, err
     site.write_policy(trusting(site.policy, factory[1]))
     return site
+
+
+@pytest.fixture(scope="module")
+def ikeys(tmp_path_factory: Any) -> Dict[str, Any]:
+    return image_keys(tmp_path_factory.mktemp("image-keys"))
+
+
+@pytest.fixture
+def signed(site: Any, ikeys: Dict[str, Any]) -> Any:
+    """The site's root, signed by the factory key the policy trusts."""
+    return signed_site(site, ikeys["factory"])
 
 
 def hand_sign(path: Path, key: Path, namespace: str = "contextd-image") -> Path:

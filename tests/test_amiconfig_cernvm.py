@@ -17,7 +17,7 @@ from contextd.errors import PolicyError
 from contextd.trust import verify
 
 from conftest import base_policy
-from fakes_sources import Imds
+from fakes_sources import run_over_ec2
 from test_legacy import NOW, run_env
 
 CERNVM = b"""[amiconfig]
@@ -103,12 +103,7 @@ def test_script_without_ini_is_still_not_ours(site, tmp_path):
 
 def test_run_ec2_cernvm_short_names_take_cern_ch(site):
     site.write_policy(cernvm_policy(site.keys))
-    imds = Imds()
-    try:
-        imds.user_data(CERNVM)
-        code, out, err = site.run("ec2:%s" % imds.url, "--json")
-    finally:
-        imds.close()
+    code, out, err = run_over_ec2(site, CERNVM, "--json")
     assert code == 0, err
     path = site.root / "etc/cvmfs/default.local"
     assert sourced(path) == "atlas.cern.ch,atlas-condb.cern.ch,grid.cern.ch"

@@ -18,18 +18,7 @@ import pytest
 
 from conftest import count
 from contextd.facts import facts_for
-from image_fixtures import (MANIFEST, OS_RELEASE, SIGNATURE, hand_sign, image_keys,
-                            image_payload, sign_image, signed_site)
-
-
-@pytest.fixture(scope="module")
-def ikeys(tmp_path_factory):
-    return image_keys(tmp_path_factory.mktemp("image-keys"))
-
-
-@pytest.fixture
-def signed(site, ikeys):
-    return signed_site(site, ikeys["factory"])
+from image_fixtures import (MANIFEST, OS_RELEASE, SIGNATURE, hand_sign, image_payload, sign_image)
 
 
 def tamper(site, ikeys):

@@ -7,23 +7,11 @@ then `contextd run --root` reports `host.image` and matches `image`/`image_versi
 import hashlib
 import json
 
-import pytest
 
 from conftest import run_cli
-from image_fixtures import (MANIFEST, SIGNATURE, hand_sign, image_keys, image_payload,
-                            make_root, signed_site, trusting)
+from image_fixtures import (MANIFEST, SIGNATURE, hand_sign, image_payload,
+                            make_root, trusting)
 from test_boot_imports import FORBIDDEN, imported_by
-
-
-@pytest.fixture(scope="module")
-def ikeys(tmp_path_factory):
-    return image_keys(tmp_path_factory.mktemp("image-keys"))
-
-
-@pytest.fixture
-def signed(site, ikeys):
-    """The site's root, signed by the factory key the policy trusts."""
-    return signed_site(site, ikeys["factory"])
 
 
 def test_report_carries_the_verified_manifest(signed):

@@ -12,16 +12,10 @@ import stat
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from conftest import run_cli
-from image_fixtures import (MANIFEST, SIGNATURE, image_keys, make_root, manifest_of,
+from image_fixtures import (MANIFEST, SIGNATURE, make_root, manifest_of,
                             sign_image)
-
-
-@pytest.fixture(scope="module")
-def ikeys(tmp_path_factory):
-    return image_keys(tmp_path_factory.mktemp("image-keys"))
 
 
 def ssh_verify(root: Path, pub: str, namespace: str = "contextd-image"):

@@ -16,7 +16,7 @@ from contextd.trust import verify
 from contextd.errors import ApplyError, PayloadError, PolicyViolation, SignatureError
 
 from conftest import base_policy
-from fakes_sources import Imds, b64, make_iso, one_context_sh, wait_until
+from fakes_sources import b64, make_iso, one_context_sh, run_over_ec2, wait_until
 
 NOW = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc)
 SECRET = "s3cr3t-pool-password"
@@ -151,12 +151,7 @@ def test_authorized_against_the_vo_allow_lists_only(keys):
 
 def test_run_ec2_amiconfig_opted_in_is_applied_and_marked_unsigned(site):
     site.write_policy(opted_in(site.keys))
-    imds = Imds()
-    try:
-        imds.user_data(AMICONFIG)
-        code, out, err = site.run("ec2:%s" % imds.url, "--json")
-    finally:
-        imds.close()
+    code, out, err = run_over_ec2(site, AMICONFIG, "--json")
     assert code == 0, err
     rep = site.report()
     assert rep["outcome"] == "applied"

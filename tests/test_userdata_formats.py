@@ -13,7 +13,7 @@ import pytest
 
 from contextd.sources import userdata
 
-from fakes_sources import Imds
+from fakes_sources import run_over_ec2
 
 
 def mime_with_from_line(bundle: bytes) -> bytes:
@@ -34,16 +34,6 @@ def write_mime_multipart(tmp: Path, bundle: Path) -> bytes:
                          capture_output=True, check=True, timeout=30).stdout
     assert out.lower().count(b"mime-version") >= 1
     return out
-
-
-def run_over_ec2(site, user_data: bytes):
-    """`contextd run` against a fake EC2 metadata service on 127.0.0.1 serving `user_data`."""
-    imds = Imds()
-    try:
-        imds.user_data(user_data)
-        return site.run("ec2:%s" % imds.url)
-    finally:
-        imds.close()
 
 
 def test_mime_after_an_mbox_from_line_is_mime(site):
