@@ -181,14 +181,13 @@ def library_work_argv(py: str, deps: Sequence[str], scene: "Scene", report: Path
 
 
 def instruction_table(emit, scene: "Scene", iso: Path, user_data: Path, work: Path,
-                      venv: Path) -> None:
-    """The main table's rows again in instructions, and what our module count costs the
-    import system alone."""
+                      venv: Path, deps: Sequence[str]) -> None:
+    """The main table's rows again in instructions (`deps`: the floor's imports, as
+    boot_table found them), and what our module count costs the import system alone."""
     py = str(venv / "bin" / "python")
     iso_argv, fresh = scene.run_argv("iso:%s" % iso, venv)
     gz_argv, _ = scene.run_argv("file:%s" % user_data, venv)
     fresh()
-    deps = dependency_imports(iso_argv, py)
     probe = "import sys; print(len([m for m in sys.modules if m.split('.')[0] in %r]))" % (
         ("contextd", "contextd_plugins"),)
     ours = int(subprocess.run([py, "-I", "-c", VIA_C.replace("sys.exit(main())",
@@ -347,9 +346,10 @@ def python_version(venv: Path) -> str:
 
 
 def boot_table(emit, scene: "Scene", iso: Path, user_data: Path, venv: Path,
-               runs: int) -> float:
+               runs: int) -> Tuple[float, List[str]]:
     """The main table for the interpreter and libraries of `venv`: bare interpreter, the
-    floor its dependencies set, and the two runs, side by side."""
+    floor its dependencies set, and the two runs, side by side. Returns the bare
+    interpreter's time and the floor's imports."""
     py = str(venv / "bin" / "python")
     iso_argv, fresh = scene.run_argv("iso:%s" % iso, venv)
     gz_argv, _ = scene.run_argv("file:%s" % user_data, venv)
@@ -402,7 +402,7 @@ def boot_table(emit, scene: "Scene", iso: Path, user_data: Path, venv: Path,
              (own["iso"] - flush) / bare, TARGET_RSS_MB, peak,
              "met" if peak <= TARGET_RSS_MB else "MISSED"))
     emit()
-    return bare
+    return bare, deps
 
 
 def main() -> int:
@@ -441,13 +441,13 @@ def main() -> int:
              % args.runs)
         emit()
         iso_argv, fresh = scene.run_argv("iso:%s" % iso)
-        bare = boot_table(emit, scene, iso, user_data, BENCH_VENV, args.runs)
+        bare, deps = boot_table(emit, scene, iso, user_data, BENCH_VENV, args.runs)
         emit("Runs start the installed `contextd` console script, as the unit does. Rows are "
              "measured round-robin; the launcher's own fork and wait are in every figure, the "
              "bare interpreter's too.")
         emit()
         fresh()
-        instruction_table(emit, scene, iso, user_data, work, BENCH_VENV)
+        instruction_table(emit, scene, iso, user_data, work, BENCH_VENV, deps)
         fresh()
         emit("Heaviest imports of one ISO run (`-X importtime`, cumulative microseconds):")
         emit()
@@ -463,8 +463,8 @@ def main() -> int:
             emit("The same, on Python %s with the versions EL9 ships (%s), in %s:"
                  % (python_version(venv), args.el9_pins, venv.name))
             emit()
-            boot_table(emit, scene, iso, user_data, venv, args.runs)
-            instruction_table(emit, scene, iso, user_data, work, venv)
+            _, el9_deps = boot_table(emit, scene, iso, user_data, venv, args.runs)
+            instruction_table(emit, scene, iso, user_data, work, venv, el9_deps)
 
         emit("## Scaling")
         emit()
